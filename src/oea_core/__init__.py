@@ -1,0 +1,34 @@
+"""oea_core: lake paths, schemas, pseudonymization, Delta IO, ingestion and SQL views for OEA-style lakes."""
+
+from __future__ import annotations
+
+from .delta_io import DeltaStore, WriteResult, delta_store
+from .errors import (
+                     DeltaTableError,
+                     IngestError,
+                     LakePathError,
+                     LandingError,
+                     ModuleNotFoundInCatalog,
+                     NotebookRunError,
+                     OEAError,
+                     RejectedRowsError,
+                     SaltError,
+                     SchemaError,
+)
+from .ingest import CsvTableDef, IngestResult, ingest_csv_table
+from .landing import LandResult, land_folder
+from .paths import STAGES, LakePaths
+from .pseudonymize import pseudonym, to_lookup, to_pseudonymized
+from .salt import Salt, get_salt
+from .schema import ColumnSpec, PseudoOp, TableSchema, safe_column_name, safe_table_name
+from .sources import sources
+from .spark import get_spark
+from .sql_views import views_script
+
+__all__ = [
+    "STAGES", "ColumnSpec", "CsvTableDef", "DeltaStore", "DeltaTableError", "IngestError", "IngestResult",
+    "LakePathError", "LakePaths", "LandResult", "LandingError", "ModuleNotFoundInCatalog", "NotebookRunError",
+    "OEAError", "PseudoOp", "RejectedRowsError", "Salt", "SaltError", "SchemaError", "TableSchema",
+    "WriteResult", "delta_store", "get_salt", "get_spark", "ingest_csv_table", "land_folder", "pseudonym",
+    "safe_column_name", "safe_table_name", "sources", "to_lookup", "to_pseudonymized", "views_script",
+]

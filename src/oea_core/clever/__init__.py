@@ -1,0 +1,7 @@
+"""The Clever module (Clever Participation Reports)."""
+
+from __future__ import annotations
+
+from .module import SCHEMAS, CleverModule, classify, role_from_path, table_defs
+
+__all__ = ["SCHEMAS", "CleverModule", "classify", "role_from_path", "table_defs"]

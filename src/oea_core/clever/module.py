@@ -1,0 +1,143 @@
+"""The Clever module: Clever Participation Reports (daily-participation, resource-usage).
+
+Outputs ``stage2p/clever/<table>_pseudo`` (partitioned by year and month of ``date``),
+``stage2np/clever/<table>_lookup`` and, when rows cannot be read, ``stage2np/clever/<table>_rejected``.
+The user's role (students, teachers, staff) is taken from the file's folder or name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import TYPE_CHECKING
+
+from ..delta_io import DeltaStore, delta_store
+from ..errors import LandingError
+from ..ingest import DEFAULT_MAX_REJECT_SHARE, CsvTableDef, IngestResult, ingest_csv_table
+from ..landing import LandResult, land_folder
+from ..paths import LakePaths
+from ..salt import Salt, get_salt
+from ..schema import TableSchema, safe_table_name
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger("oea")
+SOURCE = "clever"
+ROLES = ("students", "teachers", "staff")
+_ROLE = re.compile(r"(?<![a-z])(student|teacher|staff)s?(?![a-z])", re.IGNORECASE)
+
+# OEA's [column, type, op] form; columns are matched by header name, so order is only documentation.
+SCHEMAS = {
+    "daily-participation": [
+        ["date", "date", "x"],
+        ["sis_id", "string", "h"],
+        ["clever_user_id", "string", "h"],
+        ["clever_school_id", "string", "x"],
+        ["school_name", "string", "x"],
+        ["active", "boolean", "x"],
+        ["num_logins", "int", "x"],
+        ["num_resources_accessed", "int", "x"],
+    ],
+    "resource-usage": [
+        ["date", "date", "x"],
+        ["sis_id", "string", "h"],
+        ["clever_user_id", "string", "h"],
+        ["clever_school_id", "string", "x"],
+        ["school_name", "string", "x"],
+        ["resource_type", "string", "x"],
+        ["resource_name", "string", "x"],
+        ["resource_id", "string", "x"],
+        ["num_access", "int", "x"],
+    ],
+}
+
+
+def role_from_path(path: str) -> str | None:
+    """``students``, ``teachers`` or ``staff`` from a file's folder or name; None when absent."""
+    for part in reversed(re.split(r"[\\/]", path)):
+        match = _ROLE.search(part)
+        if match:
+            word = match.group(1).lower()
+            return "staff" if word == "staff" else word + "s"
+    return None
+
+
+def table_defs() -> dict[str, CsvTableDef]:
+    """The module's tables by report name; each schema is checked here (SchemaError on a bad op/type)."""
+    return {
+        report: CsvTableDef(
+            source=SOURCE,
+            landed_name=report,
+            schema=TableSchema.parse(safe_table_name(report), spec),
+            file_columns=lambda path: {"role": role_from_path(path) or "unknown"},
+            passthrough=("role",),
+            required=("date",),
+            date_partition="date",
+        )
+        for report, spec in SCHEMAS.items()
+    }
+
+
+def classify(relative_path: str) -> tuple[str, str] | None:
+    """Where a file of a Clever export goes: ``(report, <role>/<file name>)``; None for other files."""
+    parts = re.split(r"[\\/]", relative_path)
+    report = next((p for p in parts[:-1] if p in SCHEMAS), None) or next(
+        (r for r in SCHEMAS if r in parts[-1]), None)
+    if report is None:
+        return None
+    role = role_from_path(relative_path)
+    if role is None:
+        raise LandingError(
+            f"cannot tell the role of {relative_path}: put it under a students/teachers/staff folder "
+            "or name it like <date>-daily-participation-students.csv", path=relative_path)
+    return report, f"{role}/{parts[-1]}"
+
+
+class CleverModule:
+    """Land, ingest and query the Clever module's tables in one lake."""
+
+    source = SOURCE
+
+    def __init__(self, lake: LakePaths | str | None = None, spark: SparkSession | None = None,
+                 salt: Salt | None = None) -> None:
+        self.lake = lake if isinstance(lake, LakePaths) else LakePaths.from_setting(lake)
+        self._spark = spark
+        self._salt = salt
+        self.tables = table_defs()
+
+    @property
+    def spark(self) -> SparkSession:
+        if self._spark is None:
+            from ..spark import get_spark
+
+            self._spark = get_spark()
+        return self._spark
+
+    @property
+    def store(self) -> DeltaStore:
+        return delta_store(self.spark)
+
+    def land(self, src: str | os.PathLike, batch_id: str | None = None) -> LandResult:
+        """Copy a Clever export folder into ``stage1np/clever/<report>/<batch>/<role>/``."""
+        return land_folder(self.lake, SOURCE, os.fspath(src), classify, batch_id=batch_id)
+
+    def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
+        """Ingest every new landed batch of every report."""
+        salt = self._salt or get_salt(self.lake)
+        store = self.store
+        return [ingest_csv_table(self.spark, self.lake, table_def, salt, store=store,
+                                 max_reject_share=max_reject_share)
+                for table_def in self.tables.values()]
+
+    def output_tables(self) -> list[tuple[str, str]]:
+        """``(stage, table)`` of every table the module writes for analysts (for SQL views)."""
+        tables = []
+        for table_def in self.tables.values():
+            tables += [("stage2p", table_def.pseudo_table), ("stage2np", table_def.lookup_table)]
+        return tables
+
+    def read(self, stage: str, table: str) -> DataFrame:
+        """A module table as a Spark DataFrame, e.g. ``read("stage2p", "daily_participation_pseudo")``."""
+        return self.store.read(self.lake.table(stage, SOURCE, table))

@@ -1,0 +1,161 @@
+"""The ``oea`` command: ``oea [--lake PATH] <command> ...``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .errors import OEAError
+from .ingest import DEFAULT_MAX_REJECT_SHARE
+from .paths import LakePaths
+from .sources import sources
+
+log = logging.getLogger("oea")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oea", description="Open, tested OEA-style education data lake.")
+    parser.add_argument("--lake", help="lake folder or abfss:// URL (default: $OEA_LAKE, then ./lake)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    land = commands.add_parser("land", help="copy a source export into stage1np")
+    land.add_argument("module", help=f"source module ({', '.join(sources.names())})")
+    land.add_argument("src", help="folder holding the export")
+    land.add_argument("--batch-id", help="batch id (default: a UTC timestamp)")
+
+    ingest = commands.add_parser("ingest", help="stage1np -> stage2np/stage2p, new batches only")
+    ingest.add_argument("module")
+    ingest.add_argument("--max-reject-share", type=float,
+                        default=float(os.environ.get("OEA_MAX_REJECT_SHARE", DEFAULT_MAX_REJECT_SHARE)),
+                        help="fail when more than this share of rows cannot be read (default %(default)s)")
+
+    views = commands.add_parser("views", help="write the serverless SQL views script to sql_views/")
+    views.add_argument("module")
+    _view_options(views)
+
+    run = commands.add_parser("run", help="run the module notebooks with papermill, then write the SQL views")
+    run.add_argument("--module", action="append", dest="modules", help="module to run (default: clever)")
+    run.add_argument("--sample", help="export folder to land (default: test_data/<module>)")
+    run.add_argument("--notebooks", help="notebooks folder (default: ./notebooks)")
+    _view_options(run)
+
+    generate = commands.add_parser("generate", help="write a synthetic export for tests and benchmarks")
+    generate.add_argument("module", choices=["clever"])
+    generate.add_argument("out")
+    generate.add_argument("--students", type=int, default=40)
+    generate.add_argument("--teachers", type=int, default=4)
+    generate.add_argument("--staff", type=int, default=2)
+    generate.add_argument("--days", type=int, default=3)
+    generate.add_argument("--seed", type=int, default=7)
+    generate.add_argument("--no-quirks", action="store_true", help="plain files, no real-world variations")
+    return parser
+
+
+def _view_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage-account", default=os.environ.get("OEA_STORAGE_ACCOUNT"),
+                        help="ADLS account the views read (default: $OEA_STORAGE_ACCOUNT, or the lake's)")
+    parser.add_argument("--workspace", default=os.environ.get("OEA_WORKSPACE", "dev"),
+                        help="workspace name in database names (default %(default)s)")
+    parser.add_argument("--out", default="sql_views", help="folder for the script (default %(default)s)")
+
+
+def _views(lake: LakePaths, name: str, args: argparse.Namespace) -> str:
+    from .sql_views import views_script, write_views_script
+
+    module = sources.get(name)(lake=lake)
+    account = args.storage_account or lake.account or "yourstorageaccount"
+    if not (args.storage_account or lake.account):
+        log.warning("no storage account given: the script uses 'yourstorageaccount'; "
+                    "pass --storage-account or set OEA_STORAGE_ACCOUNT")
+    script = views_script(lake, name, module.output_tables(), account=account, workspace=args.workspace)
+    path = write_views_script(script, args.out, name)
+    log.info("wrote %s", path)
+    return path
+
+
+def _run(lake: LakePaths, args: argparse.Namespace) -> None:
+    from .landing import new_batch_id
+    from .notebook_run import run_notebooks
+
+    run_id = new_batch_id()
+    for name in args.modules or ["clever"]:
+        notebooks = sources.notebooks(name)
+        sample = os.path.abspath(args.sample or os.path.join("test_data", name))
+        out_dir = (lake.state_path("runs", run_id) if lake.is_local else os.path.join("runs", run_id))
+        params = {"lake_path": lake.root or f"abfss://stage1np@{lake.account}.dfs.core.windows.net",
+                  "source_path": sample}
+        executed = run_notebooks(list(notebooks), params, out_dir, args.notebooks)
+        log.info("%s: ran %d notebooks; executed copies in %s", name, len(executed), out_dir)
+        _views(lake, name, args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    lake = LakePaths.from_setting(args.lake)
+    if args.command == "land":
+        result = sources.get(args.module)(lake=lake).land(args.src, batch_id=args.batch_id)
+        if result.batch_id:
+            print(f"landed {len(result.landed)} files as batch {result.batch_id} "
+                  f"({len(result.already_landed)} already landed)")
+        else:
+            print(f"nothing new: all {len(result.already_landed)} files were landed before")
+    elif args.command == "ingest":
+        module = sources.get(args.module)(lake=lake)
+        try:
+            for result in module.ingest(max_reject_share=args.max_reject_share):
+                if result.nothing_new:
+                    print(f"{result.table}: nothing new")
+                else:
+                    print(f"{result.table}: {len(result.batches)} batches, {result.rows} rows written, "
+                          f"{result.rejected} rejected")
+        finally:
+            _stop_spark(module)
+    elif args.command == "views":
+        print(_views(lake, args.module, args))
+    elif args.command == "run":
+        _run(lake, args)
+    elif args.command == "generate":
+        from .clever.generator import generate_clever_export
+
+        result = generate_clever_export(args.out, students=args.students, teachers=args.teachers,
+                                        staff=args.staff, days=args.days, seed=args.seed,
+                                        quirks=not args.no_quirks)
+        print(f"wrote {len(result.files)} files to {result.root}: "
+              + ", ".join(f"{k} {v} rows" for k, v in result.rows.items()))
+    return 0
+
+
+def _stop_spark(module) -> None:
+    spark = getattr(module, "_spark", None)
+    if spark is not None:
+        spark.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 a reported error, 2 an unexpected one)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="oea: %(message)s",
+                        stream=sys.stderr)
+    try:
+        return _dispatch(args)
+    except OEAError as exc:
+        if args.debug:
+            raise
+        print(f"oea: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("oea: interrupted; the lake is unchanged by the unfinished step", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"oea: unexpected error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

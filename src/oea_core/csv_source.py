@@ -1,0 +1,115 @@
+"""Reading landed CSV files: columns matched by header name, every value checked.
+
+Real exports vary: quoted or unquoted fields, column orders that differ from the docs,
+unpadded dates (``2022-01-9``), blank IDs, a UTF-8 byte-order mark, CRLF line ends. Each
+file's own header decides which column is which. A value that cannot be read as its
+declared type, or a row with the wrong number of fields, is not nulled or dropped: the row
+carries a ``_reject_reason`` and the raw text of every column (``_raw_<column>``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .errors import IngestError
+from .schema import TableSchema, safe_column_name
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+log = logging.getLogger("oea")
+REASON = "_reject_reason"
+SOURCE_FILE = "_source_file"
+RAW_LINE = "_raw_line"
+RAW_PREFIX = "_raw_"
+DATE_FORMAT = "yyyy-M-d"  # accepts 2022-01-09 and 2022-1-9
+
+
+def read_header(path: str) -> list[str]:
+    """The header row of a CSV file, byte-order mark removed; raises IngestError when missing."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        row = next(csv.reader(handle), None)
+    if not row or not any(cell.strip() for cell in row):
+        raise IngestError(f"CSV file {path} has no header row: re-export it with a header", path=path)
+    return row
+
+
+def _match_columns(path: str, header: list[str], schema: TableSchema) -> dict[str, str]:
+    """Map each schema column to the header's Spark column name (by safe, case-insensitive name)."""
+    found = {safe_column_name(name).lower(): f"c{i}" for i, name in enumerate(header)}
+    missing = [c for c in schema.names if c.lower() not in found]
+    if missing:
+        raise IngestError(
+            f"CSV file {path} lacks columns {missing} of table {schema.table!r} "
+            f"(its header has {header}); re-export it with those columns or fix the module schema",
+            path=path, table=schema.table)
+    extra = sorted(set(found) - {c.lower() for c in schema.names})
+    if extra:
+        log.warning("%s: columns %s are not in table %s and are left in stage1np only", path, extra, schema.table)
+    return {c: found[c.lower()] for c in schema.names}
+
+
+def _parse(column_name: str, type_name: str, date_format: str) -> Column:
+    """ANSI-safe parse: a value that is not of ``type_name`` gives null, never an error."""
+    from pyspark.sql import functions as F
+
+    text = f"trim(`{column_name}`)"
+    if type_name == "string":
+        return F.col(column_name)
+    if type_name == "date":
+        return F.expr(f"to_date(try_to_timestamp({text}, '{date_format}'))")
+    if type_name == "timestamp":
+        return F.expr(f"try_to_timestamp({text})")
+    return F.expr(f"try_cast({text} AS {type_name})")
+
+
+def read_csv_files(spark: SparkSession, files: list[str], schema: TableSchema,
+                   file_columns: Callable[[str], dict[str, str]] | None = None,
+                   date_format: str = DATE_FORMAT, required: tuple[str, ...] = ()) -> DataFrame:
+    """Read ``files`` as ``schema``'s table; adds literal ``file_columns(path)`` per file.
+
+    Returns typed schema columns, the literal columns, ``_source_file``, ``_reject_reason``
+    (null for good rows), ``_raw_line`` (malformed rows) and ``_raw_<column>`` texts. A blank
+    value in a ``required`` column is a reason to reject the row.
+    """
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    if not files:
+        raise IngestError(f"no CSV files given for table {schema.table!r}", table=schema.table)
+    groups: dict[tuple, list[str]] = {}
+    for path in files:
+        header = read_header(path)
+        literals = tuple(sorted((file_columns(path) if file_columns else {}).items()))
+        groups.setdefault((tuple(header), literals), []).append(path)
+    frames = []
+    for (header, literals), paths in groups.items():
+        mapping = _match_columns(paths[0], list(header), schema)
+        spark_schema = T.StructType([T.StructField(f"c{i}", T.StringType()) for i in range(len(header))]
+                                    + [T.StructField(RAW_LINE, T.StringType())])
+        df = spark.read.csv(paths, schema=spark_schema, header=True, escape='"', mode="PERMISSIVE",
+                            columnNameOfCorruptRecord=RAW_LINE, encoding="UTF-8")
+        reasons: list[Column] = [F.when(F.col(RAW_LINE).isNotNull(),
+                                        F.lit(f"malformed CSV row: expected {len(header)} fields"))]
+        columns: list[Column] = []
+        for spec in schema.columns:
+            raw = F.col(mapping[spec.name])
+            parsed = _parse(mapping[spec.name], spec.type, date_format)
+            columns += [parsed.alias(spec.name), raw.alias(RAW_PREFIX + spec.name)]
+            if spec.name in required:
+                reasons.append(F.when(raw.isNull() | (F.trim(raw) == ""), F.lit(f"{spec.name}: blank but required")))
+            if spec.type != "string":
+                bad = raw.isNotNull() & (F.trim(raw) != "") & parsed.isNull()
+                reasons.append(F.when(bad, F.concat(F.lit(f"{spec.name}: '"), raw,
+                                                    F.lit(f"' is not a valid {spec.type}"))))
+        columns += [F.lit(value).alias(name) for name, value in literals]
+        columns += [F.input_file_name().alias(SOURCE_FILE), F.col(RAW_LINE)]
+        reason = F.concat_ws("; ", *reasons)
+        columns.append(F.when(reason != "", reason).alias(REASON))
+        frames.append(df.select(*columns))
+    return reduce(lambda a, b: a.unionByName(b), frames)

@@ -1,0 +1,77 @@
+"""All exceptions raised by oea_core.
+
+Every message names the file, table, column or setting involved and says what to do.
+"""
+
+from __future__ import annotations
+
+
+class OEAError(Exception):
+    """Base class of every error oea_core raises on purpose."""
+
+
+class LakePathError(OEAError):
+    """A lake location or a name used to build a lake path is not valid."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class SchemaError(OEAError):
+    """A table schema spec (``[column, type, op]``) is not valid."""
+
+    def __init__(self, message: str, *, table: str | None = None, column: str | None = None) -> None:
+        super().__init__(message)
+        self.table = table
+        self.column = column
+
+
+class SaltError(OEAError):
+    """The pseudonymization salt is missing, empty or unreadable."""
+
+
+class LandingError(OEAError):
+    """Files could not be landed in stage1np."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class IngestError(OEAError):
+    """A landed batch could not be ingested into stage 2."""
+
+    def __init__(self, message: str, *, path: str | None = None, table: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.table = table
+
+
+class RejectedRowsError(IngestError):
+    """More rows were rejected than the configured share allows; nothing was written."""
+
+    def __init__(self, message: str, *, table: str, rejected: int, total: int) -> None:
+        super().__init__(message, table=table)
+        self.rejected = rejected
+        self.total = total
+
+
+class DeltaTableError(OEAError):
+    """A Delta table could not be read or written; the previous version is intact."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ModuleNotFoundInCatalog(OEAError):
+    """A source module name is not registered."""
+
+
+class NotebookRunError(OEAError):
+    """A notebook failed while being executed by papermill."""
+
+    def __init__(self, message: str, *, notebook: str | None = None) -> None:
+        super().__init__(message)
+        self.notebook = notebook

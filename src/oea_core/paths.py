@@ -1,0 +1,114 @@
+"""Lake paths: the one place that knows where stages, sources and tables live.
+
+A lake is either a folder on local disk (the embedded default) or an ADLS Gen2 storage
+account whose containers are the stages, as in OEA. Everything else asks this module
+for locations, so the same code runs on a laptop and on Synapse.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LakePathError
+
+STAGES = ("stage1np", "stage2np", "stage2p", "stage3np", "stage3p")
+FRAMEWORK_CONTAINER = "oea-framework"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]*$")
+_ABFSS = re.compile(r"^abfss://(?P<container>[a-z0-9-]+)@(?P<account>[a-z0-9]{3,24})\.dfs\.core\.windows\.net(/.*)?$")
+DEFAULT_LAKE = "./lake"
+
+
+def check_name(value: str, what: str) -> str:
+    """Return ``value`` if it is a safe lake name (source, table, batch); raise LakePathError if not."""
+    if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
+        raise LakePathError(
+            f"{what} {value!r} is not a valid lake name: use letters, digits, '_', '-', '.', '=' "
+            "and do not start with '.' or '-'",
+            path=str(value),
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class LakePaths:
+    """Where a lake lives: ``root`` is a local folder, or ``account`` names an ADLS Gen2 account."""
+
+    root: str | None = None
+    account: str | None = None
+
+    @classmethod
+    def from_setting(cls, setting: str | os.PathLike | None = None) -> LakePaths:
+        """Build from ``--lake``/``OEA_LAKE``/``./lake`` (a folder or an ``abfss://`` URL)."""
+        value = os.fspath(setting) if setting is not None else os.environ.get("OEA_LAKE") or DEFAULT_LAKE
+        if value.startswith("abfss://"):
+            match = _ABFSS.match(value)
+            if not match:
+                raise LakePathError(
+                    f"lake URL {value!r} is not of the form "
+                    "abfss://<container>@<account>.dfs.core.windows.net; fix --lake or OEA_LAKE",
+                    path=value,
+                )
+            return cls(account=match.group("account"))
+        if "://" in value:
+            raise LakePathError(
+                f"lake {value!r} uses an unsupported scheme: give a local folder or an abfss:// URL",
+                path=value,
+            )
+        return cls(root=str(Path(value).expanduser().resolve()))
+
+    @property
+    def is_local(self) -> bool:
+        return self.root is not None
+
+    def stage_root(self, stage: str) -> str:
+        """The root of a stage: a folder locally, a container on ADLS."""
+        if stage not in STAGES and stage != FRAMEWORK_CONTAINER:
+            raise LakePathError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}", path=stage)
+        if self.is_local:
+            return os.path.join(self.root, stage)
+        return f"abfss://{stage}@{self.account}.dfs.core.windows.net"
+
+    def path(self, stage: str, source: str, *parts: str) -> str:
+        """``<stage>/<source>/<parts...>``, each name checked."""
+        names = [check_name(source, "source")] + [check_name(p, "path part") for p in parts]
+        if self.is_local:
+            return os.path.join(self.stage_root(stage), *names)
+        return "/".join([self.stage_root(stage), *names])
+
+    def table(self, stage: str, source: str, table: str) -> str:
+        """Location of the Delta table ``<stage>/<source>/<table>``."""
+        return self.path(stage, source, check_name(table, "table"))
+
+    def state_path(self, *parts: str) -> str:
+        """Bookkeeping that belongs to no stage (OEA's ``oea-framework`` container)."""
+        names = [check_name(p, "state name") for p in parts]
+        if self.is_local:
+            return os.path.join(self.stage_root(FRAMEWORK_CONTAINER), *names)
+        return "/".join([self.stage_root(FRAMEWORK_CONTAINER), *names])
+
+    @property
+    def secret_file(self) -> str:
+        """The per-lake salt file: beside the stages, never inside one. Local lakes only."""
+        if not self.is_local:
+            raise LakePathError(
+                "an ADLS lake has no local secret file: set OEA_SALT or OEA_KEYVAULT_URL", path=self.account
+            )
+        return os.path.join(self.root, ".oea", "salt")
+
+    def https_url(self, stage: str, source: str, table: str, account: str | None = None) -> str:
+        """The ``https://<account>.dfs.core.windows.net/<stage>/<source>/<table>/`` form serverless SQL uses."""
+        account = account or self.account
+        if not account:
+            raise LakePathError(
+                "a storage account is needed to address the lake from serverless SQL: "
+                "pass --storage-account or set OEA_STORAGE_ACCOUNT",
+            )
+        if not re.fullmatch(r"[a-z0-9]{3,24}", account):
+            raise LakePathError(
+                f"storage account {account!r} is not valid: 3-24 lower-case letters and digits", path=account
+            )
+        parts = [stage, check_name(source, "source"), check_name(table, "table")]
+        return f"https://{account}.dfs.core.windows.net/" + "/".join(parts) + "/"

@@ -1,0 +1,104 @@
+"""Pseudonymization: split a table into its ``p`` form and its ``np`` lookup form.
+
+Pseudonym = lowercase hex SHA-256 of the value's text followed directly by the salt, which
+is what OEA's ``sha2(concat(col, salt), 256)`` gives, so existing OEA lakes keep their
+pseudonyms. A null or blank value stays null; it never becomes SHA-256 of the salt alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from .errors import SchemaError
+from .salt import Salt
+from .schema import PseudoOp, TableSchema
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+PSEUDONYM_SUFFIX = "_pseudonym"
+MASK = "*"
+
+
+def pseudonym(value: object, salt: Salt | str) -> str | None:
+    """The pseudonym of one value (reference implementation; Spark does the same in bulk)."""
+    if value is None or str(value).strip() == "":
+        return None
+    text = salt.reveal() if isinstance(salt, Salt) else salt
+    return hashlib.sha256((str(value) + text).encode("utf-8")).hexdigest()
+
+
+def hash_column(column: Column, salt: Salt) -> Column:
+    """Spark expression for the pseudonym of ``column``; null and blank give null."""
+    from pyspark.sql import functions as F
+
+    text = column.cast("string")
+    return F.when(F.trim(text) == "", F.lit(None).cast("string")).otherwise(
+        F.sha2(F.concat(text, F.lit(salt.reveal())), 256)
+    )
+
+
+def _check_columns(df: DataFrame, schema: TableSchema, passthrough: tuple[str, ...]) -> None:
+    unknown = [c for c in df.columns if c not in schema.names and c not in passthrough]
+    if unknown:
+        raise SchemaError(
+            f"table {schema.table!r} has columns {unknown} that its schema does not declare; "
+            f"declare them with an op (declared: {list(schema.names)})",
+            table=schema.table,
+        )
+
+
+def to_pseudonymized(df: DataFrame, schema: TableSchema, salt: Salt,
+                     passthrough: tuple[str, ...] = ()) -> DataFrame:
+    """The ``p`` form: hashed columns become ``<col>_pseudonym``, masked ones ``*``.
+
+    ``passthrough`` names derived, non-identifying columns (such as ``role``) kept as they are.
+    """
+    from pyspark.sql import functions as F
+
+    _check_columns(df, schema, passthrough)
+    out = []
+    for spec in schema.columns:
+        if spec.name not in df.columns:
+            continue
+        if spec.op in (PseudoOp.HASH, PseudoOp.HASH_NO_LOOKUP):
+            out.append(hash_column(F.col(spec.name), salt).alias(spec.name + PSEUDONYM_SUFFIX))
+        elif spec.op is PseudoOp.MASK:
+            out.append(F.lit(MASK).alias(spec.name))
+        else:
+            out.append(F.col(spec.name))
+    out.extend(F.col(name) for name in passthrough if name in df.columns)
+    return df.select(*out)
+
+
+def lookup_columns(schema: TableSchema) -> list[str]:
+    """Columns of the lookup table, in order."""
+    names: list[str] = []
+    for spec in schema.columns:
+        if spec.op is PseudoOp.HASH:
+            names += [spec.name, spec.name + PSEUDONYM_SUFFIX]
+        elif spec.op in (PseudoOp.MASK, PseudoOp.PARTITION_BY):
+            names.append(spec.name)
+    return names
+
+
+def to_lookup(df: DataFrame, schema: TableSchema, salt: Salt) -> DataFrame | None:
+    """The ``np`` lookup form: one row per distinct identity; None when nothing is hashed with lookup."""
+    from pyspark.sql import functions as F
+
+    hashed = schema.with_ops(PseudoOp.HASH)
+    if not hashed:
+        return None
+    out = []
+    for spec in schema.columns:
+        if spec.op is PseudoOp.HASH:
+            value = F.when(F.trim(F.col(spec.name).cast("string")) == "", None).otherwise(F.col(spec.name))
+            out += [value.alias(spec.name), hash_column(F.col(spec.name), salt).alias(spec.name + PSEUDONYM_SUFFIX)]
+        elif spec.op in (PseudoOp.MASK, PseudoOp.PARTITION_BY):
+            out.append(F.col(spec.name))
+    any_identity = None
+    for spec in hashed:
+        present = F.col(spec.name).isNotNull()
+        any_identity = present if any_identity is None else any_identity | present
+    return df.select(*out).where(any_identity).dropDuplicates()
