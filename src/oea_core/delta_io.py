@@ -115,7 +115,6 @@ class DeltaStore:
 
     def read(self, path: str) -> DataFrame:
         """The table's current version as a Spark DataFrame, typed as the Delta schema says."""
-        from pyspark.sql import functions as F
         from pyspark.sql.pandas.types import from_arrow_schema
 
         table = self._table(path)
@@ -125,8 +124,8 @@ class DeltaStore:
         files = table.file_uris()
         if not files:
             return self.spark.createDataFrame([], schema)
-        df = self.spark.read.option("basePath", path).parquet(*files)
-        return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+        # The declared schema keeps partition values typed as the table says ('007' stays '007').
+        return self.spark.read.schema(schema).option("basePath", path).parquet(*files)
 
     def read_arrow(self, path: str, sql_where: str | None = None) -> pa.Table:
         """The table as Arrow, without Spark (DataFusion through delta-rs)."""
@@ -135,8 +134,10 @@ class DeltaStore:
         table = self._table(path)
         if table is None:
             raise DeltaTableError(f"no Delta table at {path}: ingest the source first", path=path)
+        import pyarrow as pa
+
         query = "SELECT * FROM t" + (f" WHERE {sql_where}" if sql_where else "")
-        return QueryBuilder().register("t", table).execute(query).read_all()
+        return pa.table(QueryBuilder().register("t", table).execute(query).read_all())
 
     # writing -----------------------------------------------------------------------------
     def write(self, df: DataFrame, path: str, *, mode: str = "append", partition_by: tuple[str, ...] = (),
@@ -267,7 +268,7 @@ def _arrow_schema(table) -> pa.Schema:
 def _delta_types(schema: pa.Schema) -> dict[str, str]:
     from deltalake import Schema
 
-    return {f.name: str(f.type) for f in Schema.from_arrow(schema).fields}
+    return {f.name: str(getattr(f.type, "type", f.type)) for f in Schema.from_arrow(schema).fields}
 
 
 def _check_same_schema(path: str, existing: pa.Schema, incoming: pa.Schema) -> None:
