@@ -136,3 +136,13 @@ def test_spark_reads_back_typed_with_partitions(spark, tmp_path):
 def test_reading_a_missing_table_says_what_to_do(spark, tmp_path):
     with pytest.raises(DeltaTableError, match="no Delta table at .*ingest the source first"):
         DeltaStore(spark).read(str(tmp_path / "nope"))
+
+
+def test_merge_on_two_keys_with_nulls(spark, tmp_path):
+    path = str(tmp_path / "t")
+    store = DeltaStore(spark)
+    schema = "a string, b string, n int"
+    store.write(spark.createDataFrame([("x", None, 1), ("x", "y", 2)], schema), path)
+    store.merge(spark.createDataFrame([("x", None, 9), ("x", "z", 3)], schema), path, ("a", "b"))
+    got = sorted((r["a"], r["b"] or "", r["n"]) for r in delta_rows(path, order="n"))
+    assert got == [("x", "", 1), ("x", "y", 2), ("x", "z", 3)]

@@ -243,7 +243,7 @@ class DeltaStore:
 
         if check:
             _check_same_schema(table.table_uri, _arrow_schema(table), source.schema)
-        predicate = " AND ".join(f"t.`{k}` IS NOT DISTINCT FROM s.`{k}`" for k in keys)
+        predicate = " AND ".join(f"(t.\"{k}\" IS NOT DISTINCT FROM s.\"{k}\")" for k in keys)
         props = CommitProperties(custom_metadata={"oea": json.dumps(metadata or {})},
                                  app_transactions=[Transaction(a, 1) for a in app_ids] or None)
         return table.merge(source, predicate, source_alias="s", target_alias="t", streamed_exec=False,

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install everything oea needs on a fresh machine: Java for Spark, a virtual environment with the
+# pinned packages, the oea_core package, and a Jupyter kernel bound to that environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "setup: $*" >&2; }
+
+if ! java -version >/dev/null 2>&1; then
+  log "installing Java 17 (needed by Spark)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+  || { log "Python 3.10 or newer is needed (found $("$PYTHON" --version 2>&1))"; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+log "installing pinned packages (requirements.txt)"
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+# A kernel spec with this environment's absolute interpreter, so papermill and nbmake never pick another Python.
+.venv/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (oea)" >/dev/null
+log "ready: $(.venv/bin/python -c 'import pyspark, deltalake; print("pyspark", pyspark.__version__, "deltalake", deltalake.__version__)')"
