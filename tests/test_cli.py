@@ -86,3 +86,10 @@ def test_readme_commands_are_the_ones_ci_runs():
     assert f"./scripts/setup.sh && {test_command}" in readme
     assert "./scripts/setup.sh && .venv/bin/oea run" in readme
     assert "./scripts/setup.sh" in ci and test_command in ci
+
+
+def test_error_text_never_shows_the_salt(capsys):
+    from oea_core.salt import Salt, redact
+
+    Salt("s3cr3t-salt-value", "test")
+    assert redact("failed near concat(sis_id, 's3cr3t-salt-value')") == "failed near concat(sis_id, '<salt>')"

@@ -10,6 +10,7 @@ import sys
 from .errors import OEAError
 from .ingest import DEFAULT_MAX_REJECT_SHARE
 from .paths import LakePaths
+from .salt import redact
 from .sources import sources
 
 log = logging.getLogger("oea")
@@ -134,17 +135,27 @@ def _stop_spark(module) -> None:
         spark.stop()
 
 
+class _RedactFilter(logging.Filter):
+    """Keeps the salt out of every log line, whatever a library puts in a message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), ()
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 a reported error, 2 an unexpected one)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="oea: %(message)s",
                         stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RedactFilter())
     try:
         return _dispatch(args)
     except OEAError as exc:
         if args.debug:
             raise
-        print(f"oea: error: {exc}", file=sys.stderr)
+        print(f"oea: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("oea: interrupted; the lake is unchanged by the unfinished step", file=sys.stderr)
@@ -152,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"oea: unexpected error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              "(rerun with --debug for the traceback)", file=sys.stderr)
+        first_line = redact(str(exc)).splitlines()[0] if str(exc) else ""
+        print(f"oea: unexpected error: {type(exc).__name__}: {first_line} (rerun with --debug for the traceback)",
+              file=sys.stderr)
         return 2
 
 

@@ -181,9 +181,11 @@ class DeltaStore:
                 _remove_quietly(file)
             if isinstance(exc, DeltaTableError):
                 raise
+            from .salt import redact
+
             raise DeltaTableError(
-                f"writing Delta table {path} failed; the previous version is unchanged: {exc}", path=path
-            ) from exc
+                f"writing Delta table {path} failed; the previous version is unchanged: {redact(str(exc))}",
+                path=path) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             _remove_empty_dir(os.path.join(path, _STAGING))

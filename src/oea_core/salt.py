@@ -14,6 +14,7 @@ from .errors import SaltError
 from .paths import LakePaths
 
 KEYVAULT_SECRET_NAME = "oeaSalt"
+_SEEN: set[str] = set()  # salts created in this process, so error text can be scrubbed of them
 
 
 class Salt:
@@ -26,6 +27,7 @@ class Salt:
             raise SaltError(f"the salt from {origin} is empty: set a non-empty salt there")
         self._value = value
         self.origin = origin
+        _SEEN.add(value)
 
     def reveal(self) -> str:
         """The salt's text, for hashing only."""
@@ -35,6 +37,13 @@ class Salt:
         return f"Salt(origin={self.origin!r}, value=<hidden>)"
 
     __str__ = __repr__
+
+
+def redact(text: str) -> str:
+    """``text`` with every salt this process has seen replaced by ``<salt>`` (for errors and logs)."""
+    for value in sorted(_SEEN, key=len, reverse=True):
+        text = text.replace(value, "<salt>")
+    return text
 
 
 def _from_keyvault(url: str) -> str:
