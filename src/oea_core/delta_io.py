@@ -91,6 +91,8 @@ class DeltaStore:
 
     def __init__(self, spark: SparkSession) -> None:
         self.spark = spark
+        # Also for sessions we did not start: INT96 timestamps make tables delta-rs cannot read.
+        spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
 
     # reading -----------------------------------------------------------------------------
     def _table(self, path: str):
