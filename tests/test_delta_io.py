@@ -146,3 +146,12 @@ def test_merge_on_two_keys_with_nulls(spark, tmp_path):
     store.merge(spark.createDataFrame([("x", None, 9), ("x", "z", 3)], schema), path, ("a", "b"))
     got = sorted((r["a"], r["b"] or "", r["n"]) for r in delta_rows(path, order="n"))
     assert got == [("x", "", 1), ("x", "y", 2), ("x", "z", 3)]
+
+
+def test_timestamps_stay_readable_by_delta_rs_even_if_the_session_asks_for_int96(spark, tmp_path):
+    path = str(tmp_path / "t")
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "INT96")
+    when = dt.datetime(2022, 1, 9, 8, 30)
+    DeltaStore(spark).write(spark.createDataFrame([("a", when)], "id string, at timestamp"), path)
+    (row,) = delta_rows(path)
+    assert row["at"].replace(tzinfo=None) == when
