@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def oea(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "oea_core.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "oea_core.cli", *args], check=False, capture_output=True, text=True,
                           cwd=cwd, env=full_env, timeout=600)
 
 

@@ -49,7 +49,8 @@ def test_add_actions_carry_stats_for_file_skipping(spark, tmp_path):
     path = str(tmp_path / "t")
     DeltaStore(spark).write(rows(spark, [("a", 1, D1), ("b", None, D1)]).coalesce(1), path)
     log = os.path.join(path, "_delta_log", "00000000000000000000.json")
-    adds = [json.loads(line)["add"] for line in open(log) if '"add"' in line]
+    with open(log) as fh:
+        adds = [json.loads(line)["add"] for line in fh if '"add"' in line]
     stats = json.loads(adds[0]["stats"])
     assert stats["numRecords"] == 2
     assert stats["minValues"]["id"] == "a" and stats["maxValues"]["id"] == "b"

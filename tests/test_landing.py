@@ -37,7 +37,8 @@ def test_land_copies_files_by_report_and_role_with_a_manifest(lake, tmp_path):
     assert os.path.exists(os.path.join(base, "daily-participation", "b1", "teachers",
                                        "2022-01-09-daily-participation-teachers.csv"))
     assert os.path.exists(os.path.join(base, "resource-usage", "b1", "staff", "usage.csv"))
-    manifest = json.load(open(os.path.join(base, "daily-participation", "b1", MANIFEST)))
+    with open(os.path.join(base, "daily-participation", "b1", MANIFEST)) as fh:
+        manifest = json.load(fh)
     assert {f["path"] for f in manifest["files"]} == {
         "students/2022-01-09-daily-participation-students.csv",
         "teachers/2022-01-09-daily-participation-teachers.csv"}
