@@ -1,0 +1,86 @@
+"""The module notebooks: committed clean, run under papermill and ``oea run``, idempotent, salt-free."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from deltalake import DeltaTable
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").rglob("*.ipynb"))
+NOTEBOOK_SALT = "nb-salt-0c4f9e"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebooks_are_thin_and_clean(path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} has outputs"
+    assert any("from oea_core" in c.source for c in code)
+    assert "lake_path" in tagged[0].source
+    assert not any("OEA_SALT" in c.source or "reveal(" in c.source for c in code)
+
+
+def test_both_clever_notebooks_are_committed():
+    names = {p.name for p in NOTEBOOKS}
+    assert {"Clever_py.ipynb", "Clever_module_ingestion.ipynb"} <= names
+
+
+def _versions(lake: Path) -> dict[str, int]:
+    tables = [p.parent for p in lake.glob("stage2*/clever/*/_delta_log")]
+    return {str(t.relative_to(lake)): DeltaTable(str(t)).version() for t in tables}
+
+
+def test_oea_run_then_papermill_again_changes_nothing_and_never_saves_the_salt(tmp_path, monkeypatch):
+    import papermill as pm
+
+    lake = tmp_path / "lake"
+    monkeypatch.setenv("OEA_SALT", NOTEBOOK_SALT)
+    run = subprocess.run(
+        [sys.executable, "-m", "oea_core.cli", "--lake", str(lake), "run",
+         "--sample", str(REPO / "test_data" / "clever"), "--notebooks", str(REPO / "notebooks"),
+         "--out", str(tmp_path / "views")],
+        check=False, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "views" / "clever_views.sql").exists()
+    executed = list((lake / "oea-framework" / "runs").rglob("*.ipynb"))
+    assert [p.name for p in executed] == ["Clever_module_ingestion.ipynb"]
+    before = _versions(lake)
+    assert {"stage2p/clever/daily_participation_pseudo", "stage2np/clever/daily_participation_lookup",
+            "stage2p/clever/resource_usage_pseudo", "stage2np/clever/resource_usage_lookup"} <= set(before)
+    assert DeltaTable(str(lake / "stage2p/clever/daily_participation_pseudo")).to_pyarrow_dataset(
+    ).count_rows() == 138
+
+    again = tmp_path / "again.ipynb"
+    source = REPO / "notebooks" / "clever" / "Clever_module_ingestion.ipynb"
+    pm.execute_notebook(str(source), str(again), kernel_name="python3", progress_bar=False,
+                        cwd=str(source.parent),
+                        parameters={"lake_path": str(lake), "source_path": str(REPO / "test_data" / "clever")})
+    assert _versions(lake) == before
+    text = again.read_text()
+    assert "0 new batches" in text and "18 already landed" in text
+    for path in [*executed, again, *tmp_path.rglob("*.sql")]:
+        assert NOTEBOOK_SALT not in path.read_text(), f"the salt leaked into {path}"
+
+
+def test_class_notebook_lists_the_schemas_without_spark(tmp_path, monkeypatch):
+    import papermill as pm
+
+    monkeypatch.setenv("OEA_SALT", NOTEBOOK_SALT)
+    source = REPO / "notebooks" / "clever" / "Clever_py.ipynb"
+    out = tmp_path / "Clever_py.ipynb"
+    pm.execute_notebook(str(source), str(out), kernel_name="python3", progress_bar=False,
+                        cwd=str(source.parent), parameters={"lake_path": str(tmp_path / "lake")})
+    text = out.read_text()
+    assert "daily-participation -> daily_participation_pseudo, daily_participation_lookup" in text
+    assert "sis_id" in text and "hash" in text
+    assert NOTEBOOK_SALT not in text
+    assert not os.path.exists(tmp_path / "lake" / "stage2p")
