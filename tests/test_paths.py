@@ -1,0 +1,89 @@
+"""LakePaths: local and ADLS forms of every stage, source and table location, and bad names refused."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from oea_core import STAGES, LakePathError, LakePaths
+from oea_core.paths import check_name
+
+ADLS = "abfss://stage1np@districtlake01.dfs.core.windows.net"
+
+
+def test_local_table_is_stage_source_table(tmp_path):
+    lake = LakePaths.from_setting(tmp_path / "lake")
+    assert lake.is_local and lake.root == str((tmp_path / "lake").resolve())
+    assert lake.table("stage2p", "clever", "daily_participation_pseudo") == os.path.join(
+        lake.root, "stage2p", "clever", "daily_participation_pseudo")
+    assert lake.path("stage1np", "clever", "daily-participation", "20260101T000000Z") == os.path.join(
+        lake.root, "stage1np", "clever", "daily-participation", "20260101T000000Z")
+
+
+def test_adls_stages_are_containers():
+    lake = LakePaths.from_setting(ADLS + "/clever")
+    assert not lake.is_local and lake.account == "districtlake01"
+    assert lake.table("stage2np", "clever", "t_lookup") == (
+        "abfss://stage2np@districtlake01.dfs.core.windows.net/clever/t_lookup")
+    assert lake.state_path("runs", "r1") == "abfss://oea-framework@districtlake01.dfs.core.windows.net/runs/r1"
+    assert [lake.stage_root(s).split("@")[0] for s in STAGES] == [f"abfss://{s}" for s in STAGES]
+
+
+def test_setting_comes_from_argument_then_oea_lake_then_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert LakePaths.from_setting().root == str(tmp_path / "lake")
+    monkeypatch.setenv("OEA_LAKE", str(tmp_path / "env-lake"))
+    assert LakePaths.from_setting().root == str(tmp_path / "env-lake")
+    assert LakePaths.from_setting(tmp_path / "arg").root == str(tmp_path / "arg")
+
+
+def test_https_url_for_serverless_sql(tmp_path):
+    assert LakePaths.from_setting(ADLS).https_url("stage2p", "clever", "x_pseudo") == (
+        "https://districtlake01.dfs.core.windows.net/stage2p/clever/x_pseudo/")
+    local = LakePaths.from_setting(tmp_path)
+    assert local.https_url("stage2p", "clever", "x", account="acct123").startswith("https://acct123.dfs")
+    with pytest.raises(LakePathError, match="--storage-account"):
+        local.https_url("stage2p", "clever", "x")
+    with pytest.raises(LakePathError, match="'Bad-Acct'.*3-24 lower-case"):
+        local.https_url("stage2p", "clever", "x", account="Bad-Acct")
+
+
+def test_secret_file_is_outside_every_stage(tmp_path):
+    lake = LakePaths.from_setting(tmp_path)
+    secret = os.path.realpath(lake.secret_file)
+    for stage in STAGES:
+        assert not secret.startswith(os.path.realpath(lake.stage_root(stage)) + os.sep)
+    assert not secret.startswith(os.path.realpath(lake.state_path()) + os.sep)
+    with pytest.raises(LakePathError, match="OEA_SALT or OEA_KEYVAULT_URL"):
+        _ = LakePaths.from_setting(ADLS).secret_file
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("abfss://stage1np@UPPER.dfs.core.windows.net", "not of the form"),
+    ("abfss://stage1np.dfs.core.windows.net", "not of the form"),
+    ("s3://bucket/lake", "unsupported scheme"),
+])
+def test_bad_lake_settings_name_the_value(setting, message):
+    with pytest.raises(LakePathError, match=message) as error:
+        LakePaths.from_setting(setting)
+    assert setting in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "../etc", ".hidden", "-x", "a b", "a\\b"])
+def test_unsafe_names_are_refused(tmp_path, name):
+    lake = LakePaths.from_setting(tmp_path)
+    with pytest.raises(LakePathError, match="not a valid lake name"):
+        lake.table("stage2p", "clever", name)
+    with pytest.raises(LakePathError, match="source"):
+        lake.path("stage2p", name)
+
+
+def test_unknown_stage_lists_the_stages(tmp_path):
+    with pytest.raises(LakePathError, match="unknown stage 'stage4p'; the stages are stage1np, stage2np"):
+        LakePaths.from_setting(tmp_path).table("stage4p", "clever", "t")
+
+
+def test_check_name_returns_good_names():
+    assert check_name("year=2022", "part") == "year=2022"
+    assert check_name("daily_participation_pseudo", "table") == "daily_participation_pseudo"
