@@ -34,9 +34,14 @@ def hash_column(column: Column, salt: Salt) -> Column:
     from pyspark.sql import functions as F
 
     text = column.cast("string")
-    return F.when(F.trim(text) == "", F.lit(None).cast("string")).otherwise(
+    return F.when(_blank(text), F.lit(None).cast("string")).otherwise(
         F.sha2(F.concat(text, F.lit(salt.reveal())), 256)
     )
+
+
+def _blank(text: Column) -> Column:
+    # Spark's trim strips spaces only; a tab- or newline-only id must stay null like in pseudonym()
+    return text.rlike(r"^\s*$")
 
 
 def _check_columns(df: DataFrame, schema: TableSchema, passthrough: tuple[str, ...]) -> None:
@@ -93,7 +98,7 @@ def to_lookup(df: DataFrame, schema: TableSchema, salt: Salt) -> DataFrame | Non
     out = []
     for spec in schema.columns:
         if spec.op is PseudoOp.HASH:
-            value = F.when(F.trim(F.col(spec.name).cast("string")) == "", None).otherwise(F.col(spec.name))
+            value = F.when(_blank(F.col(spec.name).cast("string")), None).otherwise(F.col(spec.name))
             out += [value.alias(spec.name), hash_column(F.col(spec.name), salt).alias(spec.name + PSEUDONYM_SUFFIX)]
         elif spec.op in (PseudoOp.MASK, PseudoOp.PARTITION_BY):
             out.append(F.col(spec.name))
