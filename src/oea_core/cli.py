@@ -146,8 +146,10 @@ class _RedactFilter(logging.Filter):
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 a reported error, 2 an unexpected one)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="oea: %(message)s",
-                        stream=sys.stderr)
+    # Libraries (py4j, papermill) speak at WARNING and above; our own progress at INFO, per file at DEBUG.
+    logging.basicConfig(level=logging.WARNING, format="oea: %(message)s", stream=sys.stderr)
+    logging.getLogger("oea").setLevel(
+        logging.WARNING if args.quiet else logging.DEBUG if args.debug else logging.INFO)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_RedactFilter())
     try:

@@ -133,7 +133,7 @@ def land_folder(lake: LakePaths, source: str, src: str,
     for table, entries in sorted(plan.items()):
         landed += _land_batch(lake, source, table, batch_id, entries)
     for relative in already:
-        log.info("%s: already landed (same SHA-256), skipped", relative)
+        log.debug("%s: already landed (same SHA-256), skipped", relative)
     return LandResult(source, batch_id if landed else None, tuple(landed), tuple(already), tuple(ignored),
                       tuple(sorted(plan)))
 
@@ -153,13 +153,14 @@ def _land_batch(lake: LakePaths, source: str, table: str, batch_id: str,
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copyfile(path, target)
             landed.append(LandedFile(path, table, os.path.join(table, batch_id, relative), digest))
-            log.info("landed %s -> stage1np/%s/%s", path, source, landed[-1].relative_path)
+            log.debug("landed %s -> stage1np/%s/%s", path, source, landed[-1].relative_path)
         manifest = {"batch_id": batch_id, "source": source, "table": table,
                     "files": [{"path": os.path.relpath(f.relative_path, os.path.join(table, batch_id)),
                                "source_path": f.source_path, "sha256": f.sha256} for f in landed]}
         with open(os.path.join(temp, MANIFEST), "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, indent=1)
         os.replace(temp, final)
+        log.info("landed %d files into stage1np/%s/%s/%s", len(landed), source, table, batch_id)
     except OSError as exc:
         shutil.rmtree(temp, ignore_errors=True)
         raise LandingError(f"landing into {final} failed, nothing was landed: {exc}", path=final) from exc
