@@ -73,3 +73,10 @@ def test_write_names_the_file_after_the_source(tmp_path):
     path = write_views_script(clever_script(), str(tmp_path / "out"), "clever")
     assert path == str(tmp_path / "out" / "clever_views.sql")
     assert Path(path).read_text(encoding="utf-8") == clever_script()
+
+
+def test_committed_sample_script_is_what_oea_run_writes():
+    committed = Path(__file__).parents[1] / "sql_views" / "clever_views.sql"
+    lake = LakePaths.from_setting("lake")
+    expected = views_script(lake, "clever", CleverModule(lake).output_tables(), account="yourstorageaccount")
+    assert committed.read_text(encoding="utf-8") == expected, "rerun `oea run` and commit sql_views/"
