@@ -1,0 +1,1 @@
+"""The Ed-Fi module: land from an Ed-Fi ODS/API or export, apply upserts and deletes, refine."""
