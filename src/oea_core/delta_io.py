@@ -242,6 +242,31 @@ class DeltaStore:
         self._merger(table, source, keys, app_ids, metadata, check=False).when_matched_delete().execute()
         return WriteResult(path, table.version(), 0, source.num_rows)
 
+    def apply_changes(self, changes: DataFrame, path: str, key: str, *, order: str, deleted: str,
+                      app_ids: tuple[str, ...] = (), metadata: dict | None = None) -> WriteResult:
+        """Apply one change per ``key``: upsert, or delete where ``deleted`` is true.
+
+        A change does not replace a row whose ``order`` value is newer (both non-null);
+        otherwise the change, being later in landing order, wins. ``deleted`` is not stored.
+        """
+        from pyspark.sql import functions as F
+
+        table = self._table(path)
+        if table is None:
+            live = changes.where(~F.col(deleted)).drop(deleted)
+            return self.write(live, path, mode="append", app_ids=app_ids, metadata=metadata)
+        source = _collect_arrow(changes)
+        columns = [c for c in changes.columns if c != deleted]
+        _check_same_schema(path, _arrow_schema(table), source.select(columns).schema)
+        newer = f'(s."{order}" IS NULL OR t."{order}" IS NULL OR s."{order}" >= t."{order}")'
+        values = {f'"{c}"': f's."{c}"' for c in columns}
+        merger = self._merger(table, source, (key,), app_ids, metadata, check=False)
+        (merger.when_matched_delete(predicate=f's."{deleted}" AND {newer}')
+         .when_matched_update(values, predicate=f'NOT s."{deleted}" AND {newer}')
+         .when_not_matched_insert(values, predicate=f'NOT s."{deleted}"')
+         .execute())
+        return WriteResult(path, table.version(), 0, source.num_rows)
+
     def _merger(self, table, source, keys, app_ids, metadata, check=True):
         from deltalake import CommitProperties, Transaction
 

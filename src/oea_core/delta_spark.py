@@ -102,3 +102,21 @@ class SparkDeltaStore(DeltaStore):
         with self._txn(app_ids, path):
             self._delta(path).alias("t").merge(keys_df.alias("s"), condition).whenMatchedDelete().execute()
         return WriteResult(path, self.version(path), 0, -1)
+
+    def apply_changes(self, changes: DataFrame, path: str, key: str, *, order: str, deleted: str,
+                      app_ids: tuple[str, ...] = (), metadata: dict | None = None) -> WriteResult:
+        """As :meth:`DeltaStore.apply_changes`, with Delta Lake's own MERGE."""
+        from pyspark.sql import functions as F
+
+        if not self.exists(path):
+            live = changes.where(~F.col(deleted)).drop(deleted)
+            return self.write(live, path, app_ids=app_ids, metadata=metadata)
+        newer = f"(s.`{order}` IS NULL OR t.`{order}` IS NULL OR s.`{order}` >= t.`{order}`)"
+        values = {f"`{c}`": f"s.`{c}`" for c in changes.columns if c != deleted}
+        merger = self._delta(path).alias("t").merge(changes.alias("s"), f"t.`{key}` = s.`{key}`")
+        merger = (merger.whenMatchedDelete(f"s.`{deleted}` AND {newer}")
+                  .whenMatchedUpdate(f"NOT s.`{deleted}` AND {newer}", values)
+                  .whenNotMatchedInsert(f"NOT s.`{deleted}`", values))
+        with self._txn(app_ids, path):
+            merger.execute()
+        return WriteResult(path, self.version(path), 0, -1)

@@ -295,14 +295,14 @@ def generate_edfi(students: int = 24, staff: int = 6, schools: int = 2, batches:
         enroll(students + batch - 1)
         if batch >= 2:
             leaver = ids[0] if ids[0] not in (renamed, dropper) else ids[1]
-            _remove_student(b, leaver, enrolled.pop(leaver))
+            enrolled.pop(leaver)
+            _remove_student(b, leaver)
         dataset.batches.append(b.batch)
     return dataset
 
 
-def _remove_student(b: _Builder, student_id: str, enrolment: tuple[int, list[dict]]) -> None:
+def _remove_student(b: _Builder, student_id: str) -> None:
     """Delete a student and everything that references them, dependents first (as the ODS requires)."""
-    school_id, chosen = enrolment
     for resource in ("grades", "studentSchoolAttendanceEvents", "studentSectionAssociations",
                      "studentSchoolAssociations"):
         for record_id, record in list(b.alive[resource].items()):

@@ -1,0 +1,208 @@
+"""An Ed-Fi ODS/API client: OAuth2 client credentials, paging, change queries, retries.
+
+The token is renewed before it expires and whenever a call answers 401. 429 and 5xx answers
+(and dropped connections) are retried with exponential backoff, honouring ``Retry-After``.
+The client key, secret and token never appear in logs or errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ..errors import LandingError
+
+log = logging.getLogger("oea")
+CLIENT_ID_ENV = "OEA_EDFI_CLIENT_ID"
+CLIENT_SECRET_ENV = "OEA_EDFI_CLIENT_SECRET"
+_REDACTED: set[str] = set()
+
+
+class EdFiApiError(LandingError):
+    """An Ed-Fi API call failed for good."""
+
+
+def redact_api(text: str) -> str:
+    """``text`` with the client secret and tokens replaced by ``<secret>``."""
+    for value in sorted(_REDACTED, key=len, reverse=True):
+        text = text.replace(value, "<secret>")
+    return text
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A resource in the API's dependency order: ``ed-fi``/``students``."""
+
+    namespace: str
+    name: str
+    order: int = 0
+
+
+class EdFiClient:
+    """Talks to one Ed-Fi ODS/API (v5 and later).
+
+    ``sleep`` and ``clock`` can be replaced (tests run retries without real waiting).
+    """
+
+    def __init__(self, base_url: str, client_id: str | None = None, client_secret: str | None = None, *,
+                 page_size: int = 500, max_retries: int = 5, backoff: float = 1.0, timeout: float = 60.0,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+        import requests
+
+        self.base_url = base_url.rstrip("/")
+        self.client_id = client_id or os.environ.get(CLIENT_ID_ENV)
+        self._secret = client_secret or os.environ.get(CLIENT_SECRET_ENV)
+        if not self.client_id or not self._secret:
+            raise EdFiApiError(f"no Ed-Fi API credentials: set {CLIENT_ID_ENV} and {CLIENT_SECRET_ENV} in the "
+                               "environment (they are never taken from the command line)")
+        _REDACTED.add(self._secret)
+        self.page_size = page_size
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self.sleep = sleep
+        self.clock = clock
+        self.session = requests.Session()
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._urls: dict | None = None
+        self.token_requests = 0
+        self.retries = 0
+
+    # discovery ---------------------------------------------------------------------------------
+    @property
+    def urls(self) -> dict:
+        """The API root's ``urls`` (oauth, dataManagementApi, dependencies, changeQueries)."""
+        if self._urls is None:
+            root = self._request("GET", self.base_url + "/", auth=False).json()
+            urls = dict(root.get("urls") or {})
+            urls.setdefault("oauth", self.base_url + "/oauth/token")
+            urls.setdefault("dataManagementApi", self.base_url + "/data/v3/")
+            urls.setdefault("dependencies", self.base_url + "/metadata/data/v3/dependencies")
+            urls.setdefault("changeQueries", self.base_url + "/changeQueries/v1/")
+            self._urls = urls
+            log.info("Ed-Fi API %s (version %s)", self.base_url, root.get("version", "unknown"))
+        return self._urls
+
+    def dependencies(self) -> list[Resource]:
+        """Every resource, in the order the API says they must be loaded."""
+        items = self._request("GET", self.urls["dependencies"]).json()
+        resources = []
+        for item in items:
+            path = str(item.get("resource", "")).strip("/")
+            if path.count("/") != 1:
+                continue
+            namespace, name = path.split("/")
+            resources.append(Resource(namespace, name, int(item.get("order", 0))))
+        return sorted(resources, key=lambda r: (r.order, r.namespace, r.name))
+
+    def newest_change_version(self) -> int | None:
+        """The API's newest change version; None when it has no change queries."""
+        url = self.urls["changeQueries"].rstrip("/") + "/availableChangeVersions"
+        response = self._request("GET", url, ok_missing=True)
+        if response is None:
+            return None
+        body = response.json()
+        value = body.get("newestChangeVersion", body.get("NewestChangeVersion"))
+        return None if value is None else int(value)
+
+    # data --------------------------------------------------------------------------------------
+    def pages(self, resource: Resource, *, deletes: bool = False, min_change_version: int | None = None,
+              max_change_version: int | None = None) -> Iterator[list[dict]]:
+        """Every page of a resource (or of its ``/deletes``), read with offset/limit until the end."""
+        url = self.urls["dataManagementApi"].rstrip("/") + f"/{resource.namespace}/{resource.name}"
+        if deletes:
+            url += "/deletes"
+        offset, total = 0, None
+        while True:
+            params: dict = {"offset": offset, "limit": self.page_size}
+            if offset == 0:
+                params["totalCount"] = "true"
+            if min_change_version is not None:
+                params["minChangeVersion"] = min_change_version
+            if max_change_version is not None:
+                params["maxChangeVersion"] = max_change_version
+            response = self._request("GET", url, params=params)
+            if offset == 0 and "Total-Count" in response.headers:
+                total = int(response.headers["Total-Count"])
+            page = response.json()
+            if not isinstance(page, list):
+                raise EdFiApiError(f"{url} answered {type(page).__name__}, not a JSON array of records", path=url)
+            if page:
+                yield page
+            offset += len(page)
+            if not page or len(page) < self.page_size or (total is not None and offset >= total):
+                break
+
+    # plumbing ----------------------------------------------------------------------------------
+    def _renew_token(self) -> None:
+        response = self._request("POST", self.urls["oauth"], auth=False,
+                                 data={"grant_type": "client_credentials"},
+                                 basic=(self.client_id, self._secret))
+        body = response.json()
+        token = body.get("access_token")
+        if not token:
+            raise EdFiApiError(f"the token endpoint {self.urls['oauth']} gave no access_token: check "
+                               f"{CLIENT_ID_ENV} and {CLIENT_SECRET_ENV}")
+        _REDACTED.add(token)
+        self._token = token
+        expires_in = float(body.get("expires_in", 1800))
+        # renew a little early: 10% of the lifetime, at most a minute
+        self._expires_at = self.clock() + expires_in - min(60.0, expires_in * 0.1)
+        self.token_requests += 1
+        log.debug("Ed-Fi token obtained, valid for %.0f s", expires_in)
+
+    def _request(self, method: str, url: str, *, params: dict | None = None, auth: bool = True,
+                 ok_missing: bool = False, data: dict | None = None, basic: tuple | None = None):
+        import requests
+
+        renewed = False
+        attempt = 0
+        while True:
+            headers = {"Accept": "application/json"}
+            if auth:
+                if self._token is None or self.clock() >= self._expires_at:
+                    self._renew_token()
+                headers["Authorization"] = f"Bearer {self._token}"
+            try:
+                response = self.session.request(method, url, params=params, data=data, auth=basic,
+                                                headers=headers, timeout=self.timeout)
+            except requests.RequestException as exc:
+                response, problem = None, f"{type(exc).__name__}"
+            else:
+                problem = f"HTTP {response.status_code}"
+            if response is not None:
+                if response.status_code == 401 and auth and not renewed:
+                    log.info("Ed-Fi API answered 401 for %s; renewing the token", url)
+                    self._token, renewed = None, True
+                    continue
+                if response.status_code == 404 and ok_missing:
+                    return None
+                if response.status_code < 400:
+                    return response
+                if response.status_code != 429 and response.status_code < 500:
+                    raise EdFiApiError(
+                        f"Ed-Fi API {method} {url} failed: HTTP {response.status_code}: "
+                        f"{redact_api(response.text[:300])}" + _hint(response.status_code), path=url)
+            if attempt >= self.max_retries:
+                raise EdFiApiError(f"Ed-Fi API {method} {url} still failing after {attempt + 1} attempts "
+                                   f"({problem}); try again later or lower --page-size", path=url)
+            delay = self.backoff * (2 ** attempt)
+            if response is not None and response.headers.get("Retry-After", "").isdigit():
+                delay = max(delay, float(response.headers["Retry-After"]))
+            log.info("Ed-Fi API %s for %s; retry %d of %d in %.1f s", problem, url, attempt + 1,
+                     self.max_retries, delay)
+            self.retries += 1
+            self.sleep(delay)
+            attempt += 1
+
+
+def _hint(status: int) -> str:
+    if status in (401, 403):
+        return f"; check {CLIENT_ID_ENV}/{CLIENT_SECRET_ENV} and the client's claim set"
+    if status == 404:
+        return "; check the API URL and that the resource exists in this API version"
+    return ""

@@ -1,0 +1,321 @@
+"""Ed-Fi ingestion: landed batches -> ``stage2np/edfi/<resource>`` (current state), then refine.
+
+Ingest: every landed record is an upsert or a delete of the record with that ``id``. Within a
+batch the newest change wins: by change version where the records carry one, else deletes
+after upserts, else file and line order; across batches, a later batch wins unless both
+changes carry change versions and the later one is older. Each batch is applied in one
+Delta commit carrying ``oea.ingest/edfi/<namespace>/<resource>/<batch>``, so a rerun skips it.
+Lines that are not JSON records with an ``id`` are set aside in ``<resource>_rejected``.
+
+Refine: the current state is flattened (:mod:`.flatten`), typed and pseudonymized as the
+metadata says, and written to ``stage2p/edfi/<entity>`` (and lookups to ``stage2np``). A
+refine rebuilds a resource's tables from its current state, so deletes reach them; it is
+skipped when the tables were already built from the state's current version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
+
+from ..delta_io import DeltaStore
+from ..errors import RejectedRowsError
+from ..ingest import IngestResult
+from ..paths import LakePaths
+from ..pseudonymize import to_lookup, to_pseudonymized
+from ..salt import Salt
+from . import landing
+from .flatten import coerce, flatten_record
+from .metadata import EdFiMetadata, table_name
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger("oea")
+SOURCE = "edfi"
+EVENT_SCHEMA = ("_batch_id string, _kind string, _file_seq int, _line int, id string, _change_version bigint, "
+                "_last_modified string, _record string, _reject_reason string, _source_file string, _raw string")
+STATE_COLUMNS = ("id", "_change_version", "_batch_id", "_last_modified", "_record")
+REJECTED_COLUMNS = ("_batch_id", "_source_file", "_line", "_reject_reason", "_raw")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_OLD_DELETE_KEYS = {"Id": "id", "ChangeVersion": "changeVersion", "KeyValues": "keyValues"}
+
+
+def resource_table(namespace: str, resource: str) -> str:
+    """``students`` -> ``students``; another namespace is a prefix: ``tpdm`` ``candidates`` -> ``tpdm_candidates``."""
+    name = table_name(resource)
+    return name if namespace == landing.DEFAULT_NAMESPACE else f"{re.sub(r'[^a-z0-9]+', '_', namespace.lower())}_{name}"
+
+
+def ingest_app_id(namespace: str, resource: str, batch_id: str) -> str:
+    return f"oea.ingest/{SOURCE}/{namespace}/{resource}/{batch_id}"
+
+
+# parsing (runs on Spark's Python workers) ------------------------------------------------------
+def normalize_id(value: object) -> str | None:
+    """A record id as text; GUIDs lower-case without dashes (older APIs spell them differently)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    value = value.strip()
+    return value.replace("-", "").lower() if _GUID.match(value) else value
+
+
+def parse_file(text: str, kind: str):
+    """``(line, record-or-None, reason-or-None, raw)`` for every record of a landed file's text.
+
+    JSON arrays and JSON Lines both work; a byte-order mark and blank lines are ignored.
+    """
+    text = text.lstrip("\ufeff")
+    stripped = text.strip()
+    if not stripped:
+        return
+    if stripped.startswith("["):
+        try:
+            items = json.loads(stripped)
+        except ValueError as exc:
+            yield 0, None, f"file is not valid JSON: {exc}", stripped[:100_000]
+            return
+        numbered = ((i + 1, item, json.dumps(item, ensure_ascii=False)) for i, item in enumerate(items))
+    else:
+        numbered = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                numbered.append((number, json.loads(line), line))
+            except ValueError as exc:
+                yield number, None, f"line is not valid JSON: {exc}", line
+    for number, item, raw in numbered:
+        record, reason = _check_record(item, kind)
+        yield number, record, reason, raw
+
+
+def _check_record(item: object, kind: str) -> tuple[dict | None, str | None]:
+    if not isinstance(item, dict):
+        return None, f"expected a JSON object, got {type(item).__name__}"
+    if kind == "deletes":
+        item = {_OLD_DELETE_KEYS.get(k, k) if _OLD_DELETE_KEYS.get(k, k) not in item else k: v
+                for k, v in item.items()}
+    record_id = normalize_id(item.get("id"))
+    if record_id is None:
+        return None, "record has no id"
+    version = item.get("changeVersion")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        return None, f"changeVersion {version!r} is not an integer"
+    item["id"] = record_id
+    return item, None
+
+
+def _events(path_meta: dict, pair: tuple[str, str]):
+    uri, text = pair
+    meta = path_meta.get(uri) or path_meta.get(unquote(urlparse(uri).path)) or path_meta.get(urlparse(uri).path)
+    if meta is None:
+        raise RuntimeError(f"landed file {uri} is not in its batch manifest")
+    batch, kind, seq, source = meta
+    for number, record, reason, raw in parse_file(text, kind):
+        if record is None:
+            yield (batch, kind, seq, number, None, None, None, None, reason, source, raw)
+            continue
+        body = None if kind == "deletes" else json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        yield (batch, kind, seq, number, record["id"], record.get("changeVersion"),
+               record.get("_lastModifiedDate"), body, None, source, None)
+
+
+def read_events(spark: SparkSession, lake: LakePaths, namespace: str, resource: str,
+                batch_ids: list[str]) -> DataFrame | None:
+    """Every landed record of the batches as change events (``EVENT_SCHEMA``); None when no files."""
+    import os
+    from functools import partial
+
+    path_meta = {}
+    for batch_id in batch_ids:
+        for seq, (kind, path) in enumerate(landing.batch_files(lake, namespace, resource, batch_id)):
+            path_meta[os.path.abspath(path)] = (batch_id, kind, seq, os.path.relpath(path, lake.root))
+    if not path_meta:
+        return None
+    rdd = spark.sparkContext.wholeTextFiles(",".join(sorted(path_meta)), minPartitions=2)
+    return spark.createDataFrame(rdd.flatMap(partial(_events, path_meta)), EVENT_SCHEMA, verifySchema=False)
+
+
+# ingest ------------------------------------------------------------------------------------------
+def ingest_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, namespace: str, resource: str, *,
+                    max_reject_share: float) -> IngestResult:
+    """Apply every landed batch of a resource not yet applied to its current-state table."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    table = resource_table(namespace, resource)
+    state_path = lake.table("stage2np", SOURCE, table)
+    all_batches = landing.batches(lake, namespace, resource)
+    done = [b for b in all_batches if store.applied(state_path, ingest_app_id(namespace, resource, b))]
+    pending = [b for b in all_batches if b not in done and landing.batch_files(lake, namespace, resource, b)]
+    if not pending:
+        log.info("%s: nothing new (%d batches already ingested)", table, len(done))
+        return IngestResult(table, skipped=tuple(done), versions={f"stage2np/{SOURCE}/{table}":
+                                                                   store.version(state_path)})
+    events = read_events(spark, lake, namespace, resource, pending).persist(StorageLevel.DISK_ONLY)
+    try:
+        counts = {r["_batch_id"]: (r["rows"], r["rejected"]) for r in events.groupBy("_batch_id").agg(
+            F.count(F.lit(1)).alias("rows"), F.count("_reject_reason").alias("rejected")).collect()}
+        total = sum(c[0] for c in counts.values())
+        rejected = sum(c[1] for c in counts.values())
+        if total and rejected / total > max_reject_share:
+            examples = [f"{r['_source_file']} line {r['_line']}: {r['_reject_reason']}" for r in
+                        events.where(F.col("_reject_reason").isNotNull()).limit(3).collect()]
+            raise RejectedRowsError(
+                f"{table}: {rejected} of {total} records ({rejected / total:.1%}) could not be read, more than "
+                f"the allowed {max_reject_share:.1%}; nothing was written. Examples: {examples}. Fix the export, "
+                "or raise --max-reject-share to set these records aside", table=table, rejected=rejected,
+                total=total)
+        for batch_id in pending:
+            _apply_batch(store, lake, table, namespace, resource, events.where(F.col("_batch_id") == batch_id),
+                         batch_id, counts.get(batch_id, (0, 0)))
+    finally:
+        events.unpersist()
+    if rejected:
+        log.warning("%s: %d of %d records rejected, set aside in stage2np/%s/%s_rejected", table, rejected,
+                    total, SOURCE, table)
+    return IngestResult(table, tuple(pending), tuple(done), total - rejected, rejected,
+                        {f"stage2np/{SOURCE}/{table}": store.version(state_path)})
+
+
+def latest_changes(events: DataFrame) -> DataFrame:
+    """One change per id: the newest by change version, then deletes after upserts, then file and line."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    deleted = F.col("_kind") == "deletes"
+    newest_first = Window.partitionBy("id").orderBy(
+        F.col("_change_version").desc_nulls_last(), deleted.desc(), F.col("_file_seq").desc(), F.col("_line").desc())
+    ranked = events.where(F.col("_reject_reason").isNull()).withColumn("_rank", F.row_number().over(newest_first))
+    return ranked.where(F.col("_rank") == 1).select(
+        "id", "_change_version", "_batch_id", "_last_modified", "_record", deleted.alias("_deleted"))
+
+
+def _apply_batch(store: DeltaStore, lake: LakePaths, table: str, namespace: str, resource: str,
+                 events: DataFrame, batch_id: str, counts: tuple[int, int]) -> None:
+    from pyspark.sql import functions as F
+
+    txn = (ingest_app_id(namespace, resource, batch_id),)
+    meta = {"batch_id": batch_id, "records": counts[0], "rejected": counts[1]}
+    if counts[1]:
+        path = lake.table("stage2np", SOURCE, f"{table}_rejected")
+        if not store.applied(path, txn[0]):
+            store.write(events.where(F.col("_reject_reason").isNotNull()).select(*REJECTED_COLUMNS), path,
+                        app_ids=txn, metadata=meta)
+    result = store.apply_changes(latest_changes(events), lake.table("stage2np", SOURCE, table), "id",
+                                 order="_change_version", deleted="_deleted", app_ids=txn, metadata=meta)
+    log.info("%s batch %s: %d records applied, %d rejected (version %s)", table, batch_id,
+             counts[0] - counts[1], counts[1], result.version)
+
+
+# refine ------------------------------------------------------------------------------------------
+def refine_app_id(table: str, state_version: int) -> str:
+    return f"oea.refine/{SOURCE}/{table}@{state_version}"
+
+
+def _entity_rows(resource: str, entity: str, columns: tuple, row) -> list[tuple]:
+    out = []
+    for flat in flatten_record(resource, json.loads(row["_record"])).get(entity, []):
+        try:
+            out.append(tuple(coerce(flat.get(name), sql_type) for name, sql_type in columns))
+        except (ValueError, ArithmeticError):
+            continue  # counted and set aside by _diagnose
+    return out
+
+
+def _diagnose(resource: str, specs: dict, row) -> list[tuple]:
+    """``(kind, entity, id, detail, raw)``: 'rows' per entity, 'rejected' rows, 'undeclared' columns/entities."""
+    found = []
+    for entity, rows in flatten_record(resource, json.loads(row["_record"])).items():
+        columns = specs.get(entity)
+        if columns is None:
+            if rows:
+                found.append(("undeclared", entity, None, "(array)", None))
+            continue
+        declared = dict(columns)
+        for flat in rows:
+            found.append(("rows", entity, None, None, None))
+            for name in flat.keys() - declared.keys():
+                if flat[name] is not None:
+                    found.append(("undeclared", entity, None, name, None))
+            for name, sql_type in columns:
+                try:
+                    coerce(flat.get(name), sql_type)
+                except (ValueError, ArithmeticError):
+                    reason = f"{entity}.{name}: {flat.get(name)!r} is not a valid {sql_type}"
+                    found.append(("rejected", entity, row["id"], reason, json.dumps(flat, default=str)))
+                    break
+    return found
+
+
+def refine_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, metadata: EdFiMetadata,
+                    namespace: str, resource: str, salt: Salt, *, max_reject_share: float) -> list[IngestResult]:
+    """Rebuild the refined tables of a resource from its current state, unless already built from it."""
+    from functools import partial
+
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    table = resource_table(namespace, resource)
+    state_path = lake.table("stage2np", SOURCE, table)
+    version = store.version(state_path)
+    entities = metadata.entities_of(resource)
+    if version is None or not entities:
+        return []
+    app = refine_app_id(table, version)
+    prefix = table[: -len(table_name(resource))]  # '' for ed-fi, '<namespace>_' otherwise
+    targets = {e: prefix + metadata.schema(e).table for e in entities}
+    if all(store.applied(lake.table("stage2p", SOURCE, t), app) for t in targets.values()):
+        log.info("%s: refined tables are up to date (state version %d)", table, version)
+        return [IngestResult(f"{t} (refined)", skipped=(str(version),)) for t in targets.values()]
+    specs = {e: tuple((c.name, c.type) for c in metadata.schema(e).columns) for e in entities}
+    state = store.read(state_path).select("id", "_record").persist(StorageLevel.DISK_ONLY)
+    try:
+        found = spark.createDataFrame(state.rdd.flatMap(partial(_diagnose, resource, specs)),
+                                      "kind string, entity string, id string, detail string, raw string",
+                                      verifySchema=False).persist(StorageLevel.DISK_ONLY)
+        summary = found.where(F.col("kind") != "rejected").groupBy("kind", "entity", "detail").count().collect()
+        rows = {r["entity"]: r["count"] for r in summary if r["kind"] == "rows"}
+        undeclared = sorted(f"{r['entity']}.{r['detail']}" for r in summary if r["kind"] == "undeclared")
+        rejected = {r["entity"]: r["count"] for r in found.where(F.col("kind") == "rejected").groupBy(
+            "entity").count().collect()}
+        total, bad = sum(rows.values()), sum(rejected.values())
+        if total and bad / total > max_reject_share:
+            examples = [r["detail"] for r in found.where(F.col("kind") == "rejected").limit(3).collect()]
+            raise RejectedRowsError(
+                f"{table}: {bad} of {total} refined rows ({bad / total:.1%}) have values that do not match the "
+                f"Ed-Fi metadata, more than the allowed {max_reject_share:.1%}; nothing was refined. Examples: "
+                f"{examples}. Fix the metadata types or raise --max-reject-share", table=table, rejected=bad,
+                total=total)
+        if undeclared:
+            log.warning("%s: fields not in the Ed-Fi metadata were left out of stage2p: %s. Add them to the "
+                        "metadata CSV with a pseudonymization op to keep them", table, ", ".join(undeclared[:20]))
+        meta = {"state_version": version}
+        not_refined = lake.table("stage2np", SOURCE, f"{table}_not_refined")
+        if bad or store.exists(not_refined):
+            store.write(found.where(F.col("kind") == "rejected").select(
+                F.col("entity"), F.col("id"), F.col("detail").alias("_reject_reason"), F.col("raw").alias("_raw")),
+                not_refined, mode="overwrite", app_ids=(app,), metadata=meta)
+        results = []
+        for entity, target in targets.items():
+            schema = metadata.schema(entity)
+            ddl = ", ".join(f"`{c.name}` {c.type}" for c in schema.columns)
+            typed = spark.createDataFrame(
+                state.rdd.flatMap(partial(_entity_rows, resource, entity, specs[entity])), ddl, verifySchema=False)
+            lookup = to_lookup(typed, schema, salt)
+            if lookup is not None:
+                store.write(lookup, lake.table("stage2np", SOURCE, f"{target}_lookup"), mode="overwrite",
+                            app_ids=(app,), metadata=meta)
+            written = store.write(to_pseudonymized(typed, schema, salt), lake.table("stage2p", SOURCE, target),
+                                  mode="overwrite", app_ids=(app,), metadata=meta)
+            results.append(IngestResult(f"{target} (refined)", (str(version),), rows=written.rows,
+                                        rejected=rejected.get(entity, 0)))
+            log.info("%s: %d rows refined into stage2p/%s/%s", entity, written.rows, SOURCE, target)
+        found.unpersist()
+        return results
+    finally:
+        state.unpersist()

@@ -1,0 +1,298 @@
+"""Landing Ed-Fi data into ``stage1np/edfi/<namespace>/<resource>/<batch>/{upserts,deletes}/``.
+
+Two ways in: from an Ed-Fi API (pages streamed to JSON Lines, with the change-version range
+in the batch's ``_manifest.json``; later runs fetch only what changed since the last landed
+range, plus deletes), or from files on disk (API JSON as arrays or JSON Lines, including
+OEA's ``<resource>/incremental/{upserts|deletes}/rundate=YYYY-MM-DD/*.json`` layout, one batch
+per rundate). Each batch is written to a temporary folder and renamed into place, so a
+half-landed batch is never seen; a file whose bytes were landed before is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+
+from ..errors import LandingError
+from ..landing import MANIFEST, new_batch_id, sha256_file
+from ..paths import LakePaths, check_name
+from .api import EdFiClient, Resource
+
+log = logging.getLogger("oea")
+SOURCE = "edfi"
+KINDS = ("upserts", "deletes")
+DEFAULT_NAMESPACE = "ed-fi"
+SUFFIXES = (".json", ".jsonl", ".ndjson")
+RECORDS_PER_FILE = 50_000
+_RUNDATE = re.compile(r"^rundate=(\d{4}-\d{2}-\d{2})$")
+
+
+@dataclass(frozen=True)
+class LandedBatch:
+    """One resource's landed batch."""
+
+    namespace: str
+    resource: str
+    batch_id: str
+    files: int
+    records: dict[str, int] = field(default_factory=dict)
+    change_versions: dict | None = None
+
+
+@dataclass(frozen=True)
+class EdFiLandResult:
+    """What a land call did."""
+
+    batches: tuple[LandedBatch, ...] = ()
+    already_landed: tuple[str, ...] = ()
+    empty: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def batch_ids(self) -> list[str]:
+        return sorted({b.batch_id for b in self.batches})
+
+
+def resource_root(lake: LakePaths, namespace: str, resource: str) -> str:
+    return lake.path("stage1np", SOURCE, check_name(namespace, "namespace"), check_name(resource, "resource"))
+
+
+def landed_resources(lake: LakePaths) -> list[tuple[str, str]]:
+    """``(namespace, resource)`` of everything landed."""
+    root = lake.path("stage1np", SOURCE)
+    found = []
+    if os.path.isdir(root):
+        for namespace in sorted(os.listdir(root)):
+            if namespace.startswith(("_", ".")) or not os.path.isdir(os.path.join(root, namespace)):
+                continue
+            found += [(namespace, r) for r in sorted(os.listdir(os.path.join(root, namespace)))
+                      if not r.startswith(("_", ".")) and os.path.isdir(os.path.join(root, namespace, r))]
+    return found
+
+
+def batches(lake: LakePaths, namespace: str, resource: str) -> list[str]:
+    """Landed batch ids of a resource, in landing order."""
+    root = resource_root(lake, namespace, resource)
+    if not os.path.isdir(root):
+        return []
+    return sorted(b for b in os.listdir(root)
+                  if not b.startswith(("_", ".")) and os.path.exists(os.path.join(root, b, MANIFEST)))
+
+
+def manifest(lake: LakePaths, namespace: str, resource: str, batch_id: str) -> dict:
+    with open(os.path.join(resource_root(lake, namespace, resource), batch_id, MANIFEST), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def batch_files(lake: LakePaths, namespace: str, resource: str, batch_id: str) -> list[tuple[str, str]]:
+    """``(kind, path)`` of a landed batch's files, upserts first, each kind in name order."""
+    folder = os.path.join(resource_root(lake, namespace, resource), batch_id)
+    return [(entry["kind"], os.path.join(folder, entry["path"]))
+            for entry in sorted(manifest(lake, namespace, resource, batch_id)["files"],
+                                key=lambda e: (KINDS.index(e["kind"]), e["path"]))]
+
+
+def last_change_version(lake: LakePaths, namespace: str, resource: str) -> int | None:
+    """The highest change version landed from the API for a resource; None before the first API land."""
+    versions = [manifest(lake, namespace, resource, b).get("change_versions") or {}
+                for b in batches(lake, namespace, resource)]
+    landed = [v["max"] for v in versions if v.get("max") is not None]
+    return max(landed) if landed else None
+
+
+def _landed_hashes(lake: LakePaths) -> set[str]:
+    hashes = set()
+    for namespace, resource in landed_resources(lake):
+        for batch_id in batches(lake, namespace, resource):
+            hashes.update(f["sha256"] for f in manifest(lake, namespace, resource, batch_id)["files"])
+    return hashes
+
+
+class _BatchWriter:
+    """Writes one resource's batch into a temporary folder, then renames it into place."""
+
+    def __init__(self, lake: LakePaths, namespace: str, resource: str, batch_id: str) -> None:
+        self.namespace, self.resource, self.batch_id = namespace, resource, batch_id
+        root = resource_root(lake, namespace, resource)
+        self.final = os.path.join(root, check_name(batch_id, "batch id"))
+        if os.path.exists(self.final):
+            raise LandingError(f"batch {batch_id} of {namespace}/{resource} already exists at {self.final}: "
+                               "use a new batch id", path=self.final)
+        self.temp = os.path.join(root, f"_landing_{batch_id}")
+        shutil.rmtree(self.temp, ignore_errors=True)
+        os.makedirs(self.temp)
+        self.entries: list[dict] = []
+        self.records = {kind: 0 for kind in KINDS}
+
+    def copy(self, kind: str, src: str, digest: str) -> None:
+        name = f"{len(self.entries):05d}-{os.path.basename(src)}"
+        os.makedirs(os.path.join(self.temp, kind), exist_ok=True)
+        shutil.copyfile(src, os.path.join(self.temp, kind, name))
+        self.entries.append({"kind": kind, "path": f"{kind}/{name}", "sha256": digest, "source_path": src})
+
+    def write_records(self, kind: str, records: list[dict]) -> None:
+        name = f"part-{len(self.entries):05d}.jsonl"
+        os.makedirs(os.path.join(self.temp, kind), exist_ok=True)
+        data = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
+        payload = data.encode("utf-8")
+        with open(os.path.join(self.temp, kind, name), "wb") as handle:
+            handle.write(payload)
+        self.entries.append({"kind": kind, "path": f"{kind}/{name}", "sha256": hashlib.sha256(payload).hexdigest(),
+                             "records": len(records)})
+        self.records[kind] += len(records)
+
+    def commit(self, origin: dict, change_versions: dict | None = None) -> LandedBatch:
+        doc = {"batch_id": self.batch_id, "source": SOURCE, "namespace": self.namespace,
+               "resource": self.resource, "origin": origin, "change_versions": change_versions,
+               "files": self.entries}
+        with open(os.path.join(self.temp, MANIFEST), "w", encoding="utf-8") as handle:
+            json.dump(doc, handle, indent=1)
+        os.replace(self.temp, self.final)
+        log.info("landed %d files into stage1np/%s/%s/%s/%s", len(self.entries), SOURCE, self.namespace,
+                 self.resource, self.batch_id)
+        return LandedBatch(self.namespace, self.resource, self.batch_id, len(self.entries),
+                           {k: v for k, v in self.records.items() if v}, change_versions)
+
+    def abandon(self) -> None:
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+# files -------------------------------------------------------------------------------------------
+def classify_file(relative_path: str) -> tuple[str, str, str, str | None]:
+    """``(namespace, resource, kind, rundate)`` of an export file from its path.
+
+    ``students/incremental/deletes/rundate=2024-01-02/x.json`` -> ``("ed-fi", "students", "deletes",
+    "2024-01-02")``; ``tpdm/candidates/x.jsonl`` -> ``("tpdm", "candidates", "upserts", None)``;
+    ``students.json`` -> ``("ed-fi", "students", "upserts", None)``.
+    """
+    parts = [p for p in re.split(r"[\\/]", relative_path) if p]
+    folders, name = parts[:-1], parts[-1]
+    rundate = next((m.group(1) for p in folders if (m := _RUNDATE.match(p))), None)
+    kind = "deletes" if "deletes" in folders or re.search(r"deletes?(\.|$)", name, re.IGNORECASE) else "upserts"
+    plain = [p for p in folders if p not in ("incremental", "full", *KINDS) and not _RUNDATE.match(p)]
+    if plain:
+        resource = plain[-1]
+        namespace = plain[-2] if len(plain) >= 2 else DEFAULT_NAMESPACE
+    else:
+        resource = re.sub(r"[._-]?deletes?$", "", name.split(".")[0], flags=re.IGNORECASE)
+        namespace = DEFAULT_NAMESPACE
+    return namespace, resource, kind, rundate
+
+
+def _is_empty(path: str) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    return head.removeprefix(b"\xef\xbb\xbf").strip() in (b"", b"[]")
+
+
+def land_files(lake: LakePaths, src: str, batch_id: str | None = None) -> EdFiLandResult:
+    """Land an Ed-Fi export folder (one batch per rundate); raises LandingError when it holds no JSON."""
+    if not lake.is_local:
+        raise LandingError("landing into an ADLS lake runs in the Synapse pipeline; land locally here")
+    if not os.path.isdir(src):
+        raise LandingError(f"source folder {src} does not exist: give the folder of the Ed-Fi export", path=src)
+    base = check_name(batch_id or new_batch_id(), "batch id")
+    seen = _landed_hashes(lake)
+    plan: dict[tuple[str, str, str], list[tuple[str, str, str]]] = {}
+    already, empty, ignored = [], [], []
+    for parent, dirs, files in os.walk(src):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(parent, name)
+            relative = os.path.relpath(path, src)
+            if not name.lower().endswith(SUFFIXES) or name.startswith(("_", ".")):
+                ignored.append(relative)
+                continue
+            namespace, resource, kind, rundate = classify_file(relative)
+            check_name(resource, f"resource of {relative}")
+            if _is_empty(path):
+                empty.append(relative)
+                continue
+            digest = sha256_file(path)
+            if digest in seen:
+                already.append(relative)
+                continue
+            seen.add(digest)
+            group = f"{base}_{rundate}" if rundate else base
+            plan.setdefault((group, namespace, resource), []).append((kind, path, digest))
+    if not plan and not already and not empty:
+        raise LandingError(f"no Ed-Fi JSON files (*.json, *.jsonl, *.ndjson) under {src}; "
+                           f"ignored: {ignored[:5]}", path=src)
+    landed = []
+    for (group, namespace, resource), entries in sorted(plan.items()):
+        writer = _BatchWriter(lake, namespace, resource, group)
+        try:
+            for kind, path, digest in sorted(entries, key=lambda e: (KINDS.index(e[0]), e[1])):
+                writer.copy(kind, path, digest)
+            landed.append(writer.commit({"kind": "files", "folder": os.path.abspath(src)}))
+        except BaseException:
+            writer.abandon()
+            raise
+    for relative in empty:
+        log.info("%s is empty; nothing to land", relative)
+    return EdFiLandResult(tuple(landed), tuple(already), tuple(empty), tuple(ignored))
+
+
+# API ---------------------------------------------------------------------------------------------
+def land_api(lake: LakePaths, client: EdFiClient, resources: list[str] | None = None,
+             batch_id: str | None = None) -> EdFiLandResult:
+    """Land every resource (or those named) from the API in dependency order.
+
+    The first run pages through each resource completely; later runs fetch the changes
+    since the change version landed for that resource, and its deletes. Each resource's
+    batch is landed atomically, so an interrupted run can simply be run again.
+    """
+    if not lake.is_local:
+        raise LandingError("landing into an ADLS lake runs in the Synapse pipeline; land locally here")
+    base = check_name(batch_id or new_batch_id(), "batch id")
+    wanted = set(resources) if resources else None
+    order = [r for r in client.dependencies() if wanted is None or r.name in wanted]
+    if wanted:
+        unknown = wanted - {r.name for r in order}
+        if unknown:
+            raise LandingError(f"the API at {client.base_url} has no resources {sorted(unknown)}; "
+                               "check the names against its dependency list")
+    newest = client.newest_change_version()
+    landed = []
+    for number, resource in enumerate(order, start=1):
+        log.info("[%d/%d] %s/%s", number, len(order), resource.namespace, resource.name)
+        batch = _land_resource(lake, client, resource, base, newest)
+        if batch is not None:
+            landed.append(batch)
+    return EdFiLandResult(tuple(landed))
+
+
+def _land_resource(lake: LakePaths, client: EdFiClient, resource: Resource, batch_id: str,
+                   newest: int | None) -> LandedBatch | None:
+    last = last_change_version(lake, resource.namespace, resource.name) if newest is not None else None
+    if last is not None and newest is not None and last >= newest:
+        log.info("%s: nothing new since change version %d", resource.name, last)
+        return None
+    low = None if last is None else last + 1
+    writer = _BatchWriter(lake, resource.namespace, resource.name, batch_id)
+    try:
+        kinds = KINDS if low is not None else ("upserts",)
+        for kind in kinds:
+            buffer: list[dict] = []
+            for page in client.pages(resource, deletes=kind == "deletes", min_change_version=low,
+                                     max_change_version=newest):
+                buffer += page
+                if len(buffer) >= RECORDS_PER_FILE:
+                    writer.write_records(kind, buffer)
+                    buffer = []
+            if buffer:
+                writer.write_records(kind, buffer)
+        if not writer.entries and low is not None:
+            writer.abandon()
+            log.info("%s: no changes between change versions %s and %s", resource.name, low, newest)
+            return None
+        change_versions = None if newest is None else {"min": low, "max": newest}
+        return writer.commit({"kind": "api", "url": client.base_url}, change_versions)
+    except BaseException:
+        writer.abandon()
+        raise

@@ -1,0 +1,139 @@
+"""The Ed-Fi module: land (API or files) -> ingest (current state) -> refine (pseudonymized flat tables).
+
+Outputs:
+- ``stage1np/edfi/<namespace>/<resource>/<batch>/``: landed JSON, as received;
+- ``stage2np/edfi/<resource>``: the current version of every record (raw JSON, upserts and deletes applied);
+- ``stage2p/edfi/<entity>``: flattened, typed and pseudonymized, one table per resource and per array;
+- ``stage2np/edfi/<entity>_lookup``: identifiers next to their pseudonyms (students, staffs);
+- ``stage2np/edfi/<resource>_rejected`` / ``_not_refined``: what could not be read, with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from ..delta_io import DeltaStore, delta_store
+from ..ingest import DEFAULT_MAX_REJECT_SHARE, IngestResult
+from ..paths import LakePaths
+from ..salt import Salt, get_salt
+from ..schema import PseudoOp
+from . import landing
+from .ingest import SOURCE, ingest_resource, refine_resource
+from .metadata import EdFiMetadata, is_descriptor, table_name
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from .api import EdFiClient
+
+log = logging.getLogger("oea")
+# Descriptors that the supported resources use; landed from the API by default with them.
+DESCRIPTORS = (
+    "academicSubjectDescriptors", "addressTypeDescriptors", "attendanceEventCategoryDescriptors",
+    "classroomPositionDescriptors", "courseIdentificationSystemDescriptors", "educationOrganizationCategoryDescriptors",
+    "electronicMailTypeDescriptors", "entryTypeDescriptors", "exitWithdrawTypeDescriptors", "gradeLevelDescriptors",
+    "gradeTypeDescriptors", "gradingPeriodDescriptors", "localEducationAgencyCategoryDescriptors",
+    "schoolCategoryDescriptors", "sexDescriptors", "stateAbbreviationDescriptors", "termDescriptors",
+)
+
+
+class EdFiModule:
+    """Land, ingest, refine and query the Ed-Fi module's tables in one lake."""
+
+    source = SOURCE
+
+    def __init__(self, lake: LakePaths | str | None = None, spark: SparkSession | None = None,
+                 salt: Salt | None = None, metadata: EdFiMetadata | str | None = None) -> None:
+        self.lake = lake if isinstance(lake, LakePaths) else LakePaths.from_setting(lake)
+        self._spark = spark
+        self._salt = salt
+        self.metadata = metadata if isinstance(metadata, EdFiMetadata) else EdFiMetadata.load(metadata)
+
+    @property
+    def spark(self) -> SparkSession:
+        if self._spark is None:
+            from ..spark import get_spark
+
+            self._spark = get_spark()
+        return self._spark
+
+    @property
+    def store(self) -> DeltaStore:
+        return delta_store(self.spark)
+
+    def supported_resources(self) -> list[str]:
+        return [*self.metadata.resources(), *DESCRIPTORS]
+
+    # land ----------------------------------------------------------------------------------------
+    def land(self, src: str | os.PathLike | None = None, *, api: str | None = None, client: EdFiClient | None = None,
+             resources: list[str] | None = None, batch_id: str | None = None) -> landing.EdFiLandResult:
+        """Land an export folder ``src``, or from the API at ``api`` (credentials from the environment).
+
+        From the API, ``resources`` defaults to the module's supported resources and descriptors.
+        """
+        if client is not None or api:
+            from .api import EdFiClient
+
+            client = client or EdFiClient(api)
+            return landing.land_api(self.lake, client, resources or self.supported_resources(), batch_id=batch_id)
+        if src is None:
+            from ..errors import LandingError
+
+            raise LandingError("give an Ed-Fi export folder, or --api URL to land from an Ed-Fi API")
+        return landing.land_files(self.lake, os.fspath(src), batch_id=batch_id)
+
+    # ingest and refine ---------------------------------------------------------------------------
+    def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE, refine: bool = True) -> list[IngestResult]:
+        """Apply every new landed batch to the current-state tables, then refine (unless ``refine=False``)."""
+        store = self.store
+        results = []
+        landed = landing.landed_resources(self.lake)
+        for number, (namespace, resource) in enumerate(landed, start=1):
+            log.debug("[%d/%d] ingesting %s/%s", number, len(landed), namespace, resource)
+            results.append(ingest_resource(self.spark, self.lake, store, namespace, resource,
+                                           max_reject_share=max_reject_share))
+        if refine:
+            results += self.refine(max_reject_share=max_reject_share)
+        return results
+
+    def refine(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
+        """Rebuild the refined tables of every resource whose current state changed."""
+        salt = self._salt or get_salt(self.lake)
+        store = self.store
+        results = []
+        unsupported = []
+        for namespace, resource in landing.landed_resources(self.lake):
+            if not self.metadata.supports(resource):
+                unsupported.append(resource)
+                continue
+            results += refine_resource(self.spark, self.lake, store, self.metadata, namespace, resource, salt,
+                                       max_reject_share=max_reject_share)
+        if unsupported:
+            log.warning("not refined (no metadata): %s; their current state is in stage2np/%s. Add them to the "
+                        "metadata CSV to refine them", ", ".join(unsupported), SOURCE)
+        return results
+
+    # outputs -------------------------------------------------------------------------------------
+    def output_tables(self) -> list[tuple[str, str]]:
+        """``(stage, table)`` of every refined table and lookup (for SQL views)."""
+        tables = []
+        for resource in self.supported_resources():
+            for entity in self.metadata.entities_of(resource):
+                schema = self.metadata.schema(entity)
+                tables.append(("stage2p", schema.table))
+                if schema.with_ops(PseudoOp.HASH):
+                    tables.append(("stage2np", f"{schema.table}_lookup"))
+        return tables
+
+    def read(self, stage: str, table: str) -> DataFrame:
+        """A module table as a Spark DataFrame, e.g. ``read("stage2p", "students")``."""
+        return self.store.read(self.lake.table(stage, SOURCE, table))
+
+    def current(self, resource: str) -> DataFrame:
+        """The current state of a resource (``stage2np/edfi/<resource>``)."""
+        return self.read("stage2np", table_name(resource))
+
+
+__all__ = ["DESCRIPTORS", "EdFiModule", "is_descriptor"]
