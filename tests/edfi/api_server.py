@@ -1,0 +1,167 @@
+"""A loopback HTTP server answering like an Ed-Fi ODS/API (v7), serving a generated dataset.
+
+It serves the API root, ``/oauth/token`` (client credentials, HTTP Basic), the dependency
+order, ``availableChangeVersions``, and each resource (and its ``/deletes``) with
+offset/limit paging, ``Total-Count`` and min/maxChangeVersion. The data visible is the
+dataset up to ``visible_batch``; failures can be queued per path.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from oea_core.edfi.generator import RESOURCE_ORDER, EdFiDataset
+
+CLIENT_ID = "oea-test-client"
+CLIENT_SECRET = "s3cr3t-edfi-client-Qx9"
+MAX_LIMIT = 500
+
+
+class EdFiTestApi:
+    def __init__(self, dataset: EdFiDataset, *, expires_in: int = 1800) -> None:
+        self.dataset = dataset
+        self.visible_batch = 0
+        self.expires_in = expires_in
+        self.tokens: set[str] = set()
+        self.token_count = 0
+        self.failures: dict[str, list[tuple[int, dict]]] = {}
+        self.requests: list[tuple[str, str, dict]] = []
+        self.revoke_after: int | None = None  # revoke every token after this many data requests
+        self._data_requests = 0
+        self._lock = threading.Lock()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                api._handle(self, "GET")
+
+            def do_POST(self):
+                api._handle(self, "POST")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def fail(self, path: str, status: int, times: int = 1, headers: dict | None = None) -> None:
+        """Answer the next ``times`` requests to ``path`` with ``status``."""
+        self.failures.setdefault(path, []).extend([(status, headers or {})] * times)
+
+    # the data as of visible_batch ----------------------------------------------------------------
+    def _newest(self) -> int:
+        events = [e for b in self.dataset.batches[: self.visible_batch + 1] for e in b]
+        return max(e.change_version for e in events)
+
+    def _records(self, resource: str, low: int | None, high: int | None) -> list[dict]:
+        alive: dict[str, tuple[int, dict]] = {}
+        for batch in self.dataset.batches[: self.visible_batch + 1]:
+            for event in batch:
+                if event.resource != resource:
+                    continue
+                if event.kind == "upsert":
+                    alive[event.record["id"]] = (event.change_version, event.record)
+                else:
+                    alive.pop(event.record["id"], None)
+        return [r for cv, r in sorted(alive.values(), key=lambda x: x[0])
+                if (low is None or cv >= low) and (high is None or cv <= high)]
+
+    def _deletes(self, resource: str, low: int | None, high: int | None) -> list[dict]:
+        return [e.record for b in self.dataset.batches[: self.visible_batch + 1] for e in b
+                if e.resource == resource and e.kind == "delete"
+                and (low is None or e.change_version >= low) and (high is None or e.change_version <= high)]
+
+    # HTTP ----------------------------------------------------------------------------------------
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        parsed = urllib.parse.urlsplit(handler.path)
+        path, query = parsed.path, dict(urllib.parse.parse_qsl(parsed.query))
+        with self._lock:
+            self.requests.append((method, path, query))
+            queued = self.failures.get(path)
+            failure = queued.pop(0) if queued else None
+        if failure:
+            return self._send(handler, failure[0], {"message": "injected failure"}, failure[1])
+        if path == "/" and method == "GET":
+            return self._send(handler, 200, {
+                "version": "7.1", "apiMode": "Sandbox", "dataModels": [{"name": "Ed-Fi", "version": "5.0.0"}],
+                "urls": {"dependencies": self.url + "/metadata/data/v3/dependencies",
+                         "oauth": self.url + "/oauth/token", "dataManagementApi": self.url + "/data/v3/",
+                         "changeQueries": self.url + "/changeQueries/v1/"}})
+        if path == "/oauth/token" and method == "POST":
+            return self._token(handler)
+        if not self._authorized(handler):
+            return self._send(handler, 401, {"message": "Authorization denied. The access token is expired."})
+        if path == "/metadata/data/v3/dependencies":
+            return self._send(handler, 200, [{"resource": f"/ed-fi/{r}", "order": i + 1,
+                                              "operations": ["Create", "Update"]}
+                                             for i, r in enumerate(RESOURCE_ORDER)])
+        if path == "/changeQueries/v1/availableChangeVersions":
+            return self._send(handler, 200, {"oldestChangeVersion": 0, "newestChangeVersion": self._newest()})
+        if path.startswith("/data/v3/ed-fi/"):
+            return self._data(handler, path[len("/data/v3/ed-fi/"):], query)
+        return self._send(handler, 404, {"message": f"no resource {path}"})
+
+    def _token(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length", 0))
+        form = dict(urllib.parse.parse_qsl(handler.rfile.read(length).decode()))
+        auth = handler.headers.get("Authorization", "")
+        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        if auth != expected or form.get("grant_type") != "client_credentials":
+            return self._send(handler, 401, {"error": "invalid_client"})
+        with self._lock:
+            self.token_count += 1
+            token = f"token-{self.token_count}-abcdef"
+            self.tokens.add(token)
+        return self._send(handler, 200, {"access_token": token, "expires_in": self.expires_in,
+                                         "token_type": "bearer"})
+
+    def _authorized(self, handler: BaseHTTPRequestHandler) -> bool:
+        token = handler.headers.get("Authorization", "").removeprefix("Bearer ")
+        with self._lock:
+            if token not in self.tokens:
+                return False
+            self._data_requests += 1
+            if self.revoke_after and self._data_requests % self.revoke_after == 0:
+                self.tokens.discard(token)  # this answer still succeeds; the next call with it fails
+        return True
+
+    def _data(self, handler: BaseHTTPRequestHandler, rest: str, query: dict) -> None:
+        deletes = rest.endswith("/deletes")
+        resource = rest.removesuffix("/deletes")
+        if resource not in RESOURCE_ORDER:
+            return self._send(handler, 404, {"message": f"no resource {resource}"})
+        offset, limit = int(query.get("offset", 0)), int(query.get("limit", 25))
+        if limit > MAX_LIMIT:
+            return self._send(handler, 400, {"message": f"Limit must be between 0 and {MAX_LIMIT}."})
+        low = int(query["minChangeVersion"]) if "minChangeVersion" in query else None
+        high = int(query["maxChangeVersion"]) if "maxChangeVersion" in query else None
+        items = self._deletes(resource, low, high) if deletes else self._records(resource, low, high)
+        headers = {"Total-Count": str(len(items))} if query.get("totalCount") == "true" else {}
+        return self._send(handler, 200, items[offset: offset + limit], headers)
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, status: int, body, headers: dict | None = None) -> None:
+        payload = json.dumps(body).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(payload)

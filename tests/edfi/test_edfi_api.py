@@ -1,0 +1,183 @@
+"""The Ed-Fi API client and API landing against a loopback server speaking the ODS/API wire format."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pytest
+from api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
+
+from oea_core import LandingError
+from oea_core.edfi import EdFiApiError, EdFiClient, generate_edfi
+from oea_core.edfi.api import Resource
+from oea_core.edfi.landing import batch_files, batches, land_api, last_change_version, manifest
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return generate_edfi(students=24, staff=4, schools=2, batches=3, seed=11)
+
+
+@pytest.fixture
+def api(dataset):
+    with EdFiTestApi(dataset) as server:
+        yield server
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def client_for(api, clock=None, **kwargs) -> EdFiClient:
+    clock = clock or FakeClock()
+    return EdFiClient(api.url, CLIENT_ID, CLIENT_SECRET, sleep=clock.sleep, clock=clock, **kwargs)
+
+
+def read_landed(lake, resource, kind="upserts"):
+    records = []
+    for batch_id in batches(lake, "ed-fi", resource):
+        for file_kind, path in batch_files(lake, "ed-fi", resource, batch_id):
+            if file_kind == kind:
+                with open(path, encoding="utf-8") as handle:
+                    records += [json.loads(line) for line in handle]
+    return records
+
+
+def test_pages_through_every_record(api, dataset):
+    client = client_for(api, page_size=7)
+    pages = list(client.pages(Resource("ed-fi", "studentSectionAssociations")))
+    expected = dataset.state(0)["studentSectionAssociations"]
+    assert len(expected) > 3 * 7  # several pages
+    assert [len(p) for p in pages[:-1]] == [7] * (len(pages) - 1)
+    assert sorted(r["id"] for p in pages for r in p) == sorted(expected)
+    offsets = [int(q["offset"]) for m, path, q in api.requests if path.endswith("/studentSectionAssociations")]
+    assert offsets == list(range(0, len(expected), 7))
+
+
+def test_dependency_order_and_change_version(api, dataset):
+    client = client_for(api)
+    order = [r.name for r in client.dependencies()]
+    assert order.index("students") < order.index("studentSchoolAssociations") < order.index("grades")
+    assert client.newest_change_version() == max(e.change_version for e in dataset.batches[0])
+
+
+def test_token_renewed_before_expiry(dataset):
+    with EdFiTestApi(dataset, expires_in=120) as api:
+        clock = FakeClock()
+        client = client_for(api, clock)
+        client.dependencies()
+        assert client.token_requests == 1
+        clock.now += 30
+        client.dependencies()
+        assert client.token_requests == 1  # still valid
+        clock.now += 90  # past expiry (less the renewal margin)
+        client.dependencies()
+        assert client.token_requests == 2
+        assert api.token_count == 2
+
+
+def test_token_expiring_mid_run_is_renewed_on_401(api, dataset):
+    api.revoke_after = 3  # the server invalidates the token every third data call
+    client = client_for(api, page_size=5)
+    records = [r for p in client.pages(Resource("ed-fi", "studentSectionAssociations")) for r in p]
+    assert len(records) == len(dataset.state(0)["studentSectionAssociations"])
+    assert client.token_requests >= 4
+    assert client.retries == 0  # a 401 renews the token; it is not a retry
+
+
+def test_server_error_is_retried_with_backoff(api, dataset):
+    api.fail("/data/v3/ed-fi/students", 500, times=2)
+    api.fail("/data/v3/ed-fi/schools", 429, headers={"Retry-After": "7"})
+    clock = FakeClock()
+    client = client_for(api, clock, backoff=0.5)
+    students = [r for p in client.pages(Resource("ed-fi", "students")) for r in p]
+    assert len(students) == len(dataset.state(0)["students"])
+    assert clock.sleeps == [0.5, 1.0]
+    list(client.pages(Resource("ed-fi", "schools")))
+    assert clock.sleeps[-1] == 7.0  # Retry-After honoured
+
+
+def test_gives_up_after_max_retries_naming_the_url(api):
+    api.fail("/data/v3/ed-fi/students", 503, times=10)
+    client = client_for(api, max_retries=2)
+    with pytest.raises(EdFiApiError, match=r"/data/v3/ed-fi/students still failing after 3 attempts \(HTTP 503\)"):
+        list(client.pages(Resource("ed-fi", "students")))
+
+
+def test_bad_credentials_and_missing_credentials(api, monkeypatch, caplog):
+    monkeypatch.delenv("OEA_EDFI_CLIENT_ID", raising=False)
+    monkeypatch.delenv("OEA_EDFI_CLIENT_SECRET", raising=False)
+    with pytest.raises(EdFiApiError, match="OEA_EDFI_CLIENT_SECRET"):
+        EdFiClient(api.url)
+    wrong = "wrong-secret-value-123"
+    client = EdFiClient(api.url, CLIENT_ID, wrong, sleep=lambda s: None)
+    with caplog.at_level(logging.DEBUG, logger="oea"), pytest.raises(EdFiApiError, match="HTTP 401") as info:
+        client.dependencies()
+    assert wrong not in str(info.value) and wrong not in caplog.text
+
+
+def test_limit_above_server_cap_is_a_clear_error(api):
+    client = client_for(api, page_size=1000)
+    with pytest.raises(EdFiApiError, match="HTTP 400"):
+        list(client.pages(Resource("ed-fi", "students")))
+
+
+def test_land_api_first_full_then_only_changes_and_deletes(api, dataset, lake, caplog):
+    client = client_for(api, page_size=9)
+    first = land_api(lake, client, ["students", "studentSectionAssociations", "grades"], batch_id="b1")
+    assert {b.resource for b in first.batches} == {"students", "studentSectionAssociations", "grades"}
+    newest0 = max(e.change_version for e in dataset.batches[0])
+    assert manifest(lake, "ed-fi", "students", "b1")["change_versions"] == {"min": None, "max": newest0}
+    assert len(read_landed(lake, "studentSectionAssociations")) == len(dataset.state(0)["studentSectionAssociations"])
+
+    api.visible_batch = 2
+    api.requests.clear()
+    with caplog.at_level(logging.DEBUG):
+        second = land_api(lake, client, ["students", "studentSectionAssociations", "grades"], batch_id="b2")
+    newest2 = max(e.change_version for e in dataset.events())
+    assert last_change_version(lake, "ed-fi", "students") == newest2
+    assert manifest(lake, "ed-fi", "students", "b2")["change_versions"] == {"min": newest0 + 1, "max": newest2}
+    queries = [q for m, p, q in api.requests if p == "/data/v3/ed-fi/students"]
+    assert queries and all(q["minChangeVersion"] == str(newest0 + 1) for q in queries)
+    changed = {e.record["id"] for b in dataset.batches[1:] for e in b
+               if e.resource == "students" and e.kind == "upsert"}
+    deleted = {e.record["id"] for b in dataset.batches[1:] for e in b
+               if e.resource == "students" and e.kind == "delete"}
+    landed_b2 = [r["id"] for r in read_landed(lake, "students")][len(dataset.state(0)["students"]):]
+    assert set(landed_b2) == changed - deleted
+    assert {r["id"] for r in read_landed(lake, "students", "deletes")} == deleted
+    assert {b.resource for b in second.batches} == {"students", "studentSectionAssociations", "grades"}
+    # nothing new: no batch, no files
+    third = land_api(lake, client, ["students"], batch_id="b3")
+    assert third.batches == () and batches(lake, "ed-fi", "students") == ["b1", "b2"]
+    assert CLIENT_SECRET not in caplog.text
+
+
+def test_failed_resource_leaves_no_partial_batch_and_rerun_completes(api, dataset, lake):
+    client = client_for(api, page_size=10, max_retries=1)
+    api.fail("/data/v3/ed-fi/studentSectionAssociations", 500, times=5)
+    with pytest.raises(EdFiApiError):
+        land_api(lake, client, ["students", "studentSectionAssociations"], batch_id="b1")
+    assert batches(lake, "ed-fi", "students") == ["b1"]  # landed before the failure: kept
+    folder = lake.path("stage1np", "edfi", "ed-fi", "studentSectionAssociations")
+    assert not os.path.exists(folder) or os.listdir(folder) == []
+    api.failures.clear()
+    land_api(lake, client, ["students", "studentSectionAssociations"], batch_id="b2")
+    assert batches(lake, "ed-fi", "studentSectionAssociations") == ["b2"]
+    assert batches(lake, "ed-fi", "students") == ["b1"]  # nothing new for students
+
+
+def test_unknown_resource_is_named(api, lake):
+    with pytest.raises(LandingError, match="no resources \\['studnets'\\]"):
+        land_api(lake, client_for(api), ["studnets"])

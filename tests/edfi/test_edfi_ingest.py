@@ -1,0 +1,279 @@
+"""Ed-Fi ingest (current state: upserts and deletes) and refine (flat, typed, pseudonymized tables)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pyarrow as pa
+import pytest
+
+from oea_core import LakePaths, RejectedRowsError, Salt, pseudonym
+from oea_core.edfi import EdFiModule, generate_edfi, write_edfi_export
+from oea_core.edfi.flatten import flatten_record
+from oea_core.edfi.metadata import table_name
+
+TEST_SALT = "edfi-test-salt-77"
+
+
+@pytest.fixture(scope="module")
+def refined(spark, tmp_path_factory):
+    """A lake holding the generated three-batch export, landed and ingested once."""
+    root = tmp_path_factory.mktemp("edfi")
+    dataset = generate_edfi(students=24, staff=4, schools=2, batches=3, seed=5)
+    write_edfi_export(dataset, root / "export")
+    module = EdFiModule(LakePaths.from_setting(root / "lake"), spark=spark, salt=Salt(TEST_SALT, "test"))
+    module.land(root / "export", batch_id="run1")
+    results = module.ingest()
+    return module, dataset, results
+
+
+def arrow(module, stage, table) -> pa.Table:
+    return module.store.read_arrow(module.lake.table(stage, "edfi", table))
+
+
+def test_current_state_is_the_newest_version_of_every_record(refined):
+    module, dataset, _ = refined
+    expected = dataset.state()
+    for resource, records in expected.items():
+        state = arrow(module, "stage2np", table_name(resource)).to_pylist()
+        assert sorted(r["id"] for r in state) == sorted(records), resource
+        for row in state:
+            assert json.loads(row["_record"]) == records[row["id"]], resource
+
+
+def test_same_batch_insert_and_delete_leaves_no_record(refined):
+    module, dataset, _ = refined
+    for batch in dataset.batches[1:]:
+        inserted = {e.record["id"] for e in batch if e.resource == "studentSchoolAttendanceEvents"
+                    and e.kind == "upsert"}
+        deleted = {e.record["id"] for e in batch if e.resource == "studentSchoolAttendanceEvents"
+                   and e.kind == "delete"}
+        both = inserted & deleted
+        assert both
+        state_ids = set(arrow(module, "stage2np", "student_school_attendance_events")["id"].to_pylist())
+        assert not both & state_ids
+        refined_ids = set(arrow(module, "stage2p", "student_school_attendance_events")["id_pseudonym"].to_pylist())
+        assert not {pseudonym(i, TEST_SALT) for i in both} & refined_ids
+
+
+def test_refined_row_counts_keep_every_child_row(refined):
+    module, dataset, _ = refined
+    expected: dict[str, int] = {}
+    for resource, records in dataset.state().items():
+        for entity in module.metadata.entities_of(resource):
+            expected.setdefault(entity, 0)
+        for record in records.values():
+            for entity, rows in flatten_record(resource, record).items():
+                if entity in expected:
+                    expected[entity] += len(rows)
+    for entity, count in expected.items():
+        assert arrow(module, "stage2p", table_name(entity)).num_rows == count, entity
+    # each section has two class periods: one row per period, not one per section
+    assert expected["sections_classPeriods"] == 2 * expected["sections"] > 0
+    assert expected["schools_gradeLevels"] == 4 * expected["schools"]
+
+
+def test_flattening_references_descriptors_roles_and_extensions(refined):
+    module = refined[0]
+    ssa = arrow(module, "stage2p", "student_school_associations")
+    assert {"studentUniqueId_pseudonym", "schoolId", "schoolYear", "classOfSchoolYear", "calendarCode"} <= set(
+        ssa.column_names)
+    assert "studentReference" not in ssa.column_names and "_etag" not in ssa.column_names
+    assert set(ssa["entryGradeLevelDescriptor"].to_pylist()) <= {
+        "Ninth grade", "Tenth grade", "Eleventh grade", "Twelfth grade"}
+    rows = ssa.to_pylist()
+    assert all(r["schoolYear"] == 2024 for r in rows) and any(r["classOfSchoolYear"] != 2024 for r in rows)
+    schools = arrow(module, "stage2p", "schools").to_pylist()
+    assert all(json.loads(s["_ext"])["sample"]["isExemplary"] in (True, False) for s in schools)
+    students = arrow(module, "stage2p", "students").to_pylist()
+    assert all(s["_ext"] in ("*", None) for s in students)
+    levels = arrow(module, "stage2p", "schools_grade_levels")
+    assert set(levels.column_names) >= {"id", "gradeLevels_ordinal", "gradeLevelDescriptor"}
+    assert arrow(module, "stage2p", "sections").schema.field("schoolId").type == pa.int32()
+
+
+def test_pseudonymized_tables_join(refined):
+    module = refined[0]
+    spark_read = module.read
+    students = spark_read("stage2p", "students")
+    ssa = spark_read("stage2p", "student_school_associations")
+    assert ssa.count() == ssa.join(students, "studentUniqueId_pseudonym").count() > 0
+    ssec = spark_read("stage2p", "student_section_associations")
+    grades = spark_read("stage2p", "grades")
+    keys = ["studentUniqueId_pseudonym", "sectionIdentifier", "schoolId", "schoolYear", "sessionName"]
+    assert grades.count() == grades.join(ssec, keys).count() > 0
+    children = spark_read("stage2p", "students_other_names")
+    assert children.count() == children.join(students, "id_pseudonym").count() > 0
+    staff = spark_read("stage2p", "staff_section_associations")
+    assert staff.count() == staff.join(spark_read("stage2p", "staffs"), "staffUniqueId_pseudonym").count() > 0
+
+
+def test_no_raw_identifier_or_name_reaches_stage2p(refined):
+    module, dataset, _ = refined
+    secret: set[str] = set()
+    for event in dataset.events():
+        record = event.record
+        if event.resource in ("students", "staffs"):
+            for key in ("studentUniqueId", "staffUniqueId", "firstName", "lastSurname", "middleName", "birthDate"):
+                if record.get(key):
+                    secret.add(str(record[key]))
+            for mail in record.get("electronicMails", []):
+                secret.add(mail["electronicMailAddress"])
+            for other in record.get("otherNames", []):
+                secret.add(other["firstName"])
+        if event.resource in ("students", "staffs", "studentSchoolAssociations", "studentSectionAssociations",
+                              "staffSectionAssociations", "grades", "studentSchoolAttendanceEvents"):
+            secret.add(record["id"])
+    assert len(secret) > 100
+    root = module.lake.stage_root("stage2p")
+    tables = [os.path.join(root, "edfi", t) for t in os.listdir(os.path.join(root, "edfi"))]
+    assert len(tables) > 40
+    for table in tables:
+        data = module.store.read_arrow(table)
+        for column in data.column_names:
+            values = {str(v) for v in data[column].to_pylist() if v is not None}
+            leaked = values & secret
+            assert not leaked, f"{table}.{column} holds raw values such as {sorted(leaked)[:3]}"
+            assert not any(s in v for v in values for s in secret if len(s) > 6), f"{table}.{column}"
+
+
+def test_lookup_maps_pseudonyms_back_to_identities(refined):
+    module, dataset, _ = refined
+    lookup = arrow(module, "stage2np", "students_lookup").to_pylist()
+    expected = {r["studentUniqueId"]: r for r in dataset.state()["students"].values()}
+    assert {r["studentUniqueId"] for r in lookup} == set(expected)
+    for row in lookup:
+        assert row["studentUniqueId_pseudonym"] == pseudonym(row["studentUniqueId"], TEST_SALT)
+        assert row["lastSurname"] == expected[row["studentUniqueId"]]["lastSurname"]
+    assert not module.store.exists(module.lake.table("stage2np", "edfi", "grades_lookup"))
+
+
+def test_deleted_student_disappears_from_refined_tables(refined):
+    module, dataset, _ = refined
+    gone = [e.record["keyValues"]["studentUniqueId"] for e in dataset.events()
+            if e.resource == "students" and e.kind == "delete"]
+    assert gone
+    hashed = {pseudonym(s, TEST_SALT) for s in gone}
+    for table in ("students", "student_school_associations", "student_section_associations", "grades"):
+        assert not hashed & set(arrow(module, "stage2p", table)["studentUniqueId_pseudonym"].to_pylist()), table
+    assert not set(gone) & set(arrow(module, "stage2np", "students_lookup")["studentUniqueId"].to_pylist())
+
+
+def test_rerun_changes_nothing(refined):
+    module, _, results = refined
+    assert any(r.rows for r in results)
+
+    def versions():
+        found = {}
+        for stage in ("stage2np", "stage2p"):
+            root = os.path.join(module.lake.stage_root(stage), "edfi")
+            for table in os.listdir(root):
+                found[(stage, table)] = module.store.version(os.path.join(root, table))
+        return found
+
+    before = versions()
+    again = module.ingest()
+    assert all(r.nothing_new for r in again)
+    assert versions() == before
+
+
+# handcrafted exports -------------------------------------------------------------------------
+def write_lines(folder, name, records, raw_lines=()):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+        handle.writelines(line + "\n" for line in raw_lines)
+
+
+def school(record_id, name, **extra):
+    return {"id": record_id, "schoolId": 1, "nameOfInstitution": name, **extra}
+
+
+@pytest.fixture
+def module(spark, lake):
+    return EdFiModule(lake, spark=spark, salt=Salt(TEST_SALT, "test"))
+
+
+def state_of(module, resource):
+    return {r["id"]: json.loads(r["_record"]) for r in arrow(module, "stage2np", table_name(resource)).to_pylist()}
+
+
+def test_newest_change_wins_by_change_version_then_landing_order(module, tmp_path):
+    up = tmp_path / "export" / "schools" / "incremental" / "upserts" / "rundate=2024-01-01"
+    write_lines(up, "a.jsonl", [school("a1", "A new", changeVersion=9), school("a1", "A old", changeVersion=4),
+                                school("b1", "B first"), school("b1", "B second")])
+    module.land(tmp_path / "export", batch_id="x")
+    module.ingest(refine=False)
+    state = state_of(module, "schools")
+    assert state["a1"]["nameOfInstitution"] == "A new"
+    assert state["b1"]["nameOfInstitution"] == "B second"
+    # a later batch carrying an older change version does not overwrite a newer one
+    write_lines(tmp_path / "late" / "schools", "b.jsonl", [school("a1", "A stale", changeVersion=6),
+                                                           school("b1", "B third")])
+    module.land(tmp_path / "late", batch_id="y")
+    module.ingest(refine=False)
+    state = state_of(module, "schools")
+    assert state["a1"]["nameOfInstitution"] == "A new"
+    assert state["b1"]["nameOfInstitution"] == "B third"
+
+
+def test_deletes_in_old_and_new_spelling_and_in_the_same_batch(module, tmp_path):
+    base = tmp_path / "export" / "schools" / "incremental"
+    write_lines(base / "upserts" / "rundate=2024-01-01", "u.json", [school("a1", "A"), school("b1", "B"),
+                                                                  school("c1", "C"), school("d1", "D")])
+    # same batch: c1's delete carries a change version, d1's does not (a delete still follows its upsert)
+    write_lines(base / "deletes" / "rundate=2024-01-01", "d.json", [{"id": "c1", "changeVersion": 3}, {"id": "d1"}])
+    write_lines(base / "deletes" / "rundate=2024-01-02", "d.json",
+                [{"Id": "a1", "ChangeVersion": 5, "KeyValues": {"schoolId": 1}}])
+    result = module.land(tmp_path / "export", batch_id="x")
+    assert len(result.batch_ids) == 2
+    module.ingest(refine=False)
+    assert set(state_of(module, "schools")) == {"b1"}
+
+
+def test_malformed_records_are_set_aside_with_reasons(module, tmp_path, lake):
+    folder = tmp_path / "export" / "schools"
+    good = [school(f"s{i}", f"School {i}") for i in range(30)]
+    write_lines(folder, "part.jsonl", good, raw_lines=['{"id": "broken', '{"nameOfInstitution": "no id"}'])
+    module.land(tmp_path / "export", batch_id="x")
+    with pytest.raises(RejectedRowsError, match=r"2 of 32 records .* could not be read.*nothing was written"):
+        module.ingest()
+    assert not os.path.exists(lake.stage_root("stage2np")) or not os.listdir(lake.stage_root("stage2np"))
+    module.ingest(max_reject_share=0.1)
+    assert len(state_of(module, "schools")) == 30
+    rejected = arrow(module, "stage2np", "schools_rejected").to_pylist()
+    assert sorted(r["_line"] for r in rejected) == [31, 32]
+    reasons = " ".join(r["_reject_reason"] for r in rejected)
+    assert "not valid JSON" in reasons and "no id" in reasons
+    assert any(r["_raw"] == '{"id": "broken' for r in rejected)
+    assert arrow(module, "stage2p", "schools").num_rows == 30
+
+
+def test_json_array_files_with_bom_and_empty_files(module, tmp_path):
+    folder = tmp_path / "export" / "schools"
+    os.makedirs(folder)
+    (folder / "a.json").write_text(json.dumps([school("a1", "A"), school("b1", "B")]), encoding="utf-8-sig")
+    (folder / "empty.json").write_bytes(b"")
+    (folder / "bom-only.json").write_bytes(b"\xef\xbb\xbf\n")
+    result = module.land(tmp_path / "export", batch_id="x")
+    assert len(result.empty) == 2
+    module.ingest(refine=False)
+    assert set(state_of(module, "schools")) == {"a1", "b1"}
+
+
+def test_values_that_do_not_match_the_metadata_are_set_aside(module, tmp_path, caplog):
+    records = [school(f"s{i}", f"School {i}") for i in range(40)]
+    records[3]["schoolId"] = "not-a-number"
+    records[5]["ssn"] = "123-45-6789"  # a field the metadata does not know
+    write_lines(tmp_path / "export" / "schools", "p.jsonl", records)
+    module.land(tmp_path / "export", batch_id="x")
+    with caplog.at_level(logging.WARNING, logger="oea"):
+        module.ingest()
+    schools = arrow(module, "stage2p", "schools")
+    assert schools.num_rows == 39 and "ssn" not in schools.column_names
+    not_refined = arrow(module, "stage2np", "schools_not_refined").to_pylist()
+    assert [r["id"] for r in not_refined] == ["s3"]
+    assert "schools.schoolId: 'not-a-number' is not a valid int" in not_refined[0]["_reject_reason"]
+    assert "schools.ssn" in caplog.text and "metadata" in caplog.text
