@@ -51,8 +51,10 @@ def test_lake_comes_from_oea_lake_then_default(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["land", "clever", "/no/such/folder"], "oea: error: source folder /no/such/folder does not exist"),
-    (["land", "canvas", "x"], "oea: error: unknown source module 'canvas'; known modules: clever"),
+    (["land", "canvas", "x"], "oea: error: unknown source module 'canvas'; known modules: clever, edfi"),
     (["--lake", "s3://bucket/x", "land", "clever", "x"], "oea: error: lake 's3://bucket/x' uses an unsupported"),
+    (["land", "edfi"], "oea: error: give an Ed-Fi export folder, or --api URL"),
+    (["land", "clever", "--api", "http://x"], "oea: error: oea land clever takes an export folder"),
     (["views", "clever", "--workspace", "Prod-1"], "oea: error: workspace 'Prod-1' cannot be used as a SQL name"),
 ])
 def test_errors_are_one_line_with_a_non_zero_exit(tmp_path, capsys, args, message):

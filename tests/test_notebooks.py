@@ -29,13 +29,14 @@ def test_committed_notebooks_are_thin_and_clean(path):
     assert not any("OEA_SALT" in c.source or "reveal(" in c.source for c in code)
 
 
-def test_both_clever_notebooks_are_committed():
+def test_module_notebooks_are_committed():
     names = {p.name for p in NOTEBOOKS}
-    assert {"Clever_py.ipynb", "Clever_module_ingestion.ipynb"} <= names
+    assert {"Clever_py.ipynb", "Clever_module_ingestion.ipynb", "EdFi_py.ipynb", "EdFi_1_land.ipynb",
+            "EdFi_2_ingest.ipynb", "EdFi_3_refine.ipynb"} <= names
 
 
 def _versions(lake: Path) -> dict[str, int]:
-    tables = [p.parent for p in lake.glob("stage2*/clever/*/_delta_log")]
+    tables = [p.parent for p in lake.glob("stage2*/*/*/_delta_log")]
     return {str(t.relative_to(lake)): DeltaTable(str(t)).version() for t in tables}
 
 
@@ -50,10 +51,15 @@ def test_oea_run_then_papermill_again_changes_nothing_and_never_saves_the_salt(t
          "--out", str(tmp_path / "views")],
         check=False, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr
-    assert (tmp_path / "views" / "clever_views.sql").exists()
+    for name in ("clever", "edfi"):  # the committed scripts are what `oea run` writes over the samples
+        written = (tmp_path / "views" / f"{name}_views.sql").read_text(encoding="utf-8")
+        assert written == (REPO / "sql_views" / f"{name}_views.sql").read_text(encoding="utf-8"), name
     executed = list((lake / "oea-framework" / "runs").rglob("*.ipynb"))
-    assert [p.name for p in executed] == ["Clever_module_ingestion.ipynb"]
+    assert sorted(p.name for p in executed) == ["Clever_module_ingestion.ipynb", "EdFi_1_land.ipynb",
+                                                "EdFi_2_ingest.ipynb", "EdFi_3_refine.ipynb"]
     before = _versions(lake)
+    assert {"stage2np/edfi/students", "stage2p/edfi/students", "stage2np/edfi/students_lookup",
+            "stage2p/edfi/sections_class_periods"} <= set(before)
     assert {"stage2p/clever/daily_participation_pseudo", "stage2np/clever/daily_participation_lookup",
             "stage2p/clever/resource_usage_pseudo", "stage2np/clever/resource_usage_lookup"} <= set(before)
     assert DeltaTable(str(lake / "stage2p/clever/daily_participation_pseudo")).to_pyarrow_dataset(
@@ -67,7 +73,16 @@ def test_oea_run_then_papermill_again_changes_nothing_and_never_saves_the_salt(t
     assert _versions(lake) == before
     text = again.read_text()
     assert "0 new batches" in text and "18 already landed" in text
-    for path in [*executed, again, *tmp_path.rglob("*.sql")]:
+    edfi_again = []
+    for name in ("EdFi_1_land", "EdFi_2_ingest", "EdFi_3_refine"):
+        source = REPO / "notebooks" / "edfi" / f"{name}.ipynb"
+        edfi_again.append(tmp_path / f"{name}.ipynb")
+        pm.execute_notebook(str(source), str(edfi_again[-1]), kernel_name="python3", progress_bar=False,
+                            cwd=str(source.parent), parameters={"lake_path": str(lake)})
+    assert _versions(lake) == before
+    assert "0 resource batches landed" in edfi_again[0].read_text()
+    assert "0 tables rebuilt" in edfi_again[2].read_text()
+    for path in [*executed, again, *edfi_again, *tmp_path.rglob("*.sql")]:
         assert NOTEBOOK_SALT not in path.read_text(), f"the salt leaked into {path}"
 
 
@@ -84,3 +99,16 @@ def test_class_notebook_lists_the_schemas_without_spark(tmp_path, monkeypatch):
     assert "sis_id" in text and "hash" in text
     assert NOTEBOOK_SALT not in text
     assert not os.path.exists(tmp_path / "lake" / "stage2p")
+
+
+def test_edfi_class_notebook_lists_tables_and_protected_columns(tmp_path, monkeypatch):
+    import papermill as pm
+
+    monkeypatch.setenv("OEA_SALT", NOTEBOOK_SALT)
+    source = REPO / "notebooks" / "edfi" / "EdFi_py.ipynb"
+    out = tmp_path / "EdFi_py.ipynb"
+    pm.execute_notebook(str(source), str(out), kernel_name="python3", progress_bar=False,
+                        cwd=str(source.parent), parameters={"lake_path": str(tmp_path / "lake")})
+    text = out.read_text()
+    assert "student_school_associations" in text and "studentUniqueId (hash-no-lookup)" in text
+    assert "firstName (mask)" in text and NOTEBOOK_SALT not in text

@@ -80,3 +80,16 @@ def test_committed_sample_script_is_what_oea_run_writes():
     lake = LakePaths.from_setting("lake")
     expected = views_script(lake, "clever", CleverModule(lake).output_tables(), account="yourstorageaccount")
     assert committed.read_text(encoding="utf-8") == expected, "rerun `oea run` and commit sql_views/"
+
+
+def test_edfi_script_matches_the_golden_file():
+    from oea_core.edfi import EdFiModule
+
+    tables = EdFiModule(ADLS).output_tables()
+    assert ("stage2p", "students") in tables and ("stage2np", "students_lookup") in tables
+    assert ("stage2np", "grades_lookup") not in tables  # no lookup without a `hash` column
+    script = views_script(ADLS, "edfi", tables, workspace="prod")
+    golden = GOLDEN.with_name("edfi_views.sql")
+    if os.environ.get("OEA_UPDATE_GOLDEN") == "1":
+        golden.write_text(script, encoding="utf-8")
+    assert script == golden.read_text(encoding="utf-8"), "regenerate with OEA_UPDATE_GOLDEN=1 and review"

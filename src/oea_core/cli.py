@@ -25,8 +25,12 @@ def _parser() -> argparse.ArgumentParser:
 
     land = commands.add_parser("land", help="copy a source export into stage1np")
     land.add_argument("module", help=f"source module ({', '.join(sources.names())})")
-    land.add_argument("src", help="folder holding the export")
+    land.add_argument("src", nargs="?", help="folder holding the export")
     land.add_argument("--batch-id", help="batch id (default: a UTC timestamp)")
+    land.add_argument("--api", metavar="URL", help="edfi: land from this Ed-Fi ODS/API (credentials from "
+                      "$OEA_EDFI_CLIENT_ID and $OEA_EDFI_CLIENT_SECRET)")
+    land.add_argument("--resources", help="edfi --api: comma-separated resources (default: all the module supports)")
+    land.add_argument("--page-size", type=int, default=500, help="edfi --api: records per page (default %(default)s)")
 
     ingest = commands.add_parser("ingest", help="stage1np -> stage2np/stage2p, new batches only")
     ingest.add_argument("module")
@@ -39,18 +43,21 @@ def _parser() -> argparse.ArgumentParser:
     _view_options(views)
 
     run = commands.add_parser("run", help="run the module notebooks with papermill, then write the SQL views")
-    run.add_argument("--module", action="append", dest="modules", help="module to run (default: clever)")
+    run.add_argument("--module", action="append", dest="modules",
+                     help=f"module to run, repeatable (default: all: {', '.join(sources.names())})")
     run.add_argument("--sample", help="export folder to land (default: test_data/<module>)")
     run.add_argument("--notebooks", help="notebooks folder (default: ./notebooks)")
     _view_options(run)
 
     generate = commands.add_parser("generate", help="write a synthetic export for tests and benchmarks")
-    generate.add_argument("module", choices=["clever"])
+    generate.add_argument("module", choices=["clever", "edfi"])
     generate.add_argument("out")
-    generate.add_argument("--students", type=int, default=40)
-    generate.add_argument("--teachers", type=int, default=4)
-    generate.add_argument("--staff", type=int, default=2)
-    generate.add_argument("--days", type=int, default=3)
+    generate.add_argument("--students", type=int, default=None, help="default: clever 40, edfi 24")
+    generate.add_argument("--teachers", type=int, default=4, help="clever")
+    generate.add_argument("--staff", type=int, default=None, help="default: clever 2, edfi 6")
+    generate.add_argument("--days", type=int, default=3, help="clever")
+    generate.add_argument("--schools", type=int, default=2, help="edfi")
+    generate.add_argument("--batches", type=int, default=3, help="edfi: batches of changes (first: full load)")
     generate.add_argument("--seed", type=int, default=7)
     generate.add_argument("--no-quirks", action="store_true", help="plain files, no real-world variations")
     return parser
@@ -78,14 +85,27 @@ def _views(lake: LakePaths, name: str, args: argparse.Namespace) -> str:
     return path
 
 
+def _sample(name: str, args: argparse.Namespace) -> str:
+    """The export to land: --sample (one module), else test_data/<module> here or in the repository."""
+    if args.sample:
+        if len(args.modules or sources.names()) > 1:
+            raise OEAError("--sample names one module's export: add --module NAME")
+        return os.path.abspath(args.sample)
+    from .notebook_run import default_notebooks_dir
+
+    here = os.path.abspath(os.path.join("test_data", name))
+    repo = os.path.join(os.path.dirname(default_notebooks_dir()), "test_data", name)
+    return here if os.path.isdir(here) or not os.path.isdir(repo) else repo
+
+
 def _run(lake: LakePaths, args: argparse.Namespace) -> None:
     from .landing import new_batch_id
     from .notebook_run import run_notebooks
 
     run_id = new_batch_id()
-    for name in args.modules or ["clever"]:
+    for name in args.modules or sources.names():
         notebooks = sources.notebooks(name)
-        sample = os.path.abspath(args.sample or os.path.join("test_data", name))
+        sample = _sample(name, args)
         out_dir = (lake.state_path("runs", run_id) if lake.is_local else os.path.join("runs", run_id))
         params = {"lake_path": lake.root or f"abfss://stage1np@{lake.account}.dfs.core.windows.net",
                   "source_path": sample}
@@ -96,7 +116,11 @@ def _run(lake: LakePaths, args: argparse.Namespace) -> None:
 
 def _dispatch(args: argparse.Namespace) -> int:
     lake = LakePaths.from_setting(args.lake)
-    if args.command == "land":
+    if args.command == "land" and args.module == "edfi":
+        _land_edfi(lake, args)
+    elif args.command == "land":
+        if args.api or not args.src:
+            raise OEAError(f"oea land {args.module} takes an export folder (--api is for edfi)")
         result = sources.get(args.module)(lake=lake).land(args.src, batch_id=args.batch_id)
         if result.batch_id:
             print(f"landed {len(result.landed)} files as batch {result.batch_id} "
@@ -109,6 +133,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             for result in module.ingest(max_reject_share=args.max_reject_share):
                 if result.nothing_new:
                     print(f"{result.table}: nothing new")
+                elif result.table.endswith("(refined)"):
+                    print(f"{result.table}: {result.rows} rows written, {result.rejected} set aside")
                 else:
                     print(f"{result.table}: {len(result.batches)} batches, {result.rows} rows written, "
                           f"{result.rejected} rejected")
@@ -118,15 +144,44 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(_views(lake, args.module, args))
     elif args.command == "run":
         _run(lake, args)
+    elif args.command == "generate" and args.module == "edfi":
+        from .edfi.generator import generate_edfi, write_edfi_export
+
+        dataset = generate_edfi(students=args.students or 24, staff=args.staff or 6, schools=args.schools,
+                                batches=args.batches, seed=args.seed)
+        files = write_edfi_export(dataset, args.out, quirks=not args.no_quirks)
+        print(f"wrote {len(files)} files to {args.out}: {len(dataset.events())} changes in "
+              f"{len(dataset.batches)} batches")
     elif args.command == "generate":
         from .clever.generator import generate_clever_export
 
-        result = generate_clever_export(args.out, students=args.students, teachers=args.teachers,
-                                        staff=args.staff, days=args.days, seed=args.seed,
+        result = generate_clever_export(args.out, students=args.students or 40, teachers=args.teachers,
+                                        staff=args.staff or 2, days=args.days, seed=args.seed,
                                         quirks=not args.no_quirks)
         print(f"wrote {len(result.files)} files to {result.root}: "
               + ", ".join(f"{k} {v} rows" for k, v in result.rows.items()))
     return 0
+
+
+def _land_edfi(lake: LakePaths, args: argparse.Namespace) -> None:
+    module = sources.get("edfi")(lake=lake)
+    if args.api and args.src:
+        raise OEAError("give either an export folder or --api URL, not both")
+    client = None
+    if args.api:
+        from .edfi.api import EdFiClient
+
+        client = EdFiClient(args.api, page_size=args.page_size)
+    resources = [r.strip() for r in (args.resources or "").split(",") if r.strip()] or None
+    result = module.land(args.src, client=client, resources=resources, batch_id=args.batch_id)
+    records = sum(sum(b.records.values()) for b in result.batches)
+    if result.batches:
+        print(f"landed {len(result.batches)} resource batches ({sum(b.files for b in result.batches)} files"
+              + (f", {records} records" if client else "") + f") as {', '.join(result.batch_ids)}"
+              + (f"; {len(result.already_landed)} files already landed" if result.already_landed else ""))
+    else:
+        print("nothing new" + (f": all {len(result.already_landed)} files were landed before"
+                               if result.already_landed else ""))
 
 
 def _stop_spark(module) -> None:

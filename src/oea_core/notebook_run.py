@@ -38,8 +38,10 @@ def run_notebooks(notebooks: list[str], parameters: dict, out_dir: str, notebook
                                    "pass --notebooks DIR", notebook=source)
         target = os.path.join(out_dir, os.path.basename(relative))
         log.info("running notebook %s", relative)
+        declared = pm.inspect_notebook(source)
         try:
-            pm.execute_notebook(source, target, parameters=parameters, kernel_name=kernel_name,
+            pm.execute_notebook(source, target, parameters={k: v for k, v in parameters.items() if k in declared},
+                                kernel_name=kernel_name,
                                 progress_bar=False, cwd=os.path.dirname(source))
         except PapermillExecutionError as exc:
             raise NotebookRunError(f"notebook {relative} failed in cell {exc.exec_count}: {exc.ename}: "

@@ -39,10 +39,21 @@ class Salt:
     __str__ = __repr__
 
 
+_SECRETS: set[str] = set()
+
+
+def remember_secret(value: str | None) -> None:
+    """Have :func:`redact` hide ``value`` (an API secret or token) from now on."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
 def redact(text: str) -> str:
-    """``text`` with every salt this process has seen replaced by ``<salt>`` (for errors and logs)."""
+    """``text`` with every salt (``<salt>``) and remembered secret (``<secret>``) replaced, for errors and logs."""
     for value in sorted(_SEEN, key=len, reverse=True):
         text = text.replace(value, "<salt>")
+    for value in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(value, "<secret>")
     return text
 
 

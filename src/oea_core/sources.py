@@ -1,4 +1,4 @@
-"""The registry of source modules (Clever now; Ed-Fi later)."""
+"""The registry of source modules (Clever, Ed-Fi)."""
 
 from __future__ import annotations
 
@@ -40,5 +40,13 @@ def _clever(**kwargs):
     return CleverModule(**kwargs)
 
 
+def _edfi(**kwargs):
+    from .edfi import EdFiModule
+
+    return EdFiModule(**kwargs)
+
+
 sources = SourceRegistry()
 sources.register("clever", _clever, notebooks=("clever/Clever_module_ingestion.ipynb",))
+sources.register("edfi", _edfi, notebooks=("edfi/EdFi_1_land.ipynb", "edfi/EdFi_2_ingest.ipynb",
+                                           "edfi/EdFi_3_refine.ipynb"))

@@ -14,22 +14,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import LandingError
+from ..salt import redact, remember_secret
 
 log = logging.getLogger("oea")
 CLIENT_ID_ENV = "OEA_EDFI_CLIENT_ID"
 CLIENT_SECRET_ENV = "OEA_EDFI_CLIENT_SECRET"
-_REDACTED: set[str] = set()
 
 
 class EdFiApiError(LandingError):
     """An Ed-Fi API call failed for good."""
-
-
-def redact_api(text: str) -> str:
-    """``text`` with the client secret and tokens replaced by ``<secret>``."""
-    for value in sorted(_REDACTED, key=len, reverse=True):
-        text = text.replace(value, "<secret>")
-    return text
 
 
 @dataclass(frozen=True)
@@ -58,7 +51,7 @@ class EdFiClient:
         if not self.client_id or not self._secret:
             raise EdFiApiError(f"no Ed-Fi API credentials: set {CLIENT_ID_ENV} and {CLIENT_SECRET_ENV} in the "
                                "environment (they are never taken from the command line)")
-        _REDACTED.add(self._secret)
+        remember_secret(self._secret)
         self.page_size = page_size
         self.max_retries = max_retries
         self.backoff = backoff
@@ -147,7 +140,7 @@ class EdFiClient:
         if not token:
             raise EdFiApiError(f"the token endpoint {self.urls['oauth']} gave no access_token: check "
                                f"{CLIENT_ID_ENV} and {CLIENT_SECRET_ENV}")
-        _REDACTED.add(token)
+        remember_secret(token)
         self._token = token
         expires_in = float(body.get("expires_in", 1800))
         # renew a little early: 10% of the lifetime, at most a minute
@@ -186,7 +179,7 @@ class EdFiClient:
                 if response.status_code != 429 and response.status_code < 500:
                     raise EdFiApiError(
                         f"Ed-Fi API {method} {url} failed: HTTP {response.status_code}: "
-                        f"{redact_api(response.text[:300])}" + _hint(response.status_code), path=url)
+                        f"{redact(response.text[:300])}" + _hint(response.status_code), path=url)
             if attempt >= self.max_retries:
                 raise EdFiApiError(f"Ed-Fi API {method} {url} still failing after {attempt + 1} attempts "
                                    f"({problem}); try again later or lower --page-size", path=url)

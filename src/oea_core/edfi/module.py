@@ -117,7 +117,11 @@ class EdFiModule:
 
     # outputs -------------------------------------------------------------------------------------
     def output_tables(self) -> list[tuple[str, str]]:
-        """``(stage, table)`` of every refined table and lookup (for SQL views)."""
+        """``(stage, table)`` of every refined table and lookup (for SQL views).
+
+        On a local lake that has been refined, only the tables that exist (a view over a
+        missing folder fails in serverless SQL); otherwise every table the module can write.
+        """
         tables = []
         for resource in self.supported_resources():
             for entity in self.metadata.entities_of(resource):
@@ -125,6 +129,9 @@ class EdFiModule:
                 tables.append(("stage2p", schema.table))
                 if schema.with_ops(PseudoOp.HASH):
                     tables.append(("stage2np", f"{schema.table}_lookup"))
+        refined = self.lake.path("stage2p", SOURCE) if self.lake.is_local else None
+        if refined and os.path.isdir(refined):
+            tables = [(stage, t) for stage, t in tables if os.path.isdir(self.lake.table(stage, SOURCE, t))]
         return tables
 
     def read(self, stage: str, table: str) -> DataFrame:
