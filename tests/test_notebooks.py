@@ -47,7 +47,7 @@ def test_oea_run_then_papermill_again_changes_nothing_and_never_saves_the_salt(t
     monkeypatch.setenv("OEA_SALT", NOTEBOOK_SALT)
     run = subprocess.run(
         [sys.executable, "-m", "oea_core.cli", "--lake", str(lake), "run",
-         "--sample", str(REPO / "test_data" / "clever"), "--notebooks", str(REPO / "notebooks"),
+         "--notebooks", str(REPO / "notebooks"),  # samples: the repository's test_data/<module>
          "--out", str(tmp_path / "views")],
         check=False, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr
