@@ -196,6 +196,8 @@ class EdFiClient:
 def _hint(status: int) -> str:
     if status in (401, 403):
         return f"; check {CLIENT_ID_ENV}/{CLIENT_SECRET_ENV} and the client's claim set"
+    if status == 400:
+        return "; if the API caps the page size, lower --page-size (500 is the usual limit)"
     if status == 404:
         return "; check the API URL and that the resource exists in this API version"
     return ""

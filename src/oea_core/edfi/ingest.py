@@ -274,6 +274,7 @@ def refine_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, met
         return [IngestResult(f"{t} (refined)", skipped=(str(version),)) for t in targets.values()]
     specs = {e: tuple((c.name, c.type) for c in metadata.schema(e).columns) for e in entities}
     state = store.read(state_path).select("id", "_record").persist(StorageLevel.DISK_ONLY)
+    found = None
     try:
         found = spark.createDataFrame(state.rdd.flatMap(partial(_diagnose, resource, specs)),
                                       "kind string, entity string, id string, detail string, raw string",
@@ -315,7 +316,8 @@ def refine_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, met
             results.append(IngestResult(f"{target} (refined)", (str(version),), rows=written.rows,
                                         rejected=rejected.get(entity, 0)))
             log.info("%s: %d rows refined into stage2p/%s/%s", entity, written.rows, SOURCE, target)
-        found.unpersist()
         return results
     finally:
+        if found is not None:
+            found.unpersist()
         state.unpersist()
