@@ -32,6 +32,11 @@ def test_land_api_ingest_and_views(tmp_path):
         api.visible_batch = 1
         second = oea("--lake", lake, "land", "edfi", "--api", api.url, "--resources", "students", env=env)
         assert second.returncode == 0 and "landed 1 resource batches" in second.stdout
+        # the default: every supported resource the API has (this one lacks some descriptors; they are skipped)
+        every = oea("--lake", str(tmp_path / "all"), "land", "edfi", "--api", api.url, env=env)
+        assert every.returncode == 0, every.stderr
+        landed = os.listdir(tmp_path / "all" / "stage1np" / "edfi" / "ed-fi")
+        assert {"grades", "sections", "gradeLevelDescriptors"} <= set(landed)
     ingested = oea("--lake", lake, "ingest", "edfi", env=env)
     assert ingested.returncode == 0, ingested.stderr
     assert "students (refined): 9 rows written, 0 set aside" in ingested.stdout
@@ -40,7 +45,7 @@ def test_land_api_ingest_and_views(tmp_path):
     script = (tmp_path / "views" / "edfi_views.sql").read_text()
     assert views.returncode == 0 and "CREATE OR ALTER VIEW [dbo].[students_lookup]" in script
     assert "[dbo].[grades]" not in script  # not landed here: no view over a missing table
-    everything = first.stdout + first.stderr + second.stdout + second.stderr + ingested.stdout + ingested.stderr
+    everything = first.stdout + first.stderr + second.stdout + second.stderr + every.stderr + ingested.stdout + ingested.stderr
     assert CLIENT_SECRET not in everything and "edfi-cli-salt-91" not in everything
 
 

@@ -240,12 +240,13 @@ def land_files(lake: LakePaths, src: str, batch_id: str | None = None) -> EdFiLa
 
 # API ---------------------------------------------------------------------------------------------
 def land_api(lake: LakePaths, client: EdFiClient, resources: list[str] | None = None,
-             batch_id: str | None = None) -> EdFiLandResult:
+             batch_id: str | None = None, *, strict: bool = True) -> EdFiLandResult:
     """Land every resource (or those named) from the API in dependency order.
 
     The first run pages through each resource completely; later runs fetch the changes
     since the change version landed for that resource, and its deletes. Each resource's
-    batch is landed atomically, so an interrupted run can simply be run again.
+    batch is landed atomically, so an interrupted run can simply be run again. With ``strict``
+    a named resource the API does not have is an error; otherwise it is skipped.
     """
     if not lake.is_local:
         raise LandingError("landing into an ADLS lake runs in the Synapse pipeline; land locally here")
@@ -254,7 +255,9 @@ def land_api(lake: LakePaths, client: EdFiClient, resources: list[str] | None = 
     order = [r for r in client.dependencies() if wanted is None or r.name in wanted]
     if wanted:
         unknown = wanted - {r.name for r in order}
-        if unknown:
+        if unknown and not strict:
+            log.info("the API has no %s; skipped", ", ".join(sorted(unknown)))
+        elif unknown:
             raise LandingError(f"the API at {client.base_url} has no resources {sorted(unknown)}; "
                                "check the names against its dependency list")
     newest = client.newest_change_version()

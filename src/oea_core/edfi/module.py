@@ -77,7 +77,8 @@ class EdFiModule:
             from .api import EdFiClient
 
             client = client or EdFiClient(api)
-            return landing.land_api(self.lake, client, resources or self.supported_resources(), batch_id=batch_id)
+            return landing.land_api(self.lake, client, resources or self.supported_resources(), batch_id=batch_id,
+                                    strict=resources is not None)
         if src is None:
             from ..errors import LandingError
 
