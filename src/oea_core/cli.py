@@ -130,7 +130,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "ingest":
         module = sources.get(args.module)(lake=lake)
         try:
-            for result in module.ingest(max_reject_share=args.max_reject_share):
+            results = module.ingest(max_reject_share=args.max_reject_share)
+            if not results:
+                print(f"nothing landed for {args.module}: run `oea land {args.module} ...` first")
+            for result in results:
                 if result.nothing_new:
                     print(f"{result.table}: nothing new")
                 elif result.table.endswith("(refined)"):

@@ -83,3 +83,11 @@ def test_generated_references_resolve():
         assert record["sectionReference"]["sectionIdentifier"] in sections
     for record in state["grades"].values():
         assert record["studentSectionAssociationReference"]["studentUniqueId"] in students
+
+
+def test_ingest_with_nothing_landed_says_so_and_creates_nothing(tmp_path, capsys):
+    from oea_core.cli import main
+
+    assert main(["--lake", str(tmp_path / "lake"), "ingest", "edfi"]) == 0
+    assert "nothing landed for edfi: run `oea land edfi ...` first" in capsys.readouterr().out
+    assert not (tmp_path / "lake").exists()  # no salt file, no folders

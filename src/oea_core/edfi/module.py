@@ -88,9 +88,11 @@ class EdFiModule:
     # ingest and refine ---------------------------------------------------------------------------
     def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE, refine: bool = True) -> list[IngestResult]:
         """Apply every new landed batch to the current-state tables, then refine (unless ``refine=False``)."""
+        landed = landing.landed_resources(self.lake)
+        if not landed:
+            return []
         store = self.store
         results = []
-        landed = landing.landed_resources(self.lake)
         for number, (namespace, resource) in enumerate(landed, start=1):
             log.debug("[%d/%d] ingesting %s/%s", number, len(landed), namespace, resource)
             results.append(ingest_resource(self.spark, self.lake, store, namespace, resource,
@@ -101,6 +103,8 @@ class EdFiModule:
 
     def refine(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
         """Rebuild the refined tables of every resource whose current state changed."""
+        if not landing.landed_resources(self.lake):
+            return []
         salt = self._salt or get_salt(self.lake)
         store = self.store
         results = []
