@@ -49,6 +49,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--notebooks", help="notebooks folder (default: ./notebooks)")
     _view_options(run)
 
+    flow = commands.add_parser("flow", help="YAML pipelines: validate, run, graph, status")
+    flow_commands = flow.add_subparsers(dest="flow_command", required=True, metavar="FLOW_COMMAND")
+    flow_commands.add_parser("validate", help="check a flow file; every problem with its line").add_argument("file")
+    flow_run = flow_commands.add_parser("run", help="run a flow (resumes a batch id that ran before)")
+    flow_run.add_argument("file")
+    flow_run.add_argument("--batch-id", help="batch id for every step (default: the flow's, else a UTC timestamp)")
+    flow_run.add_argument("--from", dest="from_step", metavar="STEP", help="rerun STEP and everything after it")
+    flow_run.add_argument("--only", metavar="STEP", help="run only STEP")
+    flow_run.add_argument("--max-parallel", type=int, help="steps at once (default: the flow's max_parallel)")
+    flow_graph = flow_commands.add_parser("graph", help="draw the DAG to SVG and PNG (Graphviz)")
+    flow_graph.add_argument("file")
+    flow_graph.add_argument("--run-log", help="colour steps by this run log (default: the last run of this flow)")
+    flow_graph.add_argument("--out", default="flow_graphs", help="output folder (default %(default)s)")
+    flow_status = flow_commands.add_parser("status", help="the last runs in this lake")
+    flow_status.add_argument("--limit", type=int, default=10)
+
     generate = commands.add_parser("generate", help="write a synthetic export for tests and benchmarks")
     generate.add_argument("module", choices=["clever", "edfi"])
     generate.add_argument("out")
@@ -147,6 +163,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(_views(lake, args.module, args))
     elif args.command == "run":
         _run(lake, args)
+    elif args.command == "flow":
+        return _flow(lake, args)
     elif args.command == "generate" and args.module == "edfi":
         from .edfi.generator import generate_edfi, write_edfi_export
 
@@ -163,6 +181,64 @@ def _dispatch(args: argparse.Namespace) -> int:
                                         quirks=not args.no_quirks)
         print(f"wrote {len(result.files)} files to {result.root}: "
               + ", ".join(f"{k} {v} rows" for k, v in result.rows.items()))
+    return 0
+
+
+def _flow(lake: LakePaths, args: argparse.Namespace) -> int:
+    import json
+
+    from .flow import FlowRun, load_flow, runs_dir
+
+    if args.flow_command == "status":
+        logs = []
+        folder = runs_dir(lake)
+        for batch in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            path = os.path.join(folder, batch, "run_log.json")
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as handle:
+                    logs.append(json.load(handle))
+        logs.sort(key=lambda d: d.get("started") or "", reverse=True)
+        if not logs:
+            print(f"no flow runs in {folder}")
+        for doc in logs[: args.limit]:
+            counts: dict[str, int] = {}
+            for step in doc["steps"].values():
+                counts[step["status"]] = counts.get(step["status"], 0) + 1
+            print(f"{doc['started']}  {doc['pipeline']:<16} {doc['batch_id']:<28} {doc['status']:<8} "
+                  + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+        return 0
+    flow = load_flow(args.file)
+    if args.flow_command == "validate":
+        print(f"{args.file}: ok: {len(flow.steps)} steps in {len(flow.stages)} stages")
+        return 0
+    if args.flow_command == "graph":
+        from .flow.graph import draw
+
+        run_log = None
+        if args.run_log:
+            with open(args.run_log, encoding="utf-8") as handle:
+                run_log = json.load(handle)
+        else:
+            candidates = []
+            folder = runs_dir(lake)
+            for batch in os.listdir(folder) if os.path.isdir(folder) else []:
+                path = os.path.join(folder, batch, "run_log.json")
+                if os.path.exists(path):
+                    with open(path, encoding="utf-8") as handle:
+                        doc = json.load(handle)
+                    if doc.get("pipeline") == flow.name:
+                        candidates.append(doc)
+            run_log = max(candidates, key=lambda d: d.get("started") or "", default=None)
+        for path in draw(flow, args.out, run_log):
+            print(path)
+        return 0
+    run = FlowRun(flow, lake, batch_id=args.batch_id, max_parallel=args.max_parallel)
+    summary = run.run(from_step=args.from_step, only=args.only)
+    counts = {}
+    for step in summary["steps"].values():
+        counts[step["status"]] = counts.get(step["status"], 0) + 1
+    print(f"flow {flow.name} batch {run.batch_id}: {summary['status']} ("
+          + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f"); run log: {run.folder}/run_log.json")
     return 0
 
 

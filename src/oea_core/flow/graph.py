@@ -1,0 +1,44 @@
+"""Drawing a flow's DAG with Graphviz, steps coloured by a run's status."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from ..errors import OEAError
+from .spec import Flow
+
+COLOURS = {"success": "#8fd19e", "cached": "#c9e7cf", "failed": "#f4a3a3", "skipped": "#d9d9d9",
+           "running": "#ffe08a", "pending": "#ffffff", "not_selected": "#ffffff"}
+
+
+def flow_dot(flow: Flow, run_log: dict | None = None):
+    """The flow as a ``graphviz.Digraph``: a cluster per stage, a node per step, edges for dependencies."""
+    import graphviz
+
+    statuses = {n: s["status"] for n, s in (run_log or {}).get("steps", {}).items()}
+    title = flow.name + (f"  (batch {run_log['batch_id']}: {run_log['status']})" if run_log else "")
+    dot = graphviz.Digraph(flow.name, graph_attr={"rankdir": "LR", "label": title, "labelloc": "t",
+                                                   "fontname": "Helvetica"},
+                           node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica"})
+    for stage in flow.stages:
+        with dot.subgraph(name=f"cluster_{stage}") as sub:
+            sub.attr(label=stage, style="dashed")
+            for step in (s for s in flow.steps.values() if s.stage == stage):
+                status = statuses.get(step.name, "pending")
+                label = f"{step.name}\n{step.kind}" + (f"\n{status}" if run_log else "")
+                sub.node(step.name, label=label, fillcolor=COLOURS.get(status, "#ffffff"))
+    for step in flow.steps.values():
+        for dep in sorted(step.depends_on):
+            dot.edge(dep, step.name)
+    return dot
+
+
+def draw(flow: Flow, out_dir: str, run_log: dict | None = None) -> list[str]:
+    """Write ``<out_dir>/<flow>.svg`` and ``.png``; returns their paths."""
+    if shutil.which("dot") is None:
+        raise OEAError("Graphviz's `dot` is not installed: apt-get install graphviz (scripts/setup.sh does it)")
+    os.makedirs(out_dir, exist_ok=True)
+    dot = flow_dot(flow, run_log)
+    base = os.path.join(out_dir, flow.name)
+    return [dot.render(base, format=fmt, cleanup=True) for fmt in ("svg", "png")]
