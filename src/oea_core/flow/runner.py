@@ -179,10 +179,21 @@ class FlowRun:
         return self._spark
 
     def context(self, step: Step) -> dict:
-        return {**self.flow.variables, "base_path": self.lake.root or self.lake.account, "batch_id": self.batch_id,
+        """What templates see: the run's values, then the flow's ``variables`` (rendered with those values)."""
+        import jinja2
+
+        base = {"base_path": self.lake.root or self.lake.account, "batch_id": self.batch_id,
                 "pipeline": {"name": self.flow.name}, "stage": {"name": step.stage},
                 "group": {"name": step.group}, "name": step.name, "inputs": sorted(step.inputs),
                 "run_dir": self.folder, "flow_dir": self.flow.folder}
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+        variables = {}
+        for key, value in self.flow.variables.items():
+            try:
+                variables[key] = env.from_string(value).render(base) if isinstance(value, str) else value
+            except jinja2.UndefinedError as exc:
+                raise FlowError(f"flow variable {key!r}: {exc}; variables may use {', '.join(sorted(base))}") from None
+        return {**variables, **base}
 
     def render(self, step: Step, value, extra: dict | None = None):
         """``value`` with every ``{{ template }}`` rendered; a missing variable names the step and variable."""
@@ -257,7 +268,7 @@ class FlowRun:
             stage, source, name = _ref(step, ref)
             store.read(self.lake.table(stage, source, name)).createOrReplaceTempView(view)
         with open(step.target, encoding="utf-8") as handle:
-            text = self.render(step, handle.read(), {"table": table})
+            text = self.render(step, handle.read(), {"delta": table})
         output = self.render(step, step.output)
         path = self.lake.table(output["stage"], output["source"], output["table"])
         app_id = f"oea.flow/{self.flow.name}/{step.name}/{self.batch_id}"
@@ -280,7 +291,7 @@ class FlowRun:
 
     def _check(self, step: Step, check: Check) -> dict:
         params = self.render(step, check.params)
-        extra = {**params, "table": self._table_function(step), "params": params}
+        extra = {**params, "delta": self._table_function(step), "params": params}
         if step.output:
             output = self.render(step, step.output)
             extra["output"] = self._table_function(step)(output["stage"], output["source"], output["table"])

@@ -58,9 +58,10 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 class FlowError(OEAError):
     """The flow file has problems; ``problems`` lists each one with its location."""
 
-    def __init__(self, message: str, problems: list[str] | None = None, **context) -> None:
-        super().__init__(message, **context)
+    def __init__(self, message: str, problems: list[str] | None = None, *, path: str | None = None) -> None:
+        super().__init__(message)
         self.problems = problems or []
+        self.path = path
 
 
 class _Map(dict):
@@ -269,7 +270,8 @@ def load_flow(path: str | os.PathLike) -> Flow:
                 steps[step.name] = step
                 members[stage_name].append(step.name)
                 members[group_name].append(step.name)
-                raw_deps[step.name] = [(d, raw.line) for d in _names(raw.get("depends_on"))] + group_deps + [
+                dep_line = raw.key_lines.get("depends_on", raw.line)
+                raw_deps[step.name] = [(d, dep_line) for d in _names(raw.get("depends_on"))] + group_deps + [
                     (f"@stage:{stage_name}", raw.line)]
                 implicit[step.name] = set()
                 if group.get("parallel", False) is not True and previous_step:
@@ -322,7 +324,8 @@ def _step(check: _Checker, raw: dict, where: str, stage: str, group: str, folder
     where = f"step {name}"
     kind = raw.get("kind")
     if kind not in STEP_KINDS:
-        check.add(where, raw.line, f"kind must be one of {', '.join(STEP_KINDS)}, not {kind!r}")
+        check.add(where, raw.key_lines.get("kind", raw.line), f"kind must be one of {', '.join(STEP_KINDS)}, "
+                  f"not {kind!r}")
         return None
     target_key = {"notebook": "notebook", "sql": "sql", "python": "callable"}[kind]
     target = raw.get(target_key)
@@ -330,7 +333,7 @@ def _step(check: _Checker, raw: dict, where: str, stage: str, group: str, folder
         check.add(where, raw.line, f"a {kind} step needs '{target_key}'")
         return None
     if kind == "python":
-        _check_callable(check, where, raw.line, target)
+        _check_callable(check, where, raw.key_lines.get("callable", raw.line), target)
     else:
         target = _check_file(check, where, raw.key_lines.get(target_key, raw.line), folder, target)
     checks = []

@@ -1,0 +1,37 @@
+"""Callables for python steps in the flow tests; they record what they saw in a JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def record(marker: str, context: dict, **kwargs) -> int:
+    """Append ``{marker, batch_id, kwargs}`` to ``<run_dir>/../calls.jsonl``; returns 1 (one row)."""
+    path = os.path.join(os.path.dirname(context["run_dir"]), "calls.jsonl")
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"marker": marker, "batch_id": context["batch_id"], "kwargs": kwargs}) + "\n")
+    return 1
+
+
+def flaky(marker: str, failures: int, context: dict) -> int:
+    """Fails the first ``failures`` calls for ``marker`` (counted across runs in a file), then succeeds."""
+    path = os.path.join(os.path.dirname(context["run_dir"]), f"{marker}.count")
+    count = int(Path(path).read_text()) if os.path.exists(path) else 0
+    with open(path, "w") as handle:
+        handle.write(str(count + 1))
+    if count < failures:
+        raise RuntimeError(f"{marker} failed on call {count + 1}")
+    return record(marker, context)
+
+
+def make_table(stage: str, source: str, table: str, rows: list, schema: str, context: dict) -> int:
+    """Write a small Delta table into the run's lake."""
+    from oea_core.delta_io import delta_store
+    from oea_core.spark import get_spark
+
+    spark = get_spark()
+    result = delta_store(spark).write(spark.createDataFrame([tuple(r) for r in rows], schema),
+                                      context["lake"].table(stage, source, table), mode="overwrite")
+    return result.rows

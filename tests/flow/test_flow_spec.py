@@ -1,0 +1,115 @@
+"""Flow files: every kind of problem reported together with its line; dependencies expanded."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from oea_core.flow import FlowError, load_flow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "flow.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def test_every_problem_is_reported_together_with_its_line(tmp_path):
+    path = write(tmp_path, """\
+        pipeline:
+          name: broken
+          colour: blue
+          default_retry: {attempts: 0, delay: -1}
+        stages:
+          - name: one
+            groups:
+              - name: g
+                steps:
+                  - name: a
+                    kind: notebook
+                    notebook: missing.ipynb
+                  - name: a
+                    kind: python
+                    callable: flow_helpers:record
+                  - name: b
+                    kind: python
+                    callable: flow_helpers:record
+                    depends_on: [nowhere, c]
+                    retry: {attempts: two}
+                  - name: c
+                    kind: python
+                    callable: flow_helpers:nope
+                    depends_on: b
+                  - name: d
+                    kind: shell
+        """)
+    with pytest.raises(FlowError) as info:
+        load_flow(path)
+    problems = "\n".join(info.value.problems)
+    expected = [
+        (3, "unknown key 'colour'"),
+        (4, "attempts must be a whole number of at least 1, not 0"),
+        (4, "delay must be seconds"),
+        (12, "file 'missing.ipynb' does not exist"),
+        (13, "duplicate step name 'a'"),
+        (19, "unknown dependency 'nowhere'"),
+        (20, "attempts must be a whole number of at least 1, not 'two'"),
+        (23, "flow_helpers has no function 'nope'"),
+        (26, "kind must be one of notebook, sql, python, not 'shell'"),
+    ]
+    for line, text in expected:
+        assert f"{path}:{line}:" in problems and text in problems, (line, text, problems)
+    assert "dependency cycle: b -> c -> b" in problems or "dependency cycle: c -> b -> c" in problems
+    assert len(info.value.problems) >= len(expected) + 1
+
+
+def test_dependencies_expand_groups_stages_and_sequences(tmp_path):
+    path = write(tmp_path, """\
+        pipeline: {name: deps}
+        stages:
+          - name: first
+            parallel: true
+            groups:
+              - name: seq
+                steps:
+                  - {name: s1, kind: python, callable: "flow_helpers:record"}
+                  - {name: s2, kind: python, callable: "flow_helpers:record"}
+              - name: par
+                parallel: true
+                steps:
+                  - {name: p1, kind: python, callable: "flow_helpers:record"}
+                  - {name: p2, kind: python, callable: "flow_helpers:record", depends_on: s1}
+          - name: second
+            groups:
+              - name: last
+                steps:
+                  - {name: z, kind: python, callable: "flow_helpers:record"}
+          - name: third
+            depends_on: []
+            groups:
+              - name: free
+                steps:
+                  - {name: f, kind: python, callable: "flow_helpers:record", depends_on: par}
+        """)
+    flow = load_flow(path)
+    deps = {name: step.depends_on for name, step in flow.steps.items()}
+    assert deps == {"s1": set(), "s2": {"s1"}, "p1": set(), "p2": {"s1"}, "z": {"s1", "s2", "p1", "p2"},
+                    "f": {"p1", "p2"}}
+    assert flow.downstream("s1") == {"s1", "s2", "p2", "z", "f"}
+
+
+@pytest.mark.parametrize("name", ["clever_flow.yaml", "edfi_flow.yaml", "main_flow.yaml"])
+def test_shipped_flows_validate(name):
+    flow = load_flow(REPO / "flows" / name)
+    assert flow.steps and all(s.checks or s.kind == "python" or s.name == "edfi_land" for s in flow.steps.values())
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    with pytest.raises(FlowError, match="does not exist"):
+        load_flow(tmp_path / "nope.yaml")
+    with pytest.raises(FlowError, match="not valid YAML"):
+        load_flow(write(tmp_path, "pipeline: [unclosed\n"))
