@@ -32,6 +32,8 @@ def make_table(stage: str, source: str, table: str, rows: list, schema: str, con
     from oea_core.spark import get_spark
 
     spark = get_spark()
-    result = delta_store(spark).write(spark.createDataFrame([tuple(r) for r in rows], schema),
-                                      context["lake"].table(stage, source, table), mode="overwrite")
+    columns = [part.split() for part in schema.split(",")]  # written as text, then cast to the declared types
+    frame = spark.createDataFrame([tuple(r) for r in rows], ", ".join(f"{name} string" for name, _ in columns))
+    frame = frame.selectExpr(*(f"CAST({name} AS {kind}) AS {name}" for name, kind in columns))
+    result = delta_store(spark).write(frame, context["lake"].table(stage, source, table), mode="overwrite")
     return result.rows

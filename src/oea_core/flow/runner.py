@@ -140,6 +140,7 @@ class FlowRun:
         record = self.records[step.name]
         record.started = _now()
         begin = time.perf_counter()
+        outcome = "failed"  # the record stays 'running' until the last attempt, so dependents wait
         for attempt in range(1, step.retry.attempts + 1):
             record.attempts = attempt
             try:
@@ -149,19 +150,19 @@ class FlowRun:
                 failing = [c for c in record.checks if not c["passed"] and c["severity"] == "error"]
                 if failing:
                     names = ", ".join(f"{c['name']} ({c['value']} offending)" for c in failing)
-                    record.status, record.error = "failed", f"data-quality check failed: {names}"
+                    record.error = f"data-quality check failed: {names}"
                     break  # the data will not change by retrying
-                record.status, record.error = "success", None
+                outcome, record.error = "success", None
                 break
             except Exception as exc:  # noqa: BLE001 - a step failure must not stop independent branches
                 record.error = redact(f"{type(exc).__name__}: {exc}")[:2000]
-                record.status = "failed"
                 if attempt < step.retry.attempts:
                     log.warning("%s: attempt %d failed (%s); retrying in %.0f s", step.name, attempt,
                                 record.error.splitlines()[0], step.retry.delay)
                     self.sleep(step.retry.delay)
         record.ended = _now()
         record.duration = round(time.perf_counter() - begin, 3)
+        record.status = outcome
         if record.status == "failed":
             log.error("%s: failed after %d attempt(s): %s", step.name, record.attempts,
                       (record.error or "").splitlines()[0])
