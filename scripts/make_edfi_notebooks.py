@@ -71,13 +71,14 @@ notebook("EdFi_1_land.ipynb", [
         "only changes and deletes since the last landed change version), else from the export folder "
         "`source_path`. Files landed before are skipped. Papermill parameters are in the next cell."),
     params('lake_path = "../../lake"\nsource_path = "../../test_data/edfi"\napi_url = ""\n'
-           'resources = ""  # comma-separated; empty: every resource the module supports'),
+           'resources = ""  # comma-separated; empty: every resource the module supports\n'
+           'batch_id = None  # None: a new UTC timestamp (a flow passes its own)'),
     new_code_cell(SETUP),
     new_code_cell("wanted = [r.strip() for r in resources.split(\",\") if r.strip()] or None\n"
                   "if api_url:\n"
-                  "    landed = edfi.land(api=api_url, resources=wanted)\n"
+                  "    landed = edfi.land(api=api_url, resources=wanted, batch_id=batch_id)\n"
                   "else:\n"
-                  "    landed = edfi.land(source_path)\n"
+                  "    landed = edfi.land(source_path, batch_id=batch_id)\n"
                   "print(f\"{len(landed.batches)} resource batches landed, {len(landed.already_landed)} files \"\n"
                   "      f\"already landed, {len(landed.empty)} empty files\")\n"
                   "for batch in landed.batches:\n"

@@ -182,6 +182,9 @@ def test_sql_step_writes_delta_and_checks_protect_downstream(tmp_path, lake, spa
 
 
 @pytest.mark.parametrize("check, params, bad_rows, value", [
+    ("row_count.sql", {"min_rows": 1}, [], 1),
+    ("not_null.sql", {"column": "k"}, [[None, 1], ["a", 2]], 1),
+    ("date_range.sql", {"column": "d", "min": "2020-01-01", "max": "2030-12-31"}, [["a", 1, "1999-05-01"]], 1),
     ("unique.sql", {"keys": ["k"]}, [["a", 1], ["a", 2], ["b", 3]], 1),
     ("referential.sql", {"column": "k", "parent": "parent"}, [["a", 1], ["zz", 2]], 1),
     ("no_raw_identifiers.sql", {"column": "k"}, [["a", 1], ["f" * 64, 2]], 1),
@@ -198,8 +201,9 @@ def test_each_shipped_check_fails_on_bad_data_and_passes_on_good(tmp_path, lake,
     good = [["d" * 64, 1]] if "no_raw" in check else [["a", 1]]
     results = []
     for rows in (bad_rows, good):
-        store.write(spark.createDataFrame([tuple(r) for r in rows], "k string, n int"),
-                    lake.table("stage2p", "demo", "t"), mode="overwrite")
+        rows = [(*r, "2024-01-01")[:3] for r in rows]
+        frame = spark.createDataFrame(rows, "k string, n int, d string").selectExpr("k", "n", "CAST(d AS date) AS d")
+        store.write(frame, lake.table("stage2p", "demo", "t"), mode="overwrite")
         body = f"""\
         stages:
           - name: s

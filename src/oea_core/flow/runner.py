@@ -239,6 +239,8 @@ class FlowRun:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         params = self.render(step, step.parameters)
         declared = pm.inspect_notebook(source)
+        if "batch_id" in declared:
+            params.setdefault("batch_id", self.batch_id)  # the run's batch id reaches every notebook that takes one
         unknown = sorted(set(params) - set(declared))
         if unknown:
             raise FlowError(f"step {step.name}: notebook {source} has no parameters {unknown}; "

@@ -1,0 +1,65 @@
+"""`oea flow validate|run|status|graph`, and the shipped Clever flow run for real."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from oea_core.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+SALT = "flow-salt-4b7e21"
+
+
+def test_validate_run_status_graph(tmp_path, capsys):
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(textwrap.dedent("""\
+        pipeline: {name: cli}
+        stages:
+          - name: s
+            groups:
+              - name: g
+                steps:
+                  - {name: one, kind: python, callable: "flow_helpers:record", parameters: {marker: one}}
+                  - {name: two, kind: python, callable: "flow_helpers:flaky", parameters: {marker: two, failures: 9}}
+        """), encoding="utf-8")
+    lake = str(tmp_path / "lake")
+    assert main(["flow", "validate", str(flow)]) == 0
+    assert "ok: 2 steps in 1 stages" in capsys.readouterr().out
+    assert main(["--lake", lake, "flow", "run", str(flow), "--batch-id", "c1"]) == 1
+    err = capsys.readouterr().err
+    assert "oea: error: flow cli batch c1 failed: two: RuntimeError: two failed on call 1" in err
+    assert main(["--lake", lake, "flow", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "cli" in out and "c1" in out and "failed" in out and "1 success" in out
+    assert main(["--lake", lake, "flow", "graph", str(flow), "--out", str(tmp_path / "g")]) == 0
+    assert (tmp_path / "g" / "cli.svg").exists() and (tmp_path / "g" / "cli.png").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pipeline: {name: x}\nstages: []\n", encoding="utf-8")
+    assert main(["flow", "validate", str(bad)]) == 1
+    assert "give a list of stages" in capsys.readouterr().err
+
+
+def test_shipped_clever_flow_runs_with_its_checks(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OEA_SALT", SALT)
+    lake = tmp_path / "lake"
+    assert main(["--lake", str(lake), "flow", "run", str(REPO / "flows" / "clever_flow.yaml"),
+                 "--batch-id", "f1"]) == 0
+    run = lake / "oea-framework" / "runs" / "f1"
+    log = json.loads((run / "run_log.json").read_text())
+    step = log["steps"]["clever_ingestion"]
+    assert log["status"] == "success" and step["status"] == "success"
+    assert {c["name"]: c["passed"] for c in step["checks"]} == {
+        "daily_participation_rows": True, "daily_participation_date_not_null": True,
+        "daily_participation_dates": True, "daily_participation_lookup_unique": True,
+        "daily_participation_no_raw_sis_id": True, "resource_usage_no_raw_user_id": True}
+    executed = run / "notebooks" / "clever_ingestion.ipynb"
+    assert "f1" in executed.read_text()  # the run's batch id reached the notebook
+    assert (lake / "stage1np" / "clever" / "daily-participation" / "f1").is_dir()
+    for path in (executed, run / "run_log.json"):
+        assert SALT not in path.read_text()
+    # the same batch again: checkpointed, nothing runs
+    assert main(["--lake", str(lake), "flow", "run", str(REPO / "flows" / "clever_flow.yaml"),
+                 "--batch-id", "f1"]) == 0
+    assert "(1 cached)" in capsys.readouterr().out
