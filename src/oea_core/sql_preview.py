@@ -1,0 +1,112 @@
+"""A local preview of the serverless SQL views: DuckDB over the lake's Delta tables.
+
+Each serverless database becomes a DuckDB database of the same name with a ``dbo`` schema,
+and each view selects the table's columns cast to the types the serverless view declares,
+so ``SELECT * FROM sdb_dev_s2p_clever.dbo.daily_participation_pseudo`` reads here what Power
+BI reads there. A view whose name is unique across the databases is also reachable unqualified.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import OEAError
+from .paths import LakePaths
+from .sql_views import ViewDef, view_defs
+
+# serverless SQL type -> DuckDB type (the casts keep the preview's types those Power BI sees)
+_DUCK_TYPES = {"VARCHAR": "VARCHAR", "BIGINT": "BIGINT", "INT": "INTEGER", "SMALLINT": "SMALLINT",
+               "TINYINT": "TINYINT", "BIT": "BOOLEAN", "FLOAT": "DOUBLE", "REAL": "FLOAT", "DATE": "DATE",
+               "DATETIME2": "TIMESTAMP", "VARBINARY": "BLOB", "DECIMAL": "DECIMAL"}
+
+
+class SqlPreviewError(OEAError):
+    """A preview query or view could not run."""
+
+
+def _duck_type(tsql: str) -> str:
+    base = tsql.split("(", 1)[0]
+    if base == "DECIMAL":
+        return tsql.replace(" ", "")
+    return _DUCK_TYPES[base]
+
+
+def _select_list(view: ViewDef, nested: set[str]) -> str:
+    parts = []
+    for name, kind in view.columns or ():
+        column = f'"{name}"'
+        expr = f"to_json({column})::VARCHAR" if name in nested else f"CAST({column} AS {_duck_type(kind)})"
+        parts.append(f"{expr} AS {column}")
+    return ", ".join(parts) or "*"
+
+
+class SqlPreview:
+    """A DuckDB connection holding every module's views over a local lake."""
+
+    def __init__(self, lake: LakePaths, modules: list[str] | None = None, workspace: str = "dev") -> None:
+        import duckdb
+        from deltalake import DeltaTable
+
+        from .sources import sources
+
+        if not lake.is_local:
+            raise SqlPreviewError(f"the SQL preview reads a local lake; {lake.account!r} is an ADLS account: "
+                                  "pass --lake with a local folder")
+        self.con = duckdb.connect()
+        self.views: dict[str, list[str]] = {}
+        for name in modules or sources.names():
+            tables = sources.get(name)(lake=lake).output_tables()
+            for view in view_defs(lake, name, tables, workspace=workspace):
+                if view.columns is None:
+                    continue
+                path = lake.table(view.stage, name, view.table)
+                source = f"_delta_{view.database}_{view.table}"
+                self.con.register(source, DeltaTable(path).to_pyarrow_dataset())
+                nested = self._nested_columns(source)
+                if view.database not in self.views:
+                    self.con.execute(f'ATTACH \':memory:\' AS "{view.database}"')
+                    self.con.execute(f'CREATE SCHEMA "{view.database}".dbo')
+                    self.views[view.database] = []
+                self.con.execute(f'CREATE VIEW "{view.database}".dbo."{view.table}" AS '
+                                 f'SELECT {_select_list(view, nested)} FROM temp.main."{source}"')
+                self.views[view.database].append(view.table)
+        counts: dict[str, int] = {}
+        for tables in self.views.values():
+            for table in tables:
+                counts[table] = counts.get(table, 0) + 1
+        for database, tables in self.views.items():
+            for table in tables:
+                if counts[table] == 1:
+                    self.con.execute(f'CREATE VIEW memory.main."{table}" AS SELECT * FROM "{database}".dbo."{table}"')
+
+    def _nested_columns(self, source: str) -> set[str]:
+        described = self.con.sql(f'DESCRIBE "{source}"').fetchall()
+        return {row[0] for row in described if re.search(r"[\[\]]|STRUCT|MAP", str(row[1]))}
+
+    def names(self) -> list[str]:
+        """Every view, as ``<database>.dbo.<view>``."""
+        return [f"{db}.dbo.{t}" for db, tables in sorted(self.views.items()) for t in sorted(tables)]
+
+    def resolve(self, view: str) -> str:
+        """The quoted DuckDB name for ``view`` (``name``, ``db.name`` or ``db.dbo.name``)."""
+        parts = [p.strip("[]\"") for p in view.split(".")]
+        matches = [n for n in self.names() if n.split(".")[-1] == parts[-1]
+                   and (len(parts) == 1 or n.split(".")[0] == parts[0])]
+        if len(matches) != 1:
+            known = ", ".join(self.names()) or "none: run `oea run` (or land and ingest) first"
+            what = "is ambiguous" if matches else "is not a view"
+            raise SqlPreviewError(f"{view!r} {what}; views: {known}")
+        db, _, table = matches[0].split(".")
+        return f'"{db}".dbo."{table}"'
+
+    def query(self, sql: str):
+        """Run ``sql``; returns ``(column names, rows)``. Errors name the query and DuckDB's message."""
+        import duckdb
+
+        try:
+            result = self.con.sql(sql)
+        except duckdb.Error as error:
+            raise SqlPreviewError(f"the query failed: {error}\nquery: {sql}") from error
+        if result is None:
+            return [], []
+        return list(result.columns), result.fetchall()
