@@ -1,0 +1,8 @@
+"""Azure Synapse deployment: pipeline templates generated from the modules, and the oea_core wheel."""
+
+from __future__ import annotations
+
+from .template import build_template, module_pipeline, read_template, write_template
+from .wheel import build_wheel
+
+__all__ = ["build_template", "build_wheel", "module_pipeline", "read_template", "write_template"]

@@ -1,0 +1,416 @@
+"""Synapse pipeline templates, generated from the module definitions so they cannot drift.
+
+``build_template(module)`` returns the ARM deployment template Synapse's "Import from pipeline
+template" takes (pipelines, notebooks, datasets and a Spark pool, with the linked services as
+parameters) and its ``manifest.json``; ``write_template`` zips them after validating them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+
+from ..errors import OEAError
+from ..notebook_run import default_notebooks_dir
+from .notebooks import notebook_parameters, synapse_notebook
+
+SCHEMA = "https://schema.management.azure.com/schemas/2015-01-01/deploymentTemplate.json#"
+API_VERSION = "2019-06-01-preview"
+POOL = "spark3p5sm"
+WHEEL = "oea_core-0.1.0-py3-none-any.whl"
+LS_ADLS, LS_SQL, LS_SFTP = "LS_ADLS", "LS_SQL_Serverless", "LS_SFTP"
+LINKED_SERVICE_TYPES = {LS_ADLS: "AzureBlobFS", LS_SQL: "AzureSqlDatabase", LS_SFTP: "Sftp"}
+ACCOUNT = "pipeline().parameters.storageAccount"
+LAKE_PATH = f"@concat('abfss://stage1np@', {ACCOUNT}, '.dfs.core.windows.net')"
+SOURCE_ROOT = f"concat('abfss://', pipeline().parameters.sourceContainer, '@', {ACCOUNT}, '.dfs.core.windows.net/')"
+
+
+@dataclass
+class NotebookStep:
+    """A notebook the pipeline runs: its repository path and the parameters the pipeline passes."""
+
+    activity: str
+    path: str  # relative to notebooks/
+    parameters: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return os.path.splitext(os.path.basename(self.path))[0]
+
+
+@dataclass
+class ModulePipeline:
+    """What a module's main pipeline does: where it can land from, and its notebooks in order."""
+
+    module: str
+    title: str
+    land_from: tuple[str, ...]
+    steps: list[NotebookStep]
+    extra_parameters: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def linked_services(self) -> list[str]:
+        return [LS_ADLS, LS_SQL] + ([LS_SFTP] if "sftp" in self.land_from else [])
+
+
+def _expr(value: str) -> dict:
+    return {"value": value, "type": "Expression"}
+
+
+def _common(batch: bool = True) -> dict[str, object]:
+    params: dict[str, object] = {"lake_path": _expr(LAKE_PATH), "keyvault_name":
+                                 _expr("@pipeline().parameters.keyVaultName")}
+    if batch:
+        params["batch_id"] = _expr("@pipeline().RunId")
+    return params
+
+
+def module_pipeline(module: str) -> ModulePipeline:
+    """The pipeline definition of a registered module; raises OEAError naming the known ones."""
+    if module == "clever":
+        source = _expr(f"@if(equals(pipeline().parameters.landFrom, 'sftp'), concat({SOURCE_ROOT}, "
+                       "'inbox/clever/', pipeline().RunId), "
+                       f"concat({SOURCE_ROOT}, pipeline().parameters.sourceFolder))")
+        return ModulePipeline("clever", "Clever participation and resource usage", ("test_data", "sftp"), [
+            NotebookStep("Land and ingest Clever", "clever/Clever_module_ingestion.ipynb",
+                         {**_common(), "source_path": source, "land": True,
+                          "max_reject_share": _expr("@pipeline().parameters.maxRejectShare")}),
+        ])
+    if module == "edfi":
+        source = _expr(f"@concat({SOURCE_ROOT}, pipeline().parameters.sourceFolder)")
+        api = _expr("@if(equals(pipeline().parameters.landFrom, 'api'), pipeline().parameters.apiUrl, '')")
+        reject = _expr("@pipeline().parameters.maxRejectShare")
+        return ModulePipeline("edfi", "Ed-Fi ODS/API student records", ("test_data", "api"), [
+            NotebookStep("Land Ed-Fi", "edfi/EdFi_1_land.ipynb", {**_common(), "source_path": source, "api_url": api}),
+            NotebookStep("Ingest Ed-Fi", "edfi/EdFi_2_ingest.ipynb",
+                         {**_common(batch=False), "max_reject_share": reject}),
+            NotebookStep("Refine Ed-Fi", "edfi/EdFi_3_refine.ipynb",
+                         {**_common(batch=False), "max_reject_share": reject}),
+        ], {"apiUrl": {"type": "string", "defaultValue": ""}})
+    raise OEAError(f"no Synapse pipeline for module {module!r}; modules with one: clever, edfi")
+
+
+LAKE_DB_STEP = NotebookStep("Create lake database", "oea/OEA_lake_database.ipynb", {
+    "lake_path": _expr(LAKE_PATH), "module": "", "storage_account": _expr(f"@{ACCOUNT}"),
+    "workspace": _expr("@pipeline().parameters.workspace"), "keyvault_name": _expr("@pipeline().parameters.keyVaultName"),
+})
+
+
+def _notebook_parameter(value: object) -> dict:
+    if isinstance(value, dict):
+        return {"value": value, "type": "string"}
+    if isinstance(value, bool):
+        return {"value": value, "type": "bool"}
+    if isinstance(value, int):
+        return {"value": value, "type": "int"}
+    if isinstance(value, float):
+        return {"value": value, "type": "float"}
+    return {"value": value, "type": "string"}
+
+
+def _ls(name: str, **parameters: object) -> dict:
+    ref: dict = {"referenceName": f"[parameters('{name}')]", "type": "LinkedServiceReference"}
+    if parameters:
+        ref["parameters"] = parameters
+    return ref
+
+
+def _notebook_activity(step: NotebookStep, depends_on: list[dict]) -> dict:
+    return {
+        "name": step.activity, "type": "SynapseNotebook", "dependsOn": depends_on,
+        "policy": {"timeout": "0.12:00:00", "retry": 0, "retryIntervalInSeconds": 30, "secureOutput": False,
+                   "secureInput": False},
+        "userProperties": [],
+        "typeProperties": {
+            "notebook": {"referenceName": step.name, "type": "NotebookReference"},
+            "parameters": {k: _notebook_parameter(v) for k, v in step.parameters.items()},
+            "sparkPool": {"referenceName": _expr("@pipeline().parameters.sparkPool"), "type": "BigDataPoolReference"},
+        },
+    }
+
+
+def _after(*names: str) -> list[dict]:
+    return [{"activity": n, "dependencyConditions": ["Succeeded"]} for n in names]
+
+
+def split_views_script(script: str) -> list[tuple[str, list[str]]]:
+    """``(database, batches)`` in order from a views script: ``master`` batches and each database's."""
+    groups: list[tuple[str, list[str]]] = []
+    database = None
+    for batch in re.split(r"^GO$", script, flags=re.MULTILINE):
+        body = "\n".join(line for line in batch.strip().splitlines() if not line.startswith("--")).strip()
+        use = re.fullmatch(r"USE \[([a-z0-9_]+)\];", body)
+        if use:
+            database = use.group(1)
+            groups.append((database, []))
+        elif body:
+            if database is None:
+                raise OEAError("a views script must start each database with USE [name]; regenerate it with "
+                               "`oea views`")
+            groups[-1][1].append(body)
+    return [(db, batches) for db, batches in groups if batches]
+
+
+def _interpolate(sql: str) -> dict:
+    """The batch as a pipeline string whose account and workspace come from the parameters."""
+    text = sql.replace("@", "@@")
+    text = text.replace("https://yourstorageaccount.", "https://@{pipeline().parameters.storageAccount}.")
+    text = re.sub(r"\bsdb_dev_", "sdb_@{pipeline().parameters.workspace}_", text)
+    return _expr(text)
+
+
+def _sensitivity(database: str) -> str:
+    """``p`` or ``np`` from a database name (``sdb_<ws>_s2p_<m>``) or a master batch that names one."""
+    return "np" if re.search(r"_s[23]np_", database) else "p"
+
+
+def _views_activities(views_sql: str, after: str) -> list[dict]:
+    """One IfCondition per sensitivity: create its databases on master, then the views in each."""
+    groups = split_views_script(views_sql)
+    activities = []
+    for switch, sensitivity in (("createS2pDb", "p"), ("createS2npDb", "np")):
+        inner: list[dict] = []
+        for database, batches in groups:
+            if database == "master":
+                batches = [b for b in batches if _sensitivity(b) == sensitivity]
+                name, target = f"Create {sensitivity} databases", "master"
+            elif _sensitivity(database) == sensitivity:
+                name, target = f"Create views in {database}", _interpolate(database)
+            else:
+                continue
+            if not batches:
+                continue
+            if any(a["name"] == name for a in inner):
+                name += f" ({len(inner) + 1})"
+            inner.append({
+                "name": name, "type": "Script", "dependsOn": _after(inner[-1]["name"]) if inner else [],
+                "policy": {"timeout": "0.01:00:00", "retry": 1, "retryIntervalInSeconds": 30, "secureOutput": False,
+                           "secureInput": False},
+                "userProperties": [],
+                "linkedServiceName": _ls(LS_SQL, DBName=target),
+                "typeProperties": {"scripts": [{"type": "NonQuery", "text": _interpolate(b)} for b in batches],
+                                   "scriptBlockExecutionTimeout": "02:00:00"},
+            })
+        activities.append({
+            "name": f"If {switch}", "type": "IfCondition", "dependsOn": _after(after), "userProperties": [],
+            "typeProperties": {"expression": _expr(f"@pipeline().parameters.{switch}"), "ifTrueActivities": inner},
+        })
+    return activities
+
+
+def _pipeline(pipeline: ModulePipeline, views_sql: str) -> dict:
+    m = pipeline.module
+    activities: list[dict] = [{
+        "name": "Check source folder", "type": "IfCondition", "dependsOn": [], "userProperties": [],
+        "typeProperties": {
+            "expression": _expr("@equals(pipeline().parameters.landFrom, 'test_data')"),
+            "ifTrueActivities": [
+                {"name": "Source folder metadata", "type": "GetMetadata", "dependsOn": [], "userProperties": [],
+                 "policy": {"timeout": "0.00:10:00", "retry": 0, "retryIntervalInSeconds": 30,
+                            "secureOutput": False, "secureInput": False},
+                 "typeProperties": {
+                     "dataset": {"referenceName": f"DS_{m}_adls_folder", "type": "DatasetReference",
+                                 "parameters": {"fileSystem": _expr("@pipeline().parameters.sourceContainer"),
+                                                "directory": _expr("@pipeline().parameters.sourceFolder")}},
+                     "fieldList": ["exists"],
+                     "storeSettings": {"type": "AzureBlobFSReadSettings", "recursive": True},
+                     "formatSettings": {"type": "BinaryReadSettings"}}},
+                {"name": "Stop when the source folder is missing", "type": "IfCondition",
+                 "dependsOn": _after("Source folder metadata"), "userProperties": [],
+                 "typeProperties": {
+                     "expression": _expr("@not(activity('Source folder metadata').output.exists)"),
+                     "ifTrueActivities": [{
+                         "name": "Source folder missing", "type": "Fail", "dependsOn": [], "userProperties": [],
+                         "typeProperties": {
+                             "message": _expr("@concat('no folder ', pipeline().parameters.sourceFolder, ' in "
+                                              "container ', pipeline().parameters.sourceContainer, ': upload the "
+                                              f"module test data (test_data/{m}) there, or set sourceFolder')"),
+                             "errorCode": "404"}}]}},
+            ]}}]
+    last = "Check source folder"
+    if "sftp" in pipeline.land_from:
+        activities.append({
+            "name": "Land from SFTP", "type": "IfCondition", "dependsOn": _after(last), "userProperties": [],
+            "typeProperties": {
+                "expression": _expr("@equals(pipeline().parameters.landFrom, 'sftp')"),
+                "ifTrueActivities": [{
+                    "name": "Copy SFTP export to inbox", "type": "Copy", "dependsOn": [], "userProperties": [],
+                    "policy": {"timeout": "0.04:00:00", "retry": 2, "retryIntervalInSeconds": 60,
+                               "secureOutput": False, "secureInput": False},
+                    "inputs": [{"referenceName": f"DS_{m}_sftp_folder", "type": "DatasetReference",
+                                "parameters": {"directory": _expr("@pipeline().parameters.sourceFolder")}}],
+                    "outputs": [{"referenceName": f"DS_{m}_adls_folder", "type": "DatasetReference",
+                                 "parameters": {"fileSystem": _expr("@pipeline().parameters.sourceContainer"),
+                                                "directory": _expr(f"@concat('inbox/{m}/', pipeline().RunId)")}}],
+                    "typeProperties": {
+                        "source": {"type": "BinarySource",
+                                   "storeSettings": {"type": "SftpReadSettings", "recursive": True,
+                                                     "disableChunking": False},
+                                   "formatSettings": {"type": "BinaryReadSettings"}},
+                        "sink": {"type": "BinarySink", "storeSettings": {"type": "AzureBlobFSWriteSettings",
+                                                                         "copyBehavior": "PreserveHierarchy"}},
+                        "enableStaging": False}}]}})
+        last = "Land from SFTP"
+    for step in pipeline.steps:
+        activities.append(_notebook_activity(step, _after(last)))
+        last = step.activity
+    lake_db = NotebookStep(LAKE_DB_STEP.activity, LAKE_DB_STEP.path, {**LAKE_DB_STEP.parameters, "module": m})
+    activities.append({
+        "name": "If createLakeDb", "type": "IfCondition", "dependsOn": _after(last), "userProperties": [],
+        "typeProperties": {"expression": _expr("@pipeline().parameters.createLakeDb"),
+                           "ifTrueActivities": [_notebook_activity(lake_db, [])]}})
+    activities += _views_activities(views_sql, last)
+    default_folder = f"test_data/{m}"
+    parameters = {
+        "storageAccount": {"type": "string", "defaultValue": "yourstorageaccount"},
+        "workspace": {"type": "string", "defaultValue": "dev"},
+        "sparkPool": {"type": "string", "defaultValue": POOL},
+        "landFrom": {"type": "string", "defaultValue": "test_data"},
+        "sourceContainer": {"type": "string", "defaultValue": "oea"},
+        "sourceFolder": {"type": "string", "defaultValue": default_folder},
+        "keyVaultName": {"type": "string", "defaultValue": ""},
+        "maxRejectShare": {"type": "float", "defaultValue": 0.05},
+        "createLakeDb": {"type": "bool", "defaultValue": True},
+        "createS2pDb": {"type": "bool", "defaultValue": True},
+        "createS2npDb": {"type": "bool", "defaultValue": True},
+        **pipeline.extra_parameters,
+    }
+    return {
+        "description": f"{pipeline.title}: land ({' or '.join(pipeline.land_from)}), ingest with the module "
+                       "notebooks, then create the lake database and the serverless SQL views. "
+                       "Generated by `oea synapse template`.",
+        "activities": activities,
+        "parameters": parameters,
+        "folder": {"name": f"OEA/{m}"},
+        "annotations": ["oea", m],
+    }
+
+
+def _dataset_folder(m: str) -> dict:
+    return {"linkedServiceName": _ls(LS_ADLS), "parameters": {"fileSystem": {"type": "string"},
+                                                              "directory": {"type": "string"}},
+            "annotations": [], "folder": {"name": f"OEA/{m}"}, "type": "Binary",
+            "typeProperties": {"location": {"type": "AzureBlobFSLocation",
+                                            "fileSystem": _expr("@dataset().fileSystem"),
+                                            "folderPath": _expr("@dataset().directory")}}}
+
+
+def _dataset_sftp(m: str) -> dict:
+    return {"linkedServiceName": _ls(LS_SFTP), "parameters": {"directory": {"type": "string"}},
+            "annotations": [], "folder": {"name": f"OEA/{m}"}, "type": "Binary",
+            "typeProperties": {"location": {"type": "SftpLocation", "folderPath": _expr("@dataset().directory")}}}
+
+
+def _resource(kind: str, name: str, properties: dict, depends_on: list[str]) -> dict:
+    return {"name": f"[concat(parameters('workspaceName'), '/{name}')]",
+            "type": f"Microsoft.Synapse/workspaces/{kind}", "apiVersion": API_VERSION,
+            "properties": properties, "dependsOn": depends_on}
+
+
+def _ref(kind: str, name: str) -> str:
+    return f"[concat(variables('workspaceId'), '/{kind}/{name}')]"
+
+
+def build_template(module: str, notebooks_dir: str | None = None, views_sql: str | None = None) -> dict[str, dict]:
+    """``{"manifest.json": ..., "<pipeline>.json": ...}`` for a module's pipeline template.
+
+    ``views_sql`` defaults to the committed ``sql_views/<module>_views.sql`` next to the notebooks,
+    whose typed views ``oea run`` writes from the sample lake.
+    """
+    pipeline = module_pipeline(module)
+    notebooks_dir = notebooks_dir or default_notebooks_dir()
+    if views_sql is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(notebooks_dir)), "sql_views", f"{module}_views.sql")
+        if not os.path.exists(path):
+            raise OEAError(f"no views script {path}: run `oea run` (or `oea views {module}`) first")
+        with open(path, encoding="utf-8") as handle:
+            views_sql = handle.read()
+    name = f"{module}_main_pipeline"
+    pool_ref = _ref("bigDataPools", POOL)
+    resources = []
+    steps = pipeline.steps + [LAKE_DB_STEP]
+    for step in steps:
+        path = os.path.join(notebooks_dir, step.path)
+        if not os.path.exists(path):
+            raise OEAError(f"the {module} pipeline runs notebook {step.path}, which is not in {notebooks_dir}")
+        resources.append(_resource("notebooks", step.name, synapse_notebook(path, POOL, f"OEA/{module}"), [pool_ref]))
+    datasets = {f"DS_{module}_adls_folder": _dataset_folder(module)}
+    if "sftp" in pipeline.land_from:
+        datasets[f"DS_{module}_sftp_folder"] = _dataset_sftp(module)
+    for ds_name, props in datasets.items():
+        resources.append(_resource("datasets", ds_name, props, []))
+    resources.append({
+        "name": f"[concat(parameters('workspaceName'), '/{POOL}')]", "type": "Microsoft.Synapse/workspaces/bigDataPools",
+        "apiVersion": "2021-06-01", "location": "[parameters('location')]",
+        "properties": {"autoPause": {"enabled": True, "delayInMinutes": 15},
+                       "autoScale": {"enabled": True, "minNodeCount": 3, "maxNodeCount": 6},
+                       "nodeSize": "Small", "nodeSizeFamily": "MemoryOptimized", "sparkVersion": "3.5",
+                       "sessionLevelPackagesEnabled": True,
+                       "customLibraries": [{"name": WHEEL, "path": f"libraries/{WHEEL}", "containerName": "prep",
+                                            "type": "whl"}]},
+        "dependsOn": []})
+    resources.append(_resource("pipelines", name, _pipeline(pipeline, views_sql),
+                               [_ref("notebooks", s.name) for s in steps] + [_ref("datasets", d) for d in datasets]))
+    parameters = {"workspaceName": {"type": "string", "metadata": "Workspace name"},
+                  "location": {"type": "string", "defaultValue": "[resourceGroup().location]",
+                               "metadata": "Region of the Spark pool"}}
+    for ls in pipeline.linked_services:
+        parameters[ls] = {"type": "string", "metadata": f"{LINKED_SERVICE_TYPES[ls]} linked service"}
+    arm = {"$schema": SCHEMA, "contentVersion": "1.0.0.0", "parameters": parameters,
+           "variables": {"workspaceId": "[concat('Microsoft.Synapse/workspaces/', parameters('workspaceName'))]"},
+           "resources": resources}
+    manifest = {
+        "name": f"OEA {pipeline.title}",
+        "description": arm["resources"][-1]["properties"]["description"],
+        "image": "",
+        "icons": [],
+        "requires": {"linkedservices": {ls: {"supportTypes": [LINKED_SERVICE_TYPES[ls]]}
+                                        for ls in pipeline.linked_services}},
+        "author": "oea-core",
+        "annotations": ["OEA", pipeline.module],
+        "services": ["Azure Synapse Analytics", "Azure Data Lake Storage Gen2"],
+        "categories": ["Education"],
+        "documentation": "docs/synapse.md",
+    }
+    return {"manifest.json": manifest, f"{name}.json": arm}
+
+
+def template_path(module: str, out_dir: str) -> str:
+    return os.path.join(out_dir, module, f"{module}_pipeline_template.zip")
+
+
+def write_template(module: str, out_dir: str = "pipeline_templates", notebooks_dir: str | None = None) -> str:
+    """Validate and write ``<out_dir>/<module>/<module>_pipeline_template.zip``; returns its path."""
+    from .validate import validate_template
+
+    files = build_template(module, notebooks_dir)
+    problems = validate_template(files, notebooks_dir or default_notebooks_dir())
+    if problems:
+        raise OEAError(f"the generated {module} template is not valid:\n  " + "\n  ".join(problems))
+    path = template_path(module, out_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    folder = f"{module}_main_pipeline"
+    tmp = path + ".tmp"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for filename, doc in files.items():
+            info = zipfile.ZipInfo(f"{folder}/{filename}", date_time=(2020, 1, 1, 0, 0, 0))  # reproducible
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_template(path: str) -> dict[str, dict]:
+    """The files of a template zip, by file name."""
+    with zipfile.ZipFile(path) as archive:
+        folders = {name.split("/", 1)[0] for name in archive.namelist()}
+        if len(folders) != 1:
+            raise OEAError(f"{path} must hold one folder with manifest.json and the pipeline (found {sorted(folders)})")
+        return {name.split("/", 1)[1]: json.loads(archive.read(name)) for name in archive.namelist()
+                if not name.endswith("/")}
+
+
+__all__ = ["build_template", "module_pipeline", "notebook_parameters", "read_template", "write_template"]
