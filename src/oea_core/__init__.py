@@ -23,12 +23,13 @@ from .salt import Salt, get_salt
 from .schema import ColumnSpec, PseudoOp, TableSchema, safe_column_name, safe_table_name
 from .sources import sources
 from .spark import get_spark
-from .sql_views import views_script
+from .sql_preview import SqlPreview, SqlPreviewError
+from .sql_views import lake_database_ddl, views_script
 
 __all__ = [
     "STAGES", "ColumnSpec", "CsvTableDef", "DeltaStore", "DeltaTableError", "IngestError", "IngestResult",
     "LakePathError", "LakePaths", "LandResult", "LandingError", "ModuleNotFoundInCatalog", "NotebookRunError",
-    "OEAError", "PseudoOp", "RejectedRowsError", "Salt", "SaltError", "SchemaError", "TableSchema",
-    "WriteResult", "delta_store", "get_salt", "get_spark", "ingest_csv_table", "land_folder", "pseudonym",
+    "OEAError", "PseudoOp", "RejectedRowsError", "Salt", "SaltError", "SchemaError", "SqlPreview", "SqlPreviewError", "TableSchema",
+    "WriteResult", "delta_store", "get_salt", "get_spark", "ingest_csv_table", "lake_database_ddl", "land_folder", "pseudonym",
     "safe_column_name", "safe_table_name", "sources", "to_lookup", "to_pseudonymized", "views_script",
 ]
