@@ -1,0 +1,325 @@
+"""Benchmark Clever ingestion against DuckDB and bare Spark on the same data.
+
+    .venv/bin/python benchmarks/run.py                      # 1M and 5M rows, median of 3 runs
+    .venv/bin/python benchmarks/run.py --sizes 200000 --repeats 1
+
+For each size it generates a Clever daily-participation export with the module generator,
+then, in fresh processes, times:
+
+- **ours**: ``oea_core`` landing and ingesting it into a fresh lake (CSV checks, rejects, the
+  SHA-256 pseudonyms, the ``p`` and lookup Delta tables), then ingesting again with nothing new.
+  At the largest size it also lands one more day and ingests it (the daily incremental run).
+- **duckdb**: the reference a user might pick on one machine: DuckDB reads the same CSV,
+  computes the same pseudonyms and writes the same year/month-partitioned Parquet.
+- **spark**: the floor: bare Spark reading, hashing and writing the same Parquet.
+
+Peak memory is the whole process tree (the JVM included), sampled every 0.1 s. Results go to
+``benchmarks/results/clever.{json,md}`` with the machine, the versions and the medians.
+Not part of the test suite: timing targets live here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SALT = "benchmark-salt-0b1c"
+START = dt.date(2022, 8, 15)
+COLUMNS = ("date", "sis_id_pseudonym", "clever_user_id_pseudonym", "clever_school_id", "school_name", "active",
+           "num_logins", "num_resources_accessed", "role", "year", "month")
+
+
+# --- workers (each runs in its own process, prints one JSON line) ------------------------------------------
+
+def _spark():
+    from oea_core.spark import get_spark
+
+    started = time.perf_counter()
+    spark = get_spark("oea-benchmark")
+    spark.range(1).count()
+    return spark, time.perf_counter() - started
+
+
+def _delta_files(lake) -> int:
+    from deltalake import DeltaTable
+
+    total = 0
+    for stage, table in (("stage2p", "daily_participation_pseudo"), ("stage2np", "daily_participation_lookup")):
+        path = lake.table(stage, "clever", table)
+        if os.path.isdir(path):
+            total += len(DeltaTable(path).file_uris())
+    return total
+
+
+def worker_ours(args) -> dict:
+    from oea_core import LakePaths, Salt
+    from oea_core.clever import CleverModule
+
+    spark, spark_start = _spark()
+    lake = LakePaths.from_setting(args.lake)
+    module = CleverModule(lake, spark=spark, salt=Salt(SALT, "benchmark"))
+    out = {"spark_start_s": spark_start}
+    t = time.perf_counter()
+    module.land(args.export, batch_id="b0001")
+    out["land_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results = module.ingest()
+    out["ingest_s"] = time.perf_counter() - t
+    out["rows"] = sum(r.rows for r in results)
+    out["rejected"] = sum(r.rejected for r in results)
+    out["delta_files"] = _delta_files(lake)
+    t = time.perf_counter()
+    again = module.ingest()
+    out["noop_ingest_s"] = time.perf_counter() - t
+    assert all(r.nothing_new for r in again), "a second ingest found something new"
+    if args.increment:
+        t = time.perf_counter()
+        module.land(args.increment, batch_id="b0002")
+        results = module.ingest()
+        out["increment_s"] = time.perf_counter() - t
+        out["increment_rows"] = sum(r.rows for r in results)
+        out["delta_files_after_increment"] = _delta_files(lake)
+    spark.stop()
+    return out
+
+
+def worker_duckdb(args) -> dict:
+    import duckdb
+
+    files = str(Path(args.export) / "daily-participation" / "*.csv")
+    con = duckdb.connect()
+    t = time.perf_counter()
+
+    def pseudo(col: str) -> str:  # null or blank stays null, as in oea_core
+        return (f"CASE WHEN {col} IS NULL OR trim({col}) = '' THEN NULL "
+                f"ELSE sha256({col} || '{SALT}') END AS {col}_pseudonym")
+
+    con.execute(f"""
+        COPY (
+            SELECT CAST(date AS DATE) AS date, {pseudo('sis_id')}, {pseudo('clever_user_id')},
+                   clever_school_id, school_name, CAST(active AS BOOLEAN) AS active,
+                   CAST(num_logins AS INTEGER) AS num_logins,
+                   CAST(num_resources_accessed AS INTEGER) AS num_resources_accessed,
+                   regexp_extract(filename, '-(students|teachers|staff)\\.csv$', 1) AS role,
+                   year(CAST(date AS DATE)) AS year, month(CAST(date AS DATE)) AS month
+            FROM read_csv('{files}', header = true, all_varchar = true, union_by_name = true, filename = true)
+        ) TO '{args.lake}' (FORMAT PARQUET, PARTITION_BY (year, month))""")
+    elapsed = time.perf_counter() - t
+    rows = con.execute(f"SELECT count(*) FROM read_parquet('{args.lake}/**/*.parquet')").fetchone()[0]
+    return {"ingest_s": elapsed, "rows": rows}
+
+
+def worker_spark(args) -> dict:
+    from pyspark.sql import functions as F
+
+    spark, spark_start = _spark()
+    t = time.perf_counter()
+    df = spark.read.csv(str(Path(args.export) / "daily-participation"), header=True, recursiveFileLookup=True)
+
+    def pseudo(col: str):
+        value = F.col(col)
+        return F.when(value.isNull() | (F.trim(value) == ""), F.lit(None)).otherwise(
+            F.sha2(F.concat(value, F.lit(SALT)), 256)).alias(f"{col}_pseudonym")
+
+    date = F.to_date("date")
+    out = df.select(date.alias("date"), pseudo("sis_id"), pseudo("clever_user_id"), "clever_school_id",
+                    "school_name", F.col("active").cast("boolean").alias("active"),
+                    F.col("num_logins").cast("int").alias("num_logins"),
+                    F.col("num_resources_accessed").cast("int").alias("num_resources_accessed"),
+                    F.regexp_extract(F.input_file_name(), r"-(students|teachers|staff)\.csv$", 1).alias("role"),
+                    F.year(date).alias("year"), F.month(date).alias("month"))
+    out.write.partitionBy("year", "month").parquet(args.lake)
+    elapsed = time.perf_counter() - t
+    rows = spark.read.parquet(args.lake).count()
+    spark.stop()
+    return {"spark_start_s": spark_start, "ingest_s": elapsed, "rows": rows}
+
+
+WORKERS = {"ours": worker_ours, "duckdb": worker_duckdb, "spark": worker_spark}
+
+
+# --- the driver -------------------------------------------------------------------------------------------
+
+def run_worker(kind: str, export: Path, lake: Path, increment: Path | None = None) -> dict:
+    """Run a worker in a fresh process; adds wall time and the process tree's peak RSS."""
+    import psutil
+
+    command = [sys.executable, __file__, "--worker", kind, "--export", str(export), "--lake", str(lake)]
+    if increment:
+        command += ["--increment", str(increment)]
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark worker {kind} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - started
+    result["peak_rss_gib"] = peak[0] / 2**30
+    return result
+
+
+def generate(root: Path, rows: int, days: int) -> tuple[Path, Path, int]:
+    """A backfill export of about ``rows`` daily-participation rows over ``days`` days, and the next day."""
+    from oea_core.clever.generator import generate_clever_export
+
+    users = max(3, rows // days)
+    people = {"students": users * 90 // 100, "teachers": users * 8 // 100}
+    people["staff"] = max(1, users - people["students"] - people["teachers"])
+    backfill = generate_clever_export(root / "backfill", **people, days=days, start=START, quirks=False,
+                                      reports=("daily-participation",))
+    generate_clever_export(root / "day", **people, days=1, start=START + dt.timedelta(days=days), quirks=False,
+                           reports=("daily-participation",))
+    return root / "backfill", root / "day", backfill.rows["daily-participation"]
+
+
+def _median(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def machine() -> dict:
+    import deltalake
+    import duckdb
+    import psutil
+    import pyspark
+
+    return {"cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "pyspark": pyspark.__version__, "deltalake": deltalake.__version__, "duckdb": duckdb.__version__,
+            "java": subprocess.run(["java", "-version"], capture_output=True, text=True,
+                                   check=False).stderr.splitlines()[0]}
+
+
+def benchmark(sizes: list[int], repeats: int, days: int, workdir: Path, references: bool = True) -> dict:
+    report = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "repeats": repeats, "days": days, "sizes": []}
+    for size in sizes:
+        root = workdir / f"rows_{size}"
+        print(f"generating about {size:,} rows ...", flush=True)
+        backfill, day, rows = generate(root, size, days)
+        runs: dict[str, list[dict]] = {"ours": [], "duckdb": [], "spark": []}
+        for i in range(repeats):
+            kinds = ["ours", "duckdb", "spark"] if references else ["ours"]
+            for kind in kinds:
+                lake = root / f"{kind}_{i}"
+                increment = day if kind == "ours" and size == max(sizes) else None
+                result = run_worker(kind, backfill, lake, increment)
+                runs[kind].append(result)
+                print(f"  {size:>10,} rows  run {i + 1}/{repeats}  {kind:<6} ingest {result['ingest_s']:7.1f} s  "
+                      f"peak {result['peak_rss_gib']:.2f} GiB", flush=True)
+                subprocess.run(["rm", "-rf", str(lake)], check=True)
+        ours = {k: _median(runs["ours"], k) for k in ("ingest_s", "land_s", "spark_start_s", "noop_ingest_s",
+                                                      "increment_s", "peak_rss_gib", "wall_s", "delta_files")}
+        entry = {"rows": rows, "ours": ours, "runs": runs,
+                 "rows_per_s": rows / ours["ingest_s"],
+                 "rejected": runs["ours"][0]["rejected"], "rows_written": runs["ours"][0]["rows"]}
+        if ours.get("increment_s") is not None:
+            entry["increment_rows"] = runs["ours"][0]["increment_rows"]
+            entry["increment_over_backfill"] = ours["increment_s"] / ours["ingest_s"]
+        if references:
+            duck, spark = _median(runs["duckdb"], "ingest_s"), _median(runs["spark"], "ingest_s")
+            entry.update({"duckdb": {"ingest_s": duck, "peak_rss_gib": _median(runs["duckdb"], "peak_rss_gib"),
+                                     "rows": runs["duckdb"][0]["rows"]},
+                          "spark": {"ingest_s": spark, "peak_rss_gib": _median(runs["spark"], "peak_rss_gib"),
+                                    "rows": runs["spark"][0]["rows"]},
+                          "ours_over_duckdb": ours["ingest_s"] / duck, "ours_over_bare_spark": ours["ingest_s"] / spark})
+            same = {runs["ours"][0]["rows"], runs["duckdb"][0]["rows"], runs["spark"][0]["rows"]}
+            if len(same) != 1:
+                raise SystemExit(f"the engines wrote different row counts at {size}: {same}")
+        report["sizes"].append(entry)
+    return report
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"# Clever ingestion benchmark ({report['when']})", "",
+             (f"{m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, pyspark {m['pyspark']}, "
+             f"deltalake {m['deltalake']}, duckdb {m['duckdb']}, {m['java']}. Medians of {report['repeats']} runs; "
+             f"the export spans {report['days']} days."), "",
+             ("| rows | ours: ingest | rows/s | peak memory | Delta files | DuckDB | bare Spark | ours / DuckDB "
+             "| ours / bare Spark |"),
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for e in report["sizes"]:
+        o = e["ours"]
+        duck = e.get("duckdb", {}).get("ingest_s")
+        spark = e.get("spark", {}).get("ingest_s")
+        lines.append(f"| {e['rows']:,} | {o['ingest_s']:.1f} s | {e['rows_per_s']:,.0f} | {o['peak_rss_gib']:.2f} GiB "
+                     f"| {o['delta_files']:.0f} | " + (f"{duck:.1f} s" if duck else "-") + " | "
+                     + (f"{spark:.1f} s" if spark else "-") + " | "
+                     + (f"{e['ours_over_duckdb']:.2f}" if duck else "-") + " | "
+                     + (f"{e['ours_over_bare_spark']:.2f}" if spark else "-") + " |")
+    lines += ["", "| rows | Spark start | land | ingest again, nothing new | one more day | day / backfill |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    for e in report["sizes"]:
+        o = e["ours"]
+        inc = (f"{o['increment_s']:.1f} s ({e['increment_rows']:,} rows)" if o.get("increment_s") is not None
+               else "-")
+        ratio = f"{e['increment_over_backfill']:.3f}" if "increment_over_backfill" in e else "-"
+        lines.append(f"| {e['rows']:,} | {o['spark_start_s']:.1f} s | {o['land_s']:.1f} s | "
+                     f"{o['noop_ingest_s']:.2f} s | {inc} | {ratio} |")
+    lines += ["", ("Ours: `oea_core` land + ingest (CSV checks, rejects, pseudonyms, lookup merge, Delta commits), "
+              "timed after Spark has started. DuckDB and bare Spark: read the same CSV, hash the same ids with the "
+              "same salt, write the same year/month-partitioned Parquet (no checks, no Delta log). Peak memory: "
+              "the whole process tree, JVM included."), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark Clever ingestion against DuckDB and bare Spark.")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000],
+                        help="daily-participation rows (default: 1M and 5M)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per engine and size; the median is reported")
+    parser.add_argument("--days", type=int, default=100, help="school days the export spans (default 100)")
+    parser.add_argument("--workdir", help="scratch folder (default: a temporary folder, removed afterwards)")
+    parser.add_argument("--out", default=str(HERE / "results"), help="results folder (default benchmarks/results)")
+    parser.add_argument("--no-reference", action="store_true", help="time only oea_core")
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--export", help=argparse.SUPPRESS)
+    parser.add_argument("--lake", help=argparse.SUPPRESS)
+    parser.add_argument("--increment", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args)))
+        return 0
+    with tempfile.TemporaryDirectory(dir=args.workdir) as temp:
+        report = benchmark(sorted(args.sizes), args.repeats, args.days, Path(temp), not args.no_reference)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "clever.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+    text = markdown(report)
+    with open(os.path.join(args.out, "clever.md"), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
