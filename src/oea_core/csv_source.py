@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -66,13 +67,51 @@ def _parse(column_name: str, type_name: str, date_format: str) -> Column:
     return F.expr(f"try_cast({text} AS {type_name})")
 
 
+def _read_target(paths: list[str]) -> tuple[str | list[str], dict]:
+    """What to give Spark: the common folder when the files are exactly its CSV files (listing a
+    folder is much faster than checking hundreds of paths), else the list of files."""
+    if len(paths) < 2 or any("://" in p for p in paths):
+        return paths, {}
+    folder = os.path.commonpath(paths)
+    found = set()
+    for parent, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
+        found.update(os.path.join(parent, n) for n in names if n.endswith(".csv") and not n.startswith(("_", ".")))
+    if found != set(paths):
+        return paths, {}
+    return folder, {"recursiveFileLookup": True, "pathGlobFilter": "*.csv"}
+
+
+def _file_literals(paths: list[str], file_columns: Callable[[str], dict[str, str]] | None) -> list[Column]:
+    """The per-file literal columns: one literal when every file agrees, else a map by file URI."""
+    from pathlib import Path
+
+    from pyspark.sql import functions as F
+
+    if not file_columns:
+        return []
+    values = {path: file_columns(path) for path in paths}
+    names = sorted({name for v in values.values() for name in v})
+    columns = []
+    for name in names:
+        distinct = {v.get(name) for v in values.values()}
+        if len(distinct) == 1:
+            columns.append(F.lit(distinct.pop()).alias(name))
+            continue
+        pairs = []
+        for path, v in values.items():
+            pairs += [F.lit(path if "://" in path else Path(path).absolute().as_uri()), F.lit(v.get(name))]
+        columns.append(F.element_at(F.create_map(*pairs), F.input_file_name()).alias(name))
+    return columns
+
+
 def read_csv_files(spark: SparkSession, files: list[str], schema: TableSchema,
                    file_columns: Callable[[str], dict[str, str]] | None = None,
                    date_format: str = DATE_FORMAT, required: tuple[str, ...] = ()) -> DataFrame:
     """Read ``files`` as ``schema``'s table; adds literal ``file_columns(path)`` per file.
 
     Returns typed schema columns, the literal columns, ``_source_file``, ``_reject_reason``
-    (null for good rows), ``_raw_line`` (malformed rows) and ``_raw_<column>`` texts. A blank
+    (null for good rows), ``_raw_line`` (malformed rows) and ``_raw_<column>`` texts (rejected rows). A blank
     value in a ``required`` column is a reason to reject the row.
     """
     from functools import reduce
@@ -84,32 +123,36 @@ def read_csv_files(spark: SparkSession, files: list[str], schema: TableSchema,
         raise IngestError(f"no CSV files given for table {schema.table!r}", table=schema.table)
     groups: dict[tuple, list[str]] = {}
     for path in files:
-        header = read_header(path)
-        literals = tuple(sorted((file_columns(path) if file_columns else {}).items()))
-        groups.setdefault((tuple(header), literals), []).append(path)
+        groups.setdefault(tuple(read_header(path)), []).append(path)
     frames = []
-    for (header, literals), paths in groups.items():
+    for header, paths in groups.items():
         mapping = _match_columns(paths[0], list(header), schema)
         spark_schema = T.StructType([T.StructField(f"c{i}", T.StringType()) for i in range(len(header))]
                                     + [T.StructField(RAW_LINE, T.StringType())])
-        df = spark.read.csv(paths, schema=spark_schema, header=True, escape='"', mode="PERMISSIVE",
-                            columnNameOfCorruptRecord=RAW_LINE, encoding="UTF-8")
+        target, options = _read_target(paths)
+        df = spark.read.csv(target, schema=spark_schema, header=True, escape='"', mode="PERMISSIVE",
+                            columnNameOfCorruptRecord=RAW_LINE, encoding="UTF-8", **options)
         reasons: list[Column] = [F.when(F.col(RAW_LINE).isNotNull(),
                                         F.lit(f"malformed CSV row: expected {len(header)} fields"))]
         columns: list[Column] = []
+        raws: list[tuple[str, Column]] = []
         for spec in schema.columns:
             raw = F.col(mapping[spec.name])
             parsed = _parse(mapping[spec.name], spec.type, date_format)
-            columns += [parsed.alias(spec.name), raw.alias(RAW_PREFIX + spec.name)]
+            columns.append(parsed.alias(spec.name))
+            raws.append((RAW_PREFIX + spec.name, raw))
             if spec.name in required:
                 reasons.append(F.when(raw.isNull() | (F.trim(raw) == ""), F.lit(f"{spec.name}: blank but required")))
             if spec.type != "string":
                 bad = raw.isNotNull() & (F.trim(raw) != "") & parsed.isNull()
                 reasons.append(F.when(bad, F.concat(F.lit(f"{spec.name}: '"), raw,
                                                     F.lit(f"' is not a valid {spec.type}"))))
-        columns += [F.lit(value).alias(name) for name, value in literals]
+        columns += _file_literals(paths, file_columns)
         columns += [F.input_file_name().alias(SOURCE_FILE), F.col(RAW_LINE)]
         reason = F.concat_ws("; ", *reasons)
-        columns.append(F.when(reason != "", reason).alias(REASON))
+        reason = F.when(reason != "", reason)
+        columns.append(reason.alias(REASON))
+        # raw texts are kept for rejected rows only (good rows need none, and nulls cost nothing)
+        columns += [F.when(reason.isNotNull(), raw).alias(name) for name, raw in raws]
         frames.append(df.select(*columns))
     return reduce(lambda a, b: a.unionByName(b), frames)

@@ -95,15 +95,23 @@ def to_lookup(df: DataFrame, schema: TableSchema, salt: Salt) -> DataFrame | Non
     hashed = schema.with_ops(PseudoOp.HASH)
     if not hashed:
         return None
-    out = []
+    kept = []
     for spec in schema.columns:
         if spec.op is PseudoOp.HASH:
-            value = F.when(_blank(F.col(spec.name).cast("string")), None).otherwise(F.col(spec.name))
-            out += [value.alias(spec.name), hash_column(F.col(spec.name), salt).alias(spec.name + PSEUDONYM_SUFFIX)]
+            kept.append(F.when(_blank(F.col(spec.name).cast("string")), None).otherwise(F.col(spec.name))
+                        .alias(spec.name))
         elif spec.op in (PseudoOp.MASK, PseudoOp.PARTITION_BY):
-            out.append(F.col(spec.name))
+            kept.append(F.col(spec.name))
     any_identity = None
     for spec in hashed:
         present = F.col(spec.name).isNotNull()
         any_identity = present if any_identity is None else any_identity | present
-    return df.select(*out).where(any_identity).dropDuplicates()
+    # distinct identities first, then hash: one SHA-256 per identity, not per row
+    distinct = df.select(*kept).where(any_identity).dropDuplicates()
+    out = []
+    for spec in schema.columns:
+        if spec.op is PseudoOp.HASH:
+            out += [F.col(spec.name), hash_column(F.col(spec.name), salt).alias(spec.name + PSEUDONYM_SUFFIX)]
+        elif spec.op in (PseudoOp.MASK, PseudoOp.PARTITION_BY):
+            out.append(F.col(spec.name))
+    return distinct.select(*out)
