@@ -156,3 +156,21 @@ def test_timestamps_stay_readable_by_delta_rs_even_if_the_session_asks_for_int96
     DeltaStore(spark).write(spark.createDataFrame([("a", when)], "id string, at timestamp"), path)
     (row,) = delta_rows(path)
     assert row["at"].replace(tzinfo=None) == when
+
+
+def test_staged_files_stay_invisible_until_committed_and_discard_leaves_nothing(spark, tmp_path):
+    path = str(tmp_path / "t")
+    store = DeltaStore(spark)
+    store.write(rows(spark, [("a", 1, D1)]), path)
+    staged = store.stage(rows(spark, [("b", 2, D1)]), path)
+    assert [r["id"] for r in delta_rows(path)] == ["a"] and store.version(path) == 0
+    store.discard(staged)
+    assert {f for f in os.listdir(path) if not f.endswith(".parquet")} == {"_delta_log"}
+    staged = store.stage(rows(spark, [("c", 3, D1)]), path)
+    result = store.commit(staged, app_ids=("job/1",), metadata={"batch_id": "1"})
+    assert (result.version, result.rows) == (1, 1)
+    assert sorted(r["id"] for r in delta_rows(path)) == ["a", "c"]
+    assert store.applied(path, "job/1") and not os.path.exists(os.path.join(path, "_staging"))
+    fresh = str(tmp_path / "new")
+    store.discard(store.stage(rows(spark, [("d", 4, D1)]), fresh))
+    assert not os.path.exists(fresh), "a table that was only staged is not left behind"

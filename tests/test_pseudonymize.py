@@ -34,7 +34,7 @@ def test_spark_hash_matches_hashlib(spark):
     assert got == {v: sha(v) for v in VALUES}
 
 
-@pytest.mark.parametrize("blank", [None, "", "   ", "\t"])
+@pytest.mark.parametrize("blank", [None, "", "   ", "\t", " \r\n", "\x0b\x0c"])
 def test_null_and_blank_stay_null_never_the_hash_of_the_salt(spark, blank):
     from pyspark.sql import functions as F
 

@@ -83,25 +83,33 @@ def _read_target(paths: list[str]) -> tuple[str | list[str], dict]:
 
 
 def _file_literals(paths: list[str], file_columns: Callable[[str], dict[str, str]] | None) -> list[Column]:
-    """The per-file literal columns: one literal when every file agrees, else a map by file URI."""
+    """The per-file literal columns: one literal when every file agrees, else chosen by the file's URI.
+
+    Files are grouped by value, and each group is one set-membership test (a hash lookup), so the cost
+    per row does not grow with the number of files.
+    """
     from pathlib import Path
 
     from pyspark.sql import functions as F
 
     if not file_columns:
         return []
-    values = {path: file_columns(path) for path in paths}
+    values = {path if "://" in path else Path(path).absolute().as_uri(): file_columns(path) for path in paths}
     names = sorted({name for v in values.values() for name in v})
     columns = []
     for name in names:
-        distinct = {v.get(name) for v in values.values()}
-        if len(distinct) == 1:
-            columns.append(F.lit(distinct.pop()).alias(name))
+        groups: dict[str | None, list[str]] = {}
+        for uri, v in values.items():
+            groups.setdefault(v.get(name), []).append(uri)
+        if len(groups) == 1:
+            columns.append(F.lit(next(iter(groups))).cast("string").alias(name))
             continue
-        pairs = []
-        for path, v in values.items():
-            pairs += [F.lit(path if "://" in path else Path(path).absolute().as_uri()), F.lit(v.get(name))]
-        columns.append(F.element_at(F.create_map(*pairs), F.input_file_name()).alias(name))
+        column = None
+        for value, uris in groups.items():
+            hit = F.input_file_name().isin(uris)
+            literal = F.lit(value).cast("string")
+            column = F.when(hit, literal) if column is None else column.when(hit, literal)
+        columns.append(column.alias(name))
     return columns
 
 

@@ -23,6 +23,7 @@ from .errors import DeltaTableError
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 _STAGING = "_staging"
 
@@ -35,6 +36,17 @@ class WriteResult:
     version: int | None
     files: int
     rows: int
+
+
+@dataclass(frozen=True)
+class Staged:
+    """Parquet files written for a table by :meth:`DeltaStore.stage`, not yet committed."""
+
+    path: str
+    staging: str
+    mode: str
+    partition_by: tuple[str, ...]
+    schema: StructType
 
 
 def spark_has_delta(spark: SparkSession) -> bool:
@@ -145,8 +157,15 @@ class DeltaStore:
     def write(self, df: DataFrame, path: str, *, mode: str = "append", partition_by: tuple[str, ...] = (),
               app_ids: tuple[str, ...] = (), metadata: dict | None = None) -> WriteResult:
         """Append to, or overwrite, the table at ``path`` (created when missing) in one commit."""
-        from deltalake import CommitProperties, Schema, Transaction
-        from deltalake.transaction import create_table_with_add_actions
+        return self.commit(self.stage(df, path, mode=mode, partition_by=partition_by),
+                           app_ids=app_ids, metadata=metadata)
+
+    def stage(self, df: DataFrame, path: str, *, mode: str = "append",
+              partition_by: tuple[str, ...] = ()) -> Staged:
+        """Write ``df`` as Parquet files for the table at ``path`` without committing them.
+
+        Readers do not see staged files; :meth:`commit` publishes them, :meth:`discard` removes them.
+        """
         from pyspark.sql.pandas.types import to_arrow_schema
 
         if mode not in ("append", "overwrite"):
@@ -155,28 +174,42 @@ class DeltaStore:
         if missing:
             raise DeltaTableError(f"partition columns {missing} are not in the data for {path}", path=path)
         table = self._table(path)
-        arrow_schema = to_arrow_schema(df.schema)
         if table is not None and mode == "append":
-            _check_same_schema(path, _arrow_schema(table), arrow_schema)
+            _check_same_schema(path, _arrow_schema(table), to_arrow_schema(df.schema))
             if list(table.metadata().partition_columns) != list(partition_by):
                 raise DeltaTableError(
                     f"table {path} is partitioned by {table.metadata().partition_columns}, "
                     f"not {list(partition_by)}: write with the table's partitioning", path=path)
-        staging = os.path.join(path, _STAGING, uuid.uuid4().hex)
+        staged = Staged(path, os.path.join(path, _STAGING, uuid.uuid4().hex), mode, tuple(partition_by), df.schema)
+        try:
+            df.write.mode("errorifexists").partitionBy(*partition_by).parquet(staged.staging)
+        except Exception as exc:
+            self.discard(staged)
+            from .salt import redact
+
+            raise DeltaTableError(
+                f"writing Delta table {path} failed; the previous version is unchanged: {redact(str(exc))}",
+                path=path) from exc
+        return staged
+
+    def commit(self, staged: Staged, *, app_ids: tuple[str, ...] = (), metadata: dict | None = None) -> WriteResult:
+        """Publish staged files in one commit carrying ``app_ids``; the staging folder is removed either way."""
+        from deltalake import Schema
+        from deltalake.transaction import create_table_with_add_actions
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        path, partition_by = staged.path, list(staged.partition_by)
         moved: list[str] = []
         try:
-            df.write.mode("errorifexists").partitionBy(*partition_by).parquet(staging)
-            adds, rows = self._move_into_place(staging, path, partition_by, moved)
-            props = CommitProperties(
-                custom_metadata={"oea": json.dumps(metadata or {})},
-                app_transactions=[Transaction(app_id, 1) for app_id in app_ids] or None,
-            )
-            schema = Schema.from_arrow(arrow_schema)
+            adds, rows = self._move_into_place(staged.staging, path, staged.partition_by, moved)
+            props = _props(app_ids, metadata)
+            schema = Schema.from_arrow(to_arrow_schema(staged.schema))
+            table = self._table(path)
             if table is None:
-                create_table_with_add_actions(path, schema, adds, mode="error", partition_by=list(partition_by),
+                create_table_with_add_actions(path, schema, adds, mode="error", partition_by=partition_by,
                                               commit_properties=props)
             else:
-                table.create_write_transaction(adds, mode=mode, schema=schema, partition_by=list(partition_by),
+                table.create_write_transaction(adds, mode=staged.mode, schema=schema, partition_by=partition_by,
                                                commit_properties=props)
         except Exception as exc:
             for file in moved:
@@ -189,9 +222,14 @@ class DeltaStore:
                 f"writing Delta table {path} failed; the previous version is unchanged: {redact(str(exc))}",
                 path=path) from exc
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            _remove_empty_dir(os.path.join(path, _STAGING))
+            self.discard(staged)
         return WriteResult(path, self.version(path), len(adds), rows)
+
+    def discard(self, staged: Staged) -> None:
+        """Remove staged files that will not be committed."""
+        shutil.rmtree(staged.staging, ignore_errors=True)
+        _remove_empty_dir(os.path.dirname(staged.staging))
+        _remove_empty_dir(staged.path)  # a table that staging created and nothing committed to
 
     def _move_into_place(self, staging: str, path: str, partition_by: tuple[str, ...],
                          moved: list[str]) -> tuple[list, int]:
@@ -223,9 +261,12 @@ class DeltaStore:
         The source is collected to the driver as Arrow: meant for lookup-sized data.
         """
         table = self._table(path)
-        if table is None:
-            return self.write(df, path, mode="append", app_ids=app_ids, metadata=metadata)
         source = _collect_arrow(df)
+        if table is None:  # lookup-sized: delta-rs writes it directly, no Spark write job
+            from deltalake import write_deltalake
+
+            write_deltalake(path, source, mode="error", commit_properties=_props(app_ids, metadata))
+            return WriteResult(path, self.version(path), len(self._table(path).file_uris()), source.num_rows)
         merger = self._merger(table, source, keys, app_ids, metadata)
         if update:
             merger = merger.when_matched_update_all()
@@ -268,15 +309,19 @@ class DeltaStore:
         return WriteResult(path, table.version(), 0, source.num_rows)
 
     def _merger(self, table, source, keys, app_ids, metadata, check=True):
-        from deltalake import CommitProperties, Transaction
-
         if check:
             _check_same_schema(table.table_uri, _arrow_schema(table), source.schema)
         predicate = " AND ".join(f"(t.\"{k}\" IS NOT DISTINCT FROM s.\"{k}\")" for k in keys)
-        props = CommitProperties(custom_metadata={"oea": json.dumps(metadata or {})},
-                                 app_transactions=[Transaction(a, 1) for a in app_ids] or None)
+        props = _props(app_ids, metadata)
         return table.merge(source, predicate, source_alias="s", target_alias="t", streamed_exec=False,
                            commit_properties=props)
+
+
+def _props(app_ids: tuple[str, ...], metadata: dict | None):
+    from deltalake import CommitProperties, Transaction
+
+    return CommitProperties(custom_metadata={"oea": json.dumps(metadata or {})},
+                            app_transactions=[Transaction(a, 1) for a in app_ids] or None)
 
 
 def _collect_arrow(df: DataFrame) -> pa.Table:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from .delta_io import DeltaStore, WriteResult
+from .delta_io import _STAGING, DeltaStore, Staged, WriteResult
 from .errors import DeltaTableError
 
 if TYPE_CHECKING:
@@ -83,6 +83,29 @@ class SparkDeltaStore(DeltaStore):
             writer = writer.option("overwriteSchema", "true")
         writer.save(path)
         return WriteResult(path, self.version(path), 0, -1)
+
+    def stage(self, df: DataFrame, path: str, *, mode: str = "append",
+              partition_by: tuple[str, ...] = ()) -> Staged:
+        """Parquet in ``<table>/_staging/<id>`` (Delta ignores it); :meth:`commit` writes it as Delta."""
+        import uuid
+
+        staged = Staged(path, f"{path.rstrip('/')}/{_STAGING}/{uuid.uuid4().hex}", mode, tuple(partition_by),
+                        df.schema)
+        df.write.mode("errorifexists").partitionBy(*partition_by).parquet(staged.staging)
+        return staged
+
+    def commit(self, staged: Staged, *, app_ids: tuple[str, ...] = (), metadata: dict | None = None) -> WriteResult:
+        try:
+            df = self.spark.read.schema(staged.schema).parquet(staged.staging)
+            return self.write(df, staged.path, mode=staged.mode, partition_by=staged.partition_by,
+                              app_ids=app_ids, metadata=metadata)
+        finally:
+            self.discard(staged)
+
+    def discard(self, staged: Staged) -> None:
+        jvm = self.spark.sparkContext._jvm
+        folder = jvm.org.apache.hadoop.fs.Path(staged.staging)
+        folder.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration()).delete(folder, True)
 
     def merge(self, df: DataFrame, path: str, keys: tuple[str, ...], *, update: bool = False,
               app_ids: tuple[str, ...] = (), metadata: dict | None = None) -> WriteResult:

@@ -2,26 +2,28 @@
 
 Each batch is processed once: every table write carries the app transaction
 ``oea.ingest/<source>/<table>/<batch>``, so a rerun skips what reached a table, and a run
-with nothing new writes nothing. Rejected rows are counted before anything is written; a
-share above ``max_reject_share`` fails the run and leaves the lake as it was.
+with nothing new writes nothing.
+
+Each batch's CSV is read once: that one pass stages the p files (uncommitted Parquet) while
+Spark observes the row and reject counts and collects the distinct identities for the lookup.
+Only when every pending batch is under ``max_reject_share`` are the rejected rows (a second
+read, only for batches that have them), the lookup and the p files committed; otherwise the
+staged files are removed and the lake is as it was.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .csv_source import RAW_LINE, RAW_PREFIX, REASON, SOURCE_FILE, read_csv_files
-from .delta_io import DeltaStore, delta_store
+from .delta_io import DeltaStore, Staged, delta_store
 from .errors import RejectedRowsError
 from .landing import batch_files, list_batches
 from .paths import LakePaths
-from .pseudonymize import PSEUDONYM_SUFFIX, to_lookup, to_pseudonymized
+from .pseudonymize import PSEUDONYM_SUFFIX, identity_columns, to_lookup, to_pseudonymized
 from .salt import Salt
 from .schema import PseudoOp, TableSchema
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("oea")
 BATCH = "_batch_id"
+# identities travel from the executors as JSON; microsecond timestamps survive the round trip
+_JSON = {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"}
 DEFAULT_MAX_REJECT_SHARE = 0.05
 
 
@@ -91,7 +95,6 @@ def ingest_csv_table(spark: SparkSession, lake: LakePaths, table_def: CsvTableDe
                      store: DeltaStore | None = None,
                      max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> IngestResult:
     """Ingest every landed batch of ``table_def`` not yet written; raises RejectedRowsError over the share."""
-    from pyspark.sql import functions as F
 
     store = store or delta_store(spark)
     source, table = table_def.source, table_def.table
@@ -108,33 +111,25 @@ def ingest_csv_table(spark: SparkSession, lake: LakePaths, table_def: CsvTableDe
         log.info("%s: nothing new (%d batches already ingested)", table, len(done))
         return IngestResult(table, skipped=tuple(done), versions=_versions(store, lake, table_def))
     log.info("%s: ingesting %d batches (%d files)", table, len(pending), sum(len(files[b]) for b in pending))
-    frames = [read_csv_files(spark, files[b], table_def.schema, table_def.file_columns,
-                             required=table_def.required).withColumn(BATCH, F.lit(b)) for b in pending]
-    parsed = frames[0]
-    for frame in frames[1:]:
-        parsed = parsed.unionByName(frame)
-    # Parse the CSV once into columnar scratch: the counts, the lookup and the p table then read
-    # only the columns they need (faster than persist(), which stores whole rows).
-    scratch = lake.state_path("scratch", f"{table}-{uuid.uuid4().hex}")
-    parsed.write.parquet(scratch)
-    parsed = spark.read.parquet(scratch)
+    staged: list[_StagedBatch] = []
     try:
-        counts = {r[BATCH]: (r["rows"], r["rejected"]) for r in parsed.groupBy(BATCH).agg(
-            F.count(F.lit(1)).alias("rows"), F.count(REASON).alias("rejected")).collect()}
-        total = sum(c[0] for c in counts.values())
-        rejected = sum(c[1] for c in counts.values())
+        for batch in pending:
+            staged.append(_stage_batch(spark, store, lake, table_def, salt, batch, files[batch]))
+        total = sum(item.rows for item in staged)
+        rejected = sum(item.rejected for item in staged)
         if total and rejected / total > max_reject_share:
-            examples = [r[0] for r in parsed.where(F.col(REASON).isNotNull()).select(
-                F.concat(F.col(SOURCE_FILE), F.lit(": "), F.col(REASON))).limit(3).collect()]
+            examples = _reject_examples(spark, table_def, [f for item in staged if item.rejected for f in item.files])
             raise RejectedRowsError(
                 f"{table}: {rejected} of {total} rows ({rejected / total:.1%}) could not be read, more than "
                 f"the allowed {max_reject_share:.1%}; nothing was written. Examples: {examples}. Fix the "
                 "export, or raise --max-reject-share to set these rows aside in the _rejected table",
                 table=table, rejected=rejected, total=total)
-        for batch in pending:
-            _write_batch(store, lake, table_def, salt, parsed.where(F.col(BATCH) == batch), batch, counts[batch])
+        while staged:
+            _commit_batch(spark, store, lake, table_def, salt, staged[0])
+            staged.pop(0)
     finally:
-        _remove_tree(spark, scratch)
+        for item in staged:
+            store.discard(item.pseudo)
     if rejected:
         log.warning("%s: %d of %d rows rejected, set aside in stage2np/%s/%s", table, rejected, total,
                     source, table_def.rejected_table)
@@ -142,50 +137,80 @@ def ingest_csv_table(spark: SparkSession, lake: LakePaths, table_def: CsvTableDe
                         _versions(store, lake, table_def))
 
 
-def _write_batch(store: DeltaStore, lake: LakePaths, table_def: CsvTableDef, salt: Salt, batch_df: DataFrame,
-                 batch: str, counts: tuple[int, int]) -> None:
+@dataclass
+class _StagedBatch:
+    """One batch after its single pass: the staged p files, its counts and its distinct identities."""
+
+    batch: str
+    files: list[str]
+    pseudo: Staged
+    rows: int
+    rejected: int
+    identities: str | None  # JSON array of identity structs; None when nothing is hashed with lookup
+
+
+def _stage_batch(spark: SparkSession, store: DeltaStore, lake: LakePaths, table_def: CsvTableDef, salt: Salt,
+                 batch: str, paths: list[str]) -> _StagedBatch:
+    """Read a batch's CSV once: stage its p rows, counting rows and rejects and collecting identities on the way."""
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    source, table = table_def.source, table_def.table
-    txn = (app_id(source, table, batch),)
-    meta = {"batch_id": batch, "rows": counts[0], "rejected": counts[1]}
-    if counts[1]:
-        path = lake.table("stage2np", source, table_def.rejected_table)
-        if not store.applied(path, txn[0]):
-            store.write(_rejected_rows(batch_df, table_def), path, app_ids=txn, metadata=meta)
-    good = batch_df.where(F.col(REASON).isNull()).select(*table_def.schema.names, *table_def.passthrough)
-    lookup = to_lookup(good, table_def.schema, salt)
-    if lookup is not None:
-        path = lake.table("stage2np", source, table_def.lookup_table)
-        if not store.applied(path, txn[0]):
-            keys = tuple(c.name + PSEUDONYM_SUFFIX for c in table_def.schema.with_ops(PseudoOp.HASH))
-            store.merge(lookup, path, keys, app_ids=txn, metadata=meta)
-    pseudo = to_pseudonymized(good, table_def.schema, salt, table_def.passthrough)
+    schema = table_def.schema
+    parsed = read_csv_files(spark, paths, schema, table_def.file_columns, required=table_def.required)
+    parsed = parsed.select(*schema.names, *table_def.passthrough, REASON)
+    counts = Observation()
+    parsed = parsed.observe(counts, F.count(F.lit(1)).alias("rows"), F.count(REASON).alias("rejected"))
+    good = parsed.where(F.col(REASON).isNull()).drop(REASON)
+    identities = None
+    names = identity_columns(schema)
+    if names:
+        identities = Observation()
+        good = good.observe(identities, F.to_json(F.collect_set(F.struct(*names)), _JSON).alias("ids"))
+    pseudo = to_pseudonymized(good, schema, salt, table_def.passthrough)
     if table_def.date_partition:
         date = F.col(table_def.date_partition)
         pseudo = pseudo.withColumn("year", F.year(date)).withColumn("month", F.month(date))
-    result = store.write(pseudo, lake.table("stage2p", source, table_def.pseudo_table),
-                         partition_by=table_def.partition_by, app_ids=txn, metadata=meta)
-    log.info("%s batch %s: %d rows written, %d rejected (version %s)", table, batch, counts[0] - counts[1],
-             counts[1], result.version)
+    staged = store.stage(pseudo, lake.table("stage2p", table_def.source, table_def.pseudo_table),
+                         partition_by=table_def.partition_by)
+    got = counts.get
+    return _StagedBatch(batch, paths, staged, got["rows"], got["rejected"],
+                        identities.get["ids"] if identities else None)
 
 
-def _remove_tree(spark: SparkSession, path: str) -> None:
-    """Remove a scratch folder, local or on ADLS (through Hadoop's file system)."""
-    if "://" not in path:
-        shutil.rmtree(path, ignore_errors=True)
-        _remove_empty_dir(os.path.dirname(path))
-        return
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(hadoop_path, True)
+def _commit_batch(spark: SparkSession, store: DeltaStore, lake: LakePaths, table_def: CsvTableDef, salt: Salt,
+                  item: _StagedBatch) -> None:
+    """Rejected rows, then the lookup, then the p table: the p commit marks the batch as done."""
+    from pyspark.sql import functions as F
+
+    source, table, batch = table_def.source, table_def.table, item.batch
+    txn = (app_id(source, table, batch),)
+    meta = {"batch_id": batch, "rows": item.rows, "rejected": item.rejected}
+    if item.rejected:
+        path = lake.table("stage2np", source, table_def.rejected_table)
+        if not store.applied(path, txn[0]):
+            parsed = read_csv_files(spark, item.files, table_def.schema, table_def.file_columns,
+                                    required=table_def.required).withColumn(BATCH, F.lit(batch))
+            store.write(_rejected_rows(parsed, table_def), path, app_ids=txn, metadata=meta)
+    if item.identities is not None:
+        path = lake.table("stage2np", source, table_def.lookup_table)
+        if not store.applied(path, txn[0]):
+            fields = ", ".join(f"`{c.name}`: {c.type}" for c in table_def.schema.columns
+                               if c.name in identity_columns(table_def.schema))
+            ids = spark.createDataFrame([(item.identities,)], "ids string").select(
+                F.explode(F.from_json("ids", f"array<struct<{fields}>>", _JSON)).alias("i")).select("i.*")
+            keys = tuple(c.name + PSEUDONYM_SUFFIX for c in table_def.schema.with_ops(PseudoOp.HASH))
+            store.merge(to_lookup(ids, table_def.schema, salt), path, keys, app_ids=txn, metadata=meta)
+    result = store.commit(item.pseudo, app_ids=txn, metadata=meta)
+    log.info("%s batch %s: %d rows written, %d rejected (version %s)", table, batch, item.rows - item.rejected,
+             item.rejected, result.version)
 
 
-def _remove_empty_dir(path: str) -> None:
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
+def _reject_examples(spark: SparkSession, table_def: CsvTableDef, paths: list[str], count: int = 3) -> list[str]:
+    from pyspark.sql import functions as F
+
+    parsed = read_csv_files(spark, paths, table_def.schema, table_def.file_columns, required=table_def.required)
+    return [r[0] for r in parsed.where(F.col(REASON).isNotNull()).select(
+        F.concat(F.col(SOURCE_FILE), F.lit(": "), F.col(REASON))).limit(count).collect()]
 
 
 def _rejected_rows(batch_df: DataFrame, table_def: CsvTableDef) -> DataFrame:

@@ -39,9 +39,15 @@ def hash_column(column: Column, salt: Salt) -> Column:
     )
 
 
+_WHITESPACE = " \t\n\x0b\x0c\r"  # Java's \\s
+
+
 def _blank(text: Column) -> Column:
-    # Spark's trim strips spaces only; a tab- or newline-only id must stay null like in pseudonym()
-    return text.rlike(r"^\s*$")
+    # Spark's trim strips spaces only; a tab- or newline-only id must stay null like in pseudonym().
+    # btrim with a character set is much cheaper per row than a regular expression.
+    from pyspark.sql import functions as F
+
+    return F.btrim(text, F.lit(_WHITESPACE)) == ""
 
 
 def _check_columns(df: DataFrame, schema: TableSchema, passthrough: tuple[str, ...]) -> None:
@@ -86,6 +92,12 @@ def lookup_columns(schema: TableSchema) -> list[str]:
         elif spec.op in (PseudoOp.MASK, PseudoOp.PARTITION_BY):
             names.append(spec.name)
     return names
+
+
+def identity_columns(schema: TableSchema) -> list[str]:
+    """The raw columns a lookup is built from (hashed with lookup, masked, partition keys); in order."""
+    return [c.name for c in schema.columns if c.op in (PseudoOp.HASH, PseudoOp.MASK, PseudoOp.PARTITION_BY)] \
+        if schema.with_ops(PseudoOp.HASH) else []
 
 
 def to_lookup(df: DataFrame, schema: TableSchema, salt: Salt) -> DataFrame | None:
