@@ -51,7 +51,8 @@ def staging_leftovers(lake) -> list[str]:
     return [os.path.join(p, d) for p, ds, _ in os.walk(lake.root) for d in ds if d == "_staging"]
 
 
-def test_lookup_holds_each_identity_exactly_once_even_odd_ones(spark, lake, salt):
+def test_lookup_holds_each_identity_exactly_once_even_odd_ones(spark, lake, salt, caplog):
+    caplog.set_level("DEBUG", logger="oea")
     rows = [[f"2022-01-0{1 + i % 3}", person, f"{i}@x.org", "2022-01-01 10:00:00.123456", "D1", f"dev{i}", str(i)]
             for i, person in enumerate(ODD * 3)]
     rows.append(["2022-01-01", "", "blank@x.org", "", "D1", "", "9"])  # a blank id stays out of the lookup
@@ -68,6 +69,7 @@ def test_lookup_holds_each_identity_exactly_once_even_odd_ones(spark, lake, salt
     pseudo = table_rows(lake.table("stage2p", "src", "events_pseudo"))
     assert {r["person_pseudonym"] for r in pseudo} == {sha(p) for p in ODD} | {None}
     assert {r["device_pseudonym"] for r in pseudo} - {None} == {sha(f"dev{i}") for i in range(len(ODD) * 3)}
+    assert "staged" in caplog.text and not [p for p in ("Zoë", "back\\slash", "@x.org") if p in caplog.text]
 
 
 def test_each_pending_batch_is_its_own_commit(spark, lake, salt):

@@ -146,7 +146,8 @@ class _StagedBatch:
     pseudo: Staged
     rows: int
     rejected: int
-    identities: str | None  # JSON array of identity structs; None when nothing is hashed with lookup
+    # JSON array of raw identity structs (never printed); None when nothing is hashed with lookup
+    identities: str | None = field(default=None, repr=False)
 
 
 def _stage_batch(spark: SparkSession, store: DeltaStore, lake: LakePaths, table_def: CsvTableDef, salt: Salt,
@@ -173,6 +174,8 @@ def _stage_batch(spark: SparkSession, store: DeltaStore, lake: LakePaths, table_
     staged = store.stage(pseudo, lake.table("stage2p", table_def.source, table_def.pseudo_table),
                          partition_by=table_def.partition_by)
     got = counts.get
+    log.info("%s batch %s: read %d rows from %d files, %d rejected; staged", table_def.table, batch, got["rows"],
+             len(paths), got["rejected"])
     return _StagedBatch(batch, paths, staged, got["rows"], got["rejected"],
                         identities.get["ids"] if identities else None)
 
