@@ -112,3 +112,11 @@ def test_file_literals_follow_each_file_among_many(spark, lake, salt):
     ingest_csv_table(spark, lake, definition, salt)
     pseudo = table_rows(lake.table("stage2p", "src", "events_pseudo"))
     assert {r["n"]: r["origin"] for r in pseudo} == {i: "even" if i % 2 == 0 else f"odd{i:02d}" for i in range(24)}
+
+
+def test_a_batch_of_header_only_files_is_done_with_empty_tables(spark, lake, salt):
+    land(lake, "b1", "a.csv", [])
+    result = ingest_csv_table(spark, lake, table_def(), salt)
+    assert (result.batches, result.rows, result.rejected) == (("b1",), 0, 0)
+    assert table_rows(lake.table("stage2p", "src", "events_pseudo")) == []
+    assert ingest_csv_table(spark, lake, table_def(), salt).nothing_new
