@@ -13,7 +13,9 @@ then, in fresh processes, times:
   computes the same pseudonyms and writes the same year/month-partitioned Parquet.
 - **spark**: the floor: bare Spark reading, hashing and writing the same Parquet.
 
-Peak memory is the whole process tree (the JVM included), sampled every 0.1 s. Results go to
+Peak memory is the whole process tree (the JVM included), sampled every 0.1 s as the sum of each
+process's PSS (proportional set size). RSS would count memory that the JVM's short-lived forked
+children share with it once per process, and overstate the peak by up to the JVM's size. Results go to
 ``benchmarks/results/clever.{json,md}`` with the machine, the versions and the medians.
 Ed-Fi (``--edfi-students``) is timed too: land, ingest to current state, refine, ingest again.
 Not part of the test suite: timing targets live here.
@@ -177,8 +179,18 @@ WORKERS = {"ours": worker_ours, "duckdb": worker_duckdb, "spark": worker_spark, 
 
 # --- the driver -------------------------------------------------------------------------------------------
 
+def _pss(process) -> int:
+    """A process's proportional set size: shared pages count once across the processes sharing them."""
+    import psutil
+
+    try:
+        return process.memory_full_info().pss
+    except psutil.Error:  # gone between listing and reading
+        return 0
+
+
 def run_worker(kind: str, export: Path, lake: Path, increment: Path | None = None) -> dict:
-    """Run a worker in a fresh process; adds wall time and the process tree's peak RSS."""
+    """Run a worker in a fresh process; adds wall time and the process tree's peak memory (summed PSS)."""
     import psutil
 
     command = [sys.executable, __file__, "--worker", kind, "--export", str(export), "--lake", str(lake)]
@@ -194,7 +206,7 @@ def run_worker(kind: str, export: Path, lake: Path, increment: Path | None = Non
         while not done.is_set():
             try:
                 tree = [root, *root.children(recursive=True)]
-                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+                peak[0] = max(peak[0], sum(_pss(p) for p in tree))
             except psutil.Error:
                 pass
             time.sleep(0.1)
@@ -208,7 +220,7 @@ def run_worker(kind: str, export: Path, lake: Path, increment: Path | None = Non
         raise SystemExit(f"benchmark worker {kind} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
     result["wall_s"] = time.perf_counter() - started
-    result["peak_rss_gib"] = peak[0] / 2**30
+    result["peak_memory_gib"] = peak[0] / 2**30
     return result
 
 
@@ -260,10 +272,10 @@ def benchmark(sizes: list[int], repeats: int, days: int, workdir: Path, referenc
                 result = run_worker(kind, backfill, lake, increment)
                 runs[kind].append(result)
                 print(f"  {size:>10,} rows  run {i + 1}/{repeats}  {kind:<6} ingest {result['ingest_s']:7.1f} s  "
-                      f"peak {result['peak_rss_gib']:.2f} GiB", flush=True)
+                      f"peak {result['peak_memory_gib']:.2f} GiB", flush=True)
                 subprocess.run(["rm", "-rf", str(lake)], check=True)
         ours = {k: _median(runs["ours"], k) for k in ("ingest_s", "land_s", "spark_start_s", "noop_ingest_s",
-                                                      "increment_s", "peak_rss_gib", "wall_s", "delta_files")}
+                                                      "increment_s", "peak_memory_gib", "wall_s", "delta_files")}
         entry = {"rows": rows, "ours": ours, "runs": runs,
                  "rows_per_s": rows / ours["ingest_s"],
                  "rejected": runs["ours"][0]["rejected"], "rows_written": runs["ours"][0]["rows"]}
@@ -272,9 +284,9 @@ def benchmark(sizes: list[int], repeats: int, days: int, workdir: Path, referenc
             entry["increment_over_backfill"] = ours["increment_s"] / ours["ingest_s"]
         if references:
             duck, spark = _median(runs["duckdb"], "ingest_s"), _median(runs["spark"], "ingest_s")
-            entry.update({"duckdb": {"ingest_s": duck, "peak_rss_gib": _median(runs["duckdb"], "peak_rss_gib"),
+            entry.update({"duckdb": {"ingest_s": duck, "peak_memory_gib": _median(runs["duckdb"], "peak_memory_gib"),
                                      "rows": runs["duckdb"][0]["rows"]},
-                          "spark": {"ingest_s": spark, "peak_rss_gib": _median(runs["spark"], "peak_rss_gib"),
+                          "spark": {"ingest_s": spark, "peak_memory_gib": _median(runs["spark"], "peak_memory_gib"),
                                     "rows": runs["spark"][0]["rows"]},
                           "ours_over_duckdb": ours["ingest_s"] / duck, "ours_over_bare_spark": ours["ingest_s"] / spark})
             same = {runs["ours"][0]["rows"], runs["duckdb"][0]["rows"], runs["spark"][0]["rows"]}
@@ -301,10 +313,10 @@ def benchmark_edfi(students: list[int], repeats: int, workdir: Path) -> dict:
             result = run_worker("edfi", root / "export", lake)
             runs.append(result)
             print(f"  {count:>8,} students  run {i + 1}/{repeats}  ingest {result['ingest_s']:6.1f} s  refine "
-                  f"{result['refine_s']:6.1f} s  peak {result['peak_rss_gib']:.2f} GiB", flush=True)
+                  f"{result['refine_s']:6.1f} s  peak {result['peak_memory_gib']:.2f} GiB", flush=True)
             subprocess.run(["rm", "-rf", str(lake)], check=True)
         ours = {k: _median(runs, k) for k in ("land_s", "ingest_s", "refine_s", "noop_ingest_s", "spark_start_s",
-                                              "peak_rss_gib", "refined_rows")}
+                                              "peak_memory_gib", "refined_rows")}
         report["sizes"].append({"students": count, "changes": len(dataset.events()), "batches": 3, "ours": ours,
                                 "runs": runs})
     return report
@@ -319,7 +331,7 @@ def markdown_edfi(report: dict) -> str:
         o = e["ours"]
         lines.append(f"| {e['students']:,} | {e['changes']:,} | {o['land_s']:.1f} s | {o['ingest_s']:.1f} s | "
                      f"{e['changes'] / o['ingest_s']:,.0f} | {o['refine_s']:.1f} s | {o['refined_rows']:,.0f} | "
-                     f"{o['noop_ingest_s']:.2f} s | {o['peak_rss_gib']:.2f} GiB |")
+                     f"{o['noop_ingest_s']:.2f} s | {o['peak_memory_gib']:.2f} GiB |")
     lines += ["", ("No reference engine: the Ed-Fi work (JSON change feeds applied as upserts and deletes, then "
               "flattened into ~50 typed tables) has no one-line DuckDB equivalent. Timed after Spark has started."), ""]
     return "\n".join(lines)
@@ -341,7 +353,7 @@ def markdown(report: dict) -> str:
         o = e["ours"]
         duck = e.get("duckdb", {}).get("ingest_s")
         spark = e.get("spark", {}).get("ingest_s")
-        lines.append(f"| {e['rows']:,} | {o['ingest_s']:.1f} s | {e['rows_per_s']:,.0f} | {o['peak_rss_gib']:.2f} GiB "
+        lines.append(f"| {e['rows']:,} | {o['ingest_s']:.1f} s | {e['rows_per_s']:,.0f} | {o['peak_memory_gib']:.2f} GiB "
                      f"| {o['delta_files']:.0f} | " + (f"{duck:.1f} s" if duck else "-") + " | "
                      + (f"{spark:.1f} s" if spark else "-") + " | "
                      + (f"{e['ours_over_duckdb']:.2f}" if duck else "-") + " | "
