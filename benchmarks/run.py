@@ -374,7 +374,7 @@ def markdown(report: dict) -> str:
     lines += ["", ("Ours: `oea_core` land + ingest (CSV checks, rejects, pseudonyms, lookup merge, Delta commits), "
               "timed after Spark has started. DuckDB and bare Spark: read the same CSV, hash the same ids with the "
               "same salt, write the same year/month-partitioned Parquet (no checks, no Delta log). Peak memory: "
-              "the whole process tree, JVM included."), ""]
+              "the whole process tree, JVM included, as summed PSS (shared pages counted once)."), ""]
     return "\n".join(lines)
 
 
