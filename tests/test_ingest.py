@@ -120,3 +120,34 @@ def test_a_batch_of_header_only_files_is_done_with_empty_tables(spark, lake, sal
     assert (result.batches, result.rows, result.rejected) == (("b1",), 0, 0)
     assert table_rows(lake.table("stage2p", "src", "events_pseudo")) == []
     assert ingest_csv_table(spark, lake, table_def(), salt).nothing_new
+
+
+def test_a_run_interrupted_before_the_p_commit_finishes_on_the_next_run_without_duplicates(spark, lake, salt,
+                                                                                             monkeypatch):
+    from oea_core.delta_io import DeltaStore
+
+    land(lake, "b1", "a.csv", [["2022-01-01", "p1", "e", "", "D1", "", "1"],
+                               ["2022-01-02", "p2", "e", "", "D1", "", "x"]])
+
+    commit = DeltaStore.commit
+
+    def crash(self, staged, **kwargs):
+        if staged.path.endswith("events_pseudo"):
+            raise OSError("disk full while committing")
+        return commit(self, staged, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DeltaStore, "commit", crash)
+        with pytest.raises(OSError, match="disk full"):
+            ingest_csv_table(spark, lake, table_def(), salt, max_reject_share=0.5)
+    # the rejected rows and the lookup were committed; the p table was not, and nothing is left staged
+    assert len(table_rows(lake.table("stage2np", "src", "events_rejected"))) == 1
+    assert len(table_rows(lake.table("stage2np", "src", "events_lookup"))) == 1
+    assert not os.path.exists(lake.table("stage2p", "src", "events_pseudo"))
+    assert not staging_leftovers(lake)
+    result = ingest_csv_table(spark, lake, table_def(), salt, max_reject_share=0.5)
+    assert (result.batches, result.rows, result.rejected) == (("b1",), 1, 1)
+    assert len(table_rows(lake.table("stage2np", "src", "events_rejected"))) == 1
+    assert len(table_rows(lake.table("stage2np", "src", "events_lookup"))) == 1
+    assert [r["n"] for r in table_rows(lake.table("stage2p", "src", "events_pseudo"))] == [1]
+    assert ingest_csv_table(spark, lake, table_def(), salt).nothing_new

@@ -91,7 +91,11 @@ class SparkDeltaStore(DeltaStore):
 
         staged = Staged(path, f"{path.rstrip('/')}/{_STAGING}/{uuid.uuid4().hex}", mode, tuple(partition_by),
                         df.schema)
-        df.write.mode("errorifexists").partitionBy(*partition_by).parquet(staged.staging)
+        try:
+            df.write.mode("errorifexists").partitionBy(*partition_by).parquet(staged.staging)
+        except Exception:
+            self.discard(staged)
+            raise
         return staged
 
     def commit(self, staged: Staged, *, app_ids: tuple[str, ...] = (), metadata: dict | None = None) -> WriteResult:

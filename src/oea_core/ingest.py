@@ -95,7 +95,6 @@ def ingest_csv_table(spark: SparkSession, lake: LakePaths, table_def: CsvTableDe
                      store: DeltaStore | None = None,
                      max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> IngestResult:
     """Ingest every landed batch of ``table_def`` not yet written; raises RejectedRowsError over the share."""
-
     store = store or delta_store(spark)
     source, table = table_def.source, table_def.table
     p_path = lake.table("stage2p", source, table_def.pseudo_table)
@@ -197,8 +196,8 @@ def _commit_batch(spark: SparkSession, store: DeltaStore, lake: LakePaths, table
     if item.identities is not None:
         path = lake.table("stage2np", source, table_def.lookup_table)
         if not store.applied(path, txn[0]):
-            fields = ", ".join(f"`{c.name}`: {c.type}" for c in table_def.schema.columns
-                               if c.name in identity_columns(table_def.schema))
+            names = identity_columns(table_def.schema)
+            fields = ", ".join(f"`{c.name}`: {c.type}" for c in table_def.schema.columns if c.name in names)
             ids = spark.createDataFrame([(item.identities,)], "ids string").select(
                 F.explode(F.from_json("ids", f"array<struct<{fields}>>", _JSON)).alias("i")).select("i.*")
             keys = tuple(c.name + PSEUDONYM_SUFFIX for c in table_def.schema.with_ops(PseudoOp.HASH))
