@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything oea needs on a fresh machine: Java for Spark, a virtual environment with the
-# pinned packages, the oea_core package, and a Jupyter kernel bound to that environment.
+# pinned packages, the oea_core package, Delta Lake's jars (from Maven Central) and a Jupyter kernel
+# bound to that environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,13 @@ if ! java -version >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
+
+if ! command -v mvn >/dev/null 2>&1; then
+  log "installing Maven (fetches Delta Lake's jars from Maven Central)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq maven >/dev/null
 fi
 
 if ! command -v dot >/dev/null 2>&1; then
@@ -31,6 +39,8 @@ fi
 log "installing pinned packages (requirements.txt)"
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+# Delta Lake's jars and the JDBC drivers, pinned in scripts/jars/pom.xml; the local Spark session loads them.
+./scripts/fetch_jars.sh .venv/share/oea/jars
 # A kernel spec with this environment's absolute interpreter, so papermill and nbmake never pick another Python.
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (oea)" >/dev/null
 log "ready: $(.venv/bin/python -c 'import pyspark, deltalake; print("pyspark", pyspark.__version__, "deltalake", deltalake.__version__)')"

@@ -1,4 +1,4 @@
-"""One session-scoped local Spark session and a fresh lake per test."""
+"""One session-scoped local Spark session (with Delta Lake's jars), a fresh lake per test, and the engines."""
 
 from __future__ import annotations
 
@@ -9,6 +9,13 @@ import pytest
 from oea_core import LakePaths, Salt
 
 TEST_SALT = "test-salt-5e1f"
+ENGINES = ("delta-rs", "spark-delta")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if {"spark", "engine", "store"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.spark)
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +25,20 @@ def spark():
     session = get_spark("oea-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request, monkeypatch) -> str:
+    """Each Delta engine in turn, also for subprocesses and notebook kernels (through OEA_ENGINE)."""
+    monkeypatch.setenv("OEA_ENGINE", request.param)
+    return request.param
+
+
+@pytest.fixture
+def store(spark, engine):
+    from oea_core.delta import delta_store
+
+    return delta_store(spark, engine)
 
 
 @pytest.fixture
@@ -32,6 +53,6 @@ def salt() -> Salt:
 
 @pytest.fixture(autouse=True)
 def _no_ambient_settings(monkeypatch):
-    for name in ("OEA_LAKE", "OEA_SALT", "OEA_KEYVAULT_URL", "OEA_STORAGE_ACCOUNT"):
+    for name in ("OEA_LAKE", "OEA_SALT", "OEA_KEYVAULT_URL", "OEA_STORAGE_ACCOUNT", "OEA_ENGINE"):
         monkeypatch.delenv(name, raising=False)
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ from oea_core.ingest import CsvTableDef, app_id, ingest_csv_table
 SCHEMA = TableSchema.parse("events", [["day", "date", "x"], ["person", "string", "h"], ["email", "string", "m"],
                                       ["seen_at", "timestamp", "m"], ["district", "string", "p"],
                                       ["device", "string", "hnl"], ["n", "int", "x"]])
+pytestmark = pytest.mark.usefixtures("engine")  # every test on both Delta engines
 HEADER = ["day", "person", "email", "seen_at", "district", "device", "n"]
 # identities that a JSON or CSV round trip could damage
 ODD = ["plain", "Zoë 名前", 'quote "q", comma', "back\\slash", "  padded  ", "tab\tinside", "x" * 300]
@@ -83,7 +85,8 @@ def test_each_pending_batch_is_its_own_commit(spark, lake, salt):
     assert table.version() == 1
     assert [table.transaction_version(app_id("src", "events", b)) for b in ("b1", "b2")] == [1, 1]
     history = {h["version"]: h for h in table.history()}
-    assert '"batch_id": "b1"' in history[0]["oea"] and '"rows": 2' in history[1]["oea"]
+    assert json.loads(history[0]["userMetadata"])["batch_id"] == "b1"
+    assert json.loads(history[1]["userMetadata"]) == {"batch_id": "b2", "rejected": 0, "rows": 2}
     assert len(table_rows(lake.table("stage2np", "src", "events_lookup"))) == 2
     assert ingest_csv_table(spark, lake, table_def(), salt).nothing_new
 
@@ -124,7 +127,7 @@ def test_a_batch_of_header_only_files_is_done_with_empty_tables(spark, lake, sal
 
 def test_a_run_interrupted_before_the_p_commit_finishes_on_the_next_run_without_duplicates(spark, lake, salt,
                                                                                              monkeypatch):
-    from oea_core.delta_io import DeltaStore
+    from oea_core.delta import DeltaStore
 
     land(lake, "b1", "a.csv", [["2022-01-01", "p1", "e", "", "D1", "", "1"],
                                ["2022-01-02", "p2", "e", "", "D1", "", "x"]])

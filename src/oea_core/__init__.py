@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .delta_io import DeltaStore, WriteResult, delta_store
+from .delta import DeltaRsStore, DeltaStore, SparkDeltaStore, WriteResult, delta_store, engine_name
 from .errors import (
+                     DeltaEngineError,
                      DeltaTableError,
                      IngestError,
                      LakePathError,
@@ -27,9 +28,10 @@ from .sql_preview import SqlPreview, SqlPreviewError
 from .sql_views import lake_database_ddl, views_script
 
 __all__ = [
-    "STAGES", "ColumnSpec", "CsvTableDef", "DeltaStore", "DeltaTableError", "IngestError", "IngestResult",
+    "STAGES", "ColumnSpec", "CsvTableDef", "DeltaEngineError", "DeltaRsStore", "DeltaStore", "DeltaTableError", "IngestError", "IngestResult",
     "LakePathError", "LakePaths", "LandResult", "LandingError", "ModuleNotFoundInCatalog", "NotebookRunError",
-    "OEAError", "PseudoOp", "RejectedRowsError", "Salt", "SaltError", "SchemaError", "SqlPreview", "SqlPreviewError", "TableSchema",
-    "WriteResult", "delta_store", "get_salt", "get_spark", "ingest_csv_table", "lake_database_ddl", "land_folder", "pseudonym",
+    "OEAError", "PseudoOp", "RejectedRowsError", "Salt", "SaltError", "SchemaError", "SparkDeltaStore", "SqlPreview", "SqlPreviewError",
+    "TableSchema",
+    "WriteResult", "delta_store", "engine_name", "get_salt", "get_spark", "ingest_csv_table", "lake_database_ddl", "land_folder", "pseudonym",
     "safe_column_name", "safe_table_name", "sources", "to_lookup", "to_pseudonymized", "views_script",
 ]

@@ -65,6 +65,14 @@ class DeltaTableError(OEAError):
         self.path = path
 
 
+class DeltaEngineError(OEAError):
+    """A Delta engine that is unknown, or that the Spark session cannot run."""
+
+    def __init__(self, message: str, *, engine: str | None = None) -> None:
+        super().__init__(message)
+        self.engine = engine
+
+
 class ModuleNotFoundInCatalog(OEAError):
     """A source module name is not registered."""
 

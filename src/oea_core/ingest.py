@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .csv_source import RAW_LINE, RAW_PREFIX, REASON, SOURCE_FILE, read_csv_files
-from .delta_io import DeltaStore, Staged, delta_store
+from .delta import DeltaStore, Staged, delta_store
 from .errors import RejectedRowsError
 from .landing import batch_files, list_batches
 from .paths import LakePaths
@@ -99,7 +99,8 @@ def ingest_csv_table(spark: SparkSession, lake: LakePaths, table_def: CsvTableDe
     source, table = table_def.source, table_def.table
     p_path = lake.table("stage2p", source, table_def.pseudo_table)
     batches = list_batches(lake, source, table_def.landed_name)
-    done = [b for b in batches if store.applied(p_path, app_id(source, table, b))]
+    applied = store.applied_ids(p_path, [app_id(source, table, b) for b in batches])
+    done = [b for b in batches if app_id(source, table, b) in applied]
     pending = [b for b in batches if b not in done]
     files = {b: batch_files(lake, source, table_def.landed_name, b) for b in pending}
     empty = [b for b in pending if not files[b]]
@@ -185,24 +186,24 @@ def _commit_batch(spark: SparkSession, store: DeltaStore, lake: LakePaths, table
     from pyspark.sql import functions as F
 
     source, table, batch = table_def.source, table_def.table, item.batch
-    txn = (app_id(source, table, batch),)
+    txn = app_id(source, table, batch)
     meta = {"batch_id": batch, "rows": item.rows, "rejected": item.rejected}
     if item.rejected:
         path = lake.table("stage2np", source, table_def.rejected_table)
-        if not store.applied(path, txn[0]):
+        if not store.applied(path, txn):
             parsed = read_csv_files(spark, item.files, table_def.schema, table_def.file_columns,
                                     required=table_def.required).withColumn(BATCH, F.lit(batch))
-            store.write(_rejected_rows(parsed, table_def), path, app_ids=txn, metadata=meta)
+            store.write(_rejected_rows(parsed, table_def), path, app_id=txn, metadata=meta)
     if item.identities is not None:
         path = lake.table("stage2np", source, table_def.lookup_table)
-        if not store.applied(path, txn[0]):
+        if not store.applied(path, txn):
             names = identity_columns(table_def.schema)
             fields = ", ".join(f"`{c.name}`: {c.type}" for c in table_def.schema.columns if c.name in names)
             ids = spark.createDataFrame([(item.identities,)], "ids string").select(
                 F.explode(F.from_json("ids", f"array<struct<{fields}>>", _JSON)).alias("i")).select("i.*")
             keys = tuple(c.name + PSEUDONYM_SUFFIX for c in table_def.schema.with_ops(PseudoOp.HASH))
-            store.merge(to_lookup(ids, table_def.schema, salt), path, keys, app_ids=txn, metadata=meta)
-    result = store.commit(item.pseudo, app_ids=txn, metadata=meta)
+            store.merge(to_lookup(ids, table_def.schema, salt), path, keys, app_id=txn, metadata=meta)
+    result = store.commit(item.pseudo, app_id=txn, metadata=meta)
     log.info("%s batch %s: %d rows written, %d rejected (version %s)", table, batch, item.rows - item.rejected,
              item.rejected, result.version)
 

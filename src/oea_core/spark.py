@@ -1,7 +1,13 @@
-"""The Spark session: the active one on Synapse/Databricks, an embedded local one otherwise."""
+"""The Spark session: the active one on Synapse/Databricks, an embedded local one otherwise.
+
+The local session loads Delta Lake's jars (and the JDBC drivers) from :func:`jars_dir`, where
+``scripts/setup.sh`` put them: nothing is resolved or downloaded when a session starts. Without
+them the session still runs, and only the ``delta-rs`` engine is available.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 from pathlib import Path
@@ -10,6 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+JARS_SETTING = "OEA_JARS"
 LOCAL_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",  # INT96 is unreadable by delta-rs
     "spark.sql.session.timeZone": "UTC",
@@ -19,7 +26,24 @@ LOCAL_CONF = {
     "spark.sql.sources.partitionColumnTypeInference.enabled": "true",
     "spark.driver.memory": "3g",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.oea.embedded": "true",  # tells oea_core.delta this is the local session, not Synapse/Databricks
 }
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # Delta's log replay defaults to 50 partitions: far too many for a laptop's small tables.
+    "spark.databricks.delta.snapshotPartitions": "2",
+}
+
+
+def jars_dir() -> str:
+    """Where the local session's jars are: ``$OEA_JARS``, else ``<venv>/share/oea/jars``."""
+    return os.environ.get(JARS_SETTING) or os.path.join(sys.prefix, "share", "oea", "jars")
+
+
+def local_jars() -> list[str]:
+    """The jars the local session loads (empty when scripts/setup.sh has not installed them)."""
+    return sorted(glob.glob(os.path.join(jars_dir(), "*.jar")))
 
 
 def get_spark(app_name: str = "oea", master: str | None = None) -> SparkSession:
@@ -34,7 +58,11 @@ def get_spark(app_name: str = "oea", master: str | None = None) -> SparkSession:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # an embedded session serves only this machine
     builder = SparkSession.builder.appName(app_name).master(master or os.environ.get("OEA_SPARK_MASTER", "local[2]"))
-    for key, value in LOCAL_CONF.items():
+    conf = dict(LOCAL_CONF)
+    jars = local_jars()
+    if any(os.path.basename(j).startswith("delta-spark_") for j in jars):
+        conf |= DELTA_CONF | {"spark.jars": ",".join(jars)}
+    for key, value in conf.items():
         builder = builder.config(key, value)
     log_config = Path(__file__).with_name("log4j2.properties").as_uri()
     builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log_config}")

@@ -28,7 +28,7 @@ def flaky(marker: str, failures: int, context: dict) -> int:
 
 def make_table(stage: str, source: str, table: str, rows: list, schema: str, context: dict) -> int:
     """Write a small Delta table into the run's lake."""
-    from oea_core.delta_io import delta_store
+    from oea_core.delta import delta_store
     from oea_core.spark import get_spark
 
     spark = get_spark()

@@ -193,7 +193,7 @@ def test_sql_step_writes_delta_and_checks_protect_downstream(tmp_path, lake, spa
 ])
 def test_each_shipped_check_fails_on_bad_data_and_passes_on_good(tmp_path, lake, spark, check, params, bad_rows,
                                                                    value):
-    from oea_core.delta_io import delta_store
+    from oea_core.delta import delta_store
 
     store = delta_store(spark)
     store.write(spark.createDataFrame([("a",)], "k string"), lake.table("stage2p", "demo", "parent"))

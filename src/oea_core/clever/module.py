@@ -12,7 +12,7 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from ..delta_io import DeltaStore, delta_store
+from ..delta import DeltaStore, delta_store
 from ..errors import LandingError
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, CsvTableDef, IngestResult, ingest_csv_table
 from ..landing import LandResult, land_folder

@@ -21,7 +21,7 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from ..delta_io import DeltaStore
+from ..delta import DeltaStore
 from ..errors import RejectedRowsError
 from ..ingest import IngestResult
 from ..paths import LakePaths
@@ -150,7 +150,8 @@ def ingest_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, nam
     table = resource_table(namespace, resource)
     state_path = lake.table("stage2np", SOURCE, table)
     all_batches = landing.batches(lake, namespace, resource)
-    done = [b for b in all_batches if store.applied(state_path, ingest_app_id(namespace, resource, b))]
+    applied = store.applied_ids(state_path, [ingest_app_id(namespace, resource, b) for b in all_batches])
+    done = [b for b in all_batches if ingest_app_id(namespace, resource, b) in applied]
     pending = [b for b in all_batches if b not in done and landing.batch_files(lake, namespace, resource, b)]
     if not pending:
         log.info("%s: nothing new (%d batches already ingested)", table, len(done))
@@ -199,15 +200,15 @@ def _apply_batch(store: DeltaStore, lake: LakePaths, table: str, namespace: str,
                  events: DataFrame, batch_id: str, counts: tuple[int, int]) -> None:
     from pyspark.sql import functions as F
 
-    txn = (ingest_app_id(namespace, resource, batch_id),)
+    txn = ingest_app_id(namespace, resource, batch_id)
     meta = {"batch_id": batch_id, "records": counts[0], "rejected": counts[1]}
     if counts[1]:
         path = lake.table("stage2np", SOURCE, f"{table}_rejected")
-        if not store.applied(path, txn[0]):
+        if not store.applied(path, txn):
             store.write(events.where(F.col("_reject_reason").isNotNull()).select(*REJECTED_COLUMNS), path,
-                        app_ids=txn, metadata=meta)
+                        app_id=txn, metadata=meta)
     result = store.apply_changes(latest_changes(events), lake.table("stage2np", SOURCE, table), "id",
-                                 order="_change_version", deleted="_deleted", app_ids=txn, metadata=meta)
+                                 order="_change_version", deleted="_deleted", app_id=txn, metadata=meta)
     log.info("%s batch %s: %d records applied, %d rejected (version %s)", table, batch_id,
              counts[0] - counts[1], counts[1], result.version)
 
@@ -300,7 +301,7 @@ def refine_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, met
         if bad or store.exists(not_refined):
             store.write(found.where(F.col("kind") == "rejected").select(
                 F.col("entity"), F.col("id"), F.col("detail").alias("_reject_reason"), F.col("raw").alias("_raw")),
-                not_refined, mode="overwrite", app_ids=(app,), metadata=meta)
+                not_refined, mode="overwrite", app_id=app, metadata=meta)
         results = []
         for entity, target in targets.items():
             schema = metadata.schema(entity)
@@ -310,9 +311,9 @@ def refine_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, met
             lookup = to_lookup(typed, schema, salt)
             if lookup is not None:
                 store.write(lookup, lake.table("stage2np", SOURCE, f"{target}_lookup"), mode="overwrite",
-                            app_ids=(app,), metadata=meta)
+                            app_id=app, metadata=meta)
             written = store.write(to_pseudonymized(typed, schema, salt), lake.table("stage2p", SOURCE, target),
-                                  mode="overwrite", app_ids=(app,), metadata=meta)
+                                  mode="overwrite", app_id=app, metadata=meta)
             results.append(IngestResult(f"{target} (refined)", (str(version),), rows=written.rows,
                                         rejected=rejected.get(entity, 0)))
             log.info("%s: %d rows refined into stage2p/%s/%s", entity, written.rows, SOURCE, target)

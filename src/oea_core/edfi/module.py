@@ -14,7 +14,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from ..delta_io import DeltaStore, delta_store
+from ..delta import DeltaStore, delta_store
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, IngestResult
 from ..paths import LakePaths
 from ..salt import Salt, get_salt

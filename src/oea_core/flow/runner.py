@@ -253,7 +253,7 @@ class FlowRun:
                              f"{exc.evalue} (executed copy: {target})") from None
 
     def _table_function(self, step: Step):
-        from ..delta_io import delta_store
+        from ..delta import delta_store
 
         def table(stage: str, source: str, name: str) -> str:
             view = re.sub(r"[^A-Za-z0-9_]", "_", f"{stage}__{source}__{name}")
@@ -263,7 +263,7 @@ class FlowRun:
         return table
 
     def _sql(self, step: Step) -> int:
-        from ..delta_io import delta_store
+        from ..delta import delta_store
 
         store = delta_store(self.spark)
         table = self._table_function(step)
@@ -278,7 +278,7 @@ class FlowRun:
         if store.applied(path, app_id):
             log.info("%s: batch %s already written to %s", step.name, self.batch_id, path)
             return 0
-        result = store.write(self.spark.sql(text), path, mode=output.get("mode", "overwrite"), app_ids=(app_id,),
+        result = store.write(self.spark.sql(text), path, mode=output.get("mode", "overwrite"), app_id=app_id,
                              metadata={"flow": self.flow.name, "step": step.name, "batch_id": self.batch_id})
         return result.rows
 

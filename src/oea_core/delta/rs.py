@@ -1,0 +1,222 @@
+"""The delta-rs engine: Spark writes Parquet, delta-rs commits it.
+
+Works in any Spark session, with or without Delta Lake's jars. Staged files are moved into
+the table folder and published with their Parquet-footer statistics in one delta-rs commit,
+so a failed write leaves the previous version intact. Merges, deletes and change sets collect
+their source to the driver as Arrow: they are meant for lookup- and batch-sized data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, QueryBuilder, Schema, Transaction
+from deltalake import DeltaTable as RsTable
+from deltalake.transaction import AddAction, create_table_with_add_actions
+
+from .base import DeltaStore, Staged, WriteResult, collect_arrow, user_metadata
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+    from pyspark.sql.types import StructType
+
+
+class DeltaRsStore(DeltaStore):
+    """Delta IO with delta-rs commits; the embedded lake's engine when the benchmark says so."""
+
+    name = "delta-rs"
+
+    def _table(self, path: str) -> RsTable | None:
+        return RsTable(path) if self.exists(path) else None
+
+    def _open(self, path: str) -> RsTable:
+        self._require(path)
+        return RsTable(path)
+
+    # reading -----------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        log = os.path.join(path, "_delta_log")
+        return os.path.isdir(log) and any(name.endswith(".json") for name in os.listdir(log))
+
+    def version(self, path: str) -> int | None:
+        table = self._table(path)
+        return None if table is None else table.version()
+
+    def applied(self, path: str, app_id: str) -> bool:
+        table = self._table(path)
+        return table is not None and table.transaction_version(app_id) is not None
+
+    def read(self, path: str) -> DataFrame:
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        table = self._open(path)
+        schema = from_arrow_schema(_arrow_schema(table))
+        files = table.file_uris()
+        if not files:
+            return self.spark.createDataFrame([], schema)
+        # The declared schema keeps partition values typed as the table says ('007' stays '007').
+        return self.spark.read.schema(schema).option("basePath", path).parquet(*files)
+
+    def read_arrow(self, path: str, sql_where: str | None = None) -> pa.Table:
+        table = self._open(path)
+        query = "SELECT * FROM t" + (f" WHERE {sql_where}" if sql_where else "")
+        return pa.table(QueryBuilder().register("t", table).execute(query).read_all())
+
+    def schema(self, path: str) -> StructType:
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return from_arrow_schema(_arrow_schema(self._open(path)))
+
+    def partition_columns(self, path: str) -> list[str]:
+        return list(self._open(path).metadata().partition_columns)
+
+    def last_commit(self, path: str) -> dict:
+        (info,) = self._open(path).history(1)
+        return info
+
+    # writing -----------------------------------------------------------------------------
+    def _commit(self, staged: Staged, app_id: str | None, metadata: dict | None) -> WriteResult:
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        path = staged.path
+        moved: list[str] = []
+        try:
+            adds, rows = _move_into_place(staged, moved)
+            schema = Schema.from_arrow(_nullable(to_arrow_schema(staged.schema)))
+            props = _props(app_id, metadata)
+            table = self._table(path)
+            if table is None:
+                create_table_with_add_actions(path, schema, adds, mode="error", partition_by=list(staged.partition_by),
+                                              commit_properties=props)
+            else:
+                filters = [(k, "=", v) for k, v in staged.replace] or None
+                table.create_write_transaction(adds, mode=staged.mode, schema=schema,
+                                               partition_by=list(staged.partition_by), partition_filters=filters,
+                                               commit_properties=props)
+        except BaseException:
+            for file in moved:
+                _remove_quietly(file)
+            raise
+        return WriteResult(path, self.version(path), len(adds), rows)
+
+    def _merge(self, df: DataFrame, path: str, keys: tuple[str, ...], update: bool, app_id: str | None,
+               metadata: dict | None) -> WriteResult:
+        merger = self._merger(self._open(path), collect_arrow(df), keys, app_id, metadata)
+        if update:
+            merger = merger.when_matched_update_all()
+        return self._result(path, merger.when_not_matched_insert_all().execute())
+
+    def _delete(self, keys_df: DataFrame, path: str, keys: tuple[str, ...], app_id: str | None,
+                metadata: dict | None) -> WriteResult:
+        merger = self._merger(self._open(path), collect_arrow(keys_df), keys, app_id, metadata)
+        return self._result(path, merger.when_matched_delete().execute())
+
+    def _apply_changes(self, changes: DataFrame, path: str, key: str, order: str, deleted: str,
+                       app_id: str | None, metadata: dict | None) -> WriteResult:
+        columns = [c for c in changes.columns if c != deleted]
+        newer = f'(s."{order}" IS NULL OR t."{order}" IS NULL OR s."{order}" >= t."{order}")'
+        values = {f'"{c}"': f's."{c}"' for c in columns}
+        merger = self._merger(self._open(path), collect_arrow(changes), (key,), app_id, metadata)
+        metrics = (merger.when_matched_delete(predicate=f's."{deleted}" AND {newer}')
+                   .when_matched_update(values, predicate=f'NOT s."{deleted}" AND {newer}')
+                   .when_not_matched_insert(values, predicate=f'NOT s."{deleted}"')
+                   .execute())
+        return self._result(path, metrics)
+
+    def _merger(self, table: RsTable, source: pa.Table, keys: tuple[str, ...], app_id: str | None,
+                metadata: dict | None):
+        predicate = " AND ".join(f"(t.\"{k}\" IS NOT DISTINCT FROM s.\"{k}\")" for k in keys)
+        # streamed_exec=False: cost follows the source, not the whole target (ENGINE_NOTES.md)
+        return table.merge(source, predicate, source_alias="s", target_alias="t", streamed_exec=False,
+                           commit_properties=_props(app_id, metadata))
+
+    def _result(self, path: str, metrics: dict) -> WriteResult:
+        return WriteResult(path, self.version(path), int(metrics.get("num_target_files_added", 0)),
+                           int(metrics.get("num_source_rows", 0)), int(metrics.get("num_target_rows_inserted", 0)),
+                           int(metrics.get("num_target_rows_updated", 0)),
+                           int(metrics.get("num_target_rows_deleted", 0)))
+
+
+def _props(app_id: str | None, metadata: dict | None) -> CommitProperties:
+    return CommitProperties(custom_metadata={"userMetadata": user_metadata(metadata)},
+                            app_transactions=[Transaction(app_id, 1)] if app_id else None)
+
+
+def _nullable(schema: pa.Schema) -> pa.Schema:
+    """As Spark's Delta writer does: every column nullable, so both engines store one schema."""
+    return pa.schema([field.with_nullable(True) for field in schema])
+
+
+def _arrow_schema(table: RsTable) -> pa.Schema:
+    return pa.schema(table.schema().to_arrow())
+
+
+def _move_into_place(staged: Staged, moved: list[str]) -> tuple[list[AddAction], int]:
+    adds, total = [], 0
+    now = int(time.time() * 1000)
+    for folder, _dirs, files in os.walk(staged.staging):
+        for name in sorted(files):
+            if not name.endswith(".parquet"):
+                continue
+            relative = os.path.relpath(os.path.join(folder, name), staged.staging)
+            target = os.path.join(staged.path, relative)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(os.path.join(folder, name), target)
+            moved.append(target)
+            values = dict(part.split("=", 1) for part in os.path.dirname(relative).split(os.sep) if "=" in part)
+            values = {k: _unescape_partition(v) for k, v in values.items()}
+            rows, stats = _stats(target)
+            total += rows
+            adds.append(AddAction(relative.replace(os.sep, "/"), os.path.getsize(target),
+                                  {c: values.get(c) for c in staged.partition_by}, now, True, stats))
+    return adds, total
+
+
+def _stats(path: str) -> tuple[int, str]:
+    """numRecords, min, max and null counts from a Parquet footer, in Delta's stats JSON."""
+    meta = pq.read_metadata(path)
+    mins: dict = {}
+    maxs: dict = {}
+    nulls: dict = {}
+    for rg in range(meta.num_row_groups):
+        group = meta.row_group(rg)
+        for ci in range(group.num_columns):
+            column = group.column(ci)
+            name = column.path_in_schema
+            if "." in name:
+                continue
+            stats = column.statistics
+            if stats is None or not stats.has_null_count:
+                nulls[name] = None
+                continue
+            if name in nulls and nulls[name] is None:
+                continue
+            nulls[name] = nulls.get(name, 0) + stats.null_count
+            if stats.has_min_max and column.physical_type in ("INT32", "INT64", "DOUBLE", "FLOAT",
+                                                              "BYTE_ARRAY") and stats.logical_type.type in (
+                    "NONE", "STRING", "INT", "DATE"):
+                lo, hi = stats.min, stats.max
+                if hasattr(lo, "isoformat"):
+                    lo, hi = lo.isoformat(), hi.isoformat()
+                mins[name] = lo if name not in mins else min(mins[name], lo)
+                maxs[name] = hi if name not in maxs else max(maxs[name], hi)
+    nulls = {k: v for k, v in nulls.items() if v is not None}
+    doc = {"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+    return meta.num_rows, json.dumps(doc, default=str)
+
+
+def _unescape_partition(value: str) -> str | None:
+    return None if value == "__HIVE_DEFAULT_PARTITION__" else unquote(value)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,189 @@
+"""The Spark-Delta engine: Delta Lake's own Spark writer (``delta-spark``), as Synapse and Databricks run.
+
+Writes go through ``df.write.format("delta")`` (append, overwrite, ``replaceWhere``) and
+``DeltaTable.merge``; the app transaction rides on ``txnAppId``/``txnVersion`` (writer options,
+or the ``spark.databricks.delta.write.txn*`` session settings for a MERGE), so Delta itself
+refuses a second commit of the same batch. The local session gets Delta's jars from
+``scripts/setup.sh`` (see :mod:`oea_core.spark`); Synapse and Databricks sessions have them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from ..errors import DeltaEngineError
+from .base import DeltaStore, Staged, WriteResult, collect_arrow, user_metadata
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+# A MERGE takes its app transaction and metadata from session settings: one MERGE at a time per process.
+_SESSION_SETTINGS = threading.Lock()
+_TXN_SCHEMA = "txn struct<appId: string, version: long>"
+
+
+def spark_has_delta(spark: SparkSession) -> bool:
+    """True when the session can read and write ``format("delta")`` (Synapse, Databricks, oea's local session)."""
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    return "DeltaSparkSessionExtension" in extensions or spark.conf.get(
+        "spark.databricks.delta.preview.enabled", None) is not None
+
+
+class SparkDeltaStore(DeltaStore):
+    """Delta IO with ``delta-spark``: what a Synapse or Databricks pipeline runs."""
+
+    name = "spark-delta"
+
+    def __init__(self, spark: SparkSession) -> None:
+        if not spark_has_delta(spark):
+            raise DeltaEngineError(
+                "the spark-delta engine needs Delta Lake in the Spark session, and this one has none: run "
+                "scripts/setup.sh (it installs Delta's jars, which oea's local session loads), or choose "
+                "--engine delta-rs (OEA_ENGINE=delta-rs)", engine=self.name)
+        super().__init__(spark)
+
+    def _delta(self, path: str):
+        from delta.tables import DeltaTable
+
+        self._require(path)
+        return DeltaTable.forPath(self.spark, path)
+
+    # reading -----------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        from delta.tables import DeltaTable
+
+        return bool(DeltaTable.isDeltaTable(self.spark, path))
+
+    def version(self, path: str) -> int | None:
+        if not self.exists(path):
+            return None
+        return int(self._delta(path).history(1).select("version").first()[0])
+
+    def applied(self, path: str, app_id: str) -> bool:
+        return bool(self.applied_ids(path, (app_id,)))
+
+    def applied_ids(self, path: str, app_ids: Iterable[str]) -> set[str]:
+        """One read of the log's ``txn`` actions (JSON commits and checkpoints, the public format)."""
+        from pyspark.errors import AnalysisException
+        from pyspark.sql import functions as F
+
+        wanted = sorted(set(app_ids))
+        if not wanted or not self.exists(path):
+            return set()
+        log = f"{path.rstrip('/')}/_delta_log/"
+        frames = [self.spark.read.schema(_TXN_SCHEMA).json(log + "*.json")]
+        try:  # a checkpoint holds the txn actions of the commits it replaced
+            frames.append(self.spark.read.schema(_TXN_SCHEMA).parquet(log + "*.checkpoint*.parquet"))
+        except AnalysisException:
+            pass  # no checkpoint yet
+        found: set[str] = set()
+        for frame in frames:
+            found |= {r[0] for r in frame.where(F.col("txn.appId").isin(wanted)).select("txn.appId")
+                      .distinct().collect()}
+        return found
+
+    def read(self, path: str) -> DataFrame:
+        self._require(path)
+        return self.spark.read.format("delta").load(path)
+
+    def read_arrow(self, path: str, sql_where: str | None = None) -> pa.Table:
+        df = self.read(path)
+        return collect_arrow(df.where(sql_where) if sql_where else df)
+
+    def schema(self, path: str) -> StructType:
+        return self.read(path).schema
+
+    def partition_columns(self, path: str) -> list[str]:
+        return list(self._delta(path).detail().select("partitionColumns").first()[0])
+
+    def last_commit(self, path: str) -> dict:
+        return self._delta(path).history(1).first().asDict(recursive=True)
+
+    # writing -----------------------------------------------------------------------------
+    def _commit(self, staged: Staged, app_id: str | None, metadata: dict | None) -> WriteResult:
+        before = self.version(staged.path)
+        names = [f.name for f in staged.schema.fields]
+        df = self.spark.read.schema(staged.schema).parquet(staged.staging).select(*names)
+        writer = (df.write.format("delta").mode(staged.mode).partitionBy(*staged.partition_by)
+                  .option("userMetadata", user_metadata(metadata)))
+        if app_id:
+            writer = writer.option("txnAppId", app_id).option("txnVersion", 1)
+        if staged.replace:
+            writer = writer.option("replaceWhere", " AND ".join(f"`{k}` = '{_quote(v)}'" for k, v in staged.replace))
+        elif staged.mode == "overwrite":
+            writer = writer.option("overwriteSchema", "true")
+        writer.save(staged.path)
+        metrics = self._metrics_since(staged.path, before)
+        if metrics is None:
+            return self._skipped(staged.path)
+        return WriteResult(staged.path, self.version(staged.path), int(metrics.get("numFiles", 0)),
+                           int(metrics.get("numOutputRows", 0)))
+
+    def _merge(self, df: DataFrame, path: str, keys: tuple[str, ...], update: bool, app_id: str | None,
+               metadata: dict | None) -> WriteResult:
+        merger = self._delta(path).alias("t").merge(df.alias("s"), _null_safe(keys))
+        if update:
+            merger = merger.whenMatchedUpdateAll()
+        return self._execute(merger.whenNotMatchedInsertAll(), path, app_id, metadata)
+
+    def _delete(self, keys_df: DataFrame, path: str, keys: tuple[str, ...], app_id: str | None,
+                metadata: dict | None) -> WriteResult:
+        merger = self._delta(path).alias("t").merge(keys_df.alias("s"), _null_safe(keys)).whenMatchedDelete()
+        return self._execute(merger, path, app_id, metadata)
+
+    def _apply_changes(self, changes: DataFrame, path: str, key: str, order: str, deleted: str,
+                       app_id: str | None, metadata: dict | None) -> WriteResult:
+        newer = f"(s.`{order}` IS NULL OR t.`{order}` IS NULL OR s.`{order}` >= t.`{order}`)"
+        values = {f"`{c}`": f"s.`{c}`" for c in changes.columns if c != deleted}
+        merger = (self._delta(path).alias("t").merge(changes.alias("s"), _null_safe((key,)))
+                  .whenMatchedDelete(f"s.`{deleted}` AND {newer}")
+                  .whenMatchedUpdate(f"NOT s.`{deleted}` AND {newer}", values)
+                  .whenNotMatchedInsert(f"NOT s.`{deleted}`", values))
+        return self._execute(merger, path, app_id, metadata)
+
+    def _execute(self, merger, path: str, app_id: str | None, metadata: dict | None) -> WriteResult:
+        before = self.version(path)
+        with self._session_settings(app_id, metadata):
+            merger.execute()
+        metrics = self._metrics_since(path, before)
+        if metrics is None:
+            return self._skipped(path)
+        return WriteResult(path, self.version(path), int(metrics.get("numTargetFilesAdded", 0)),
+                           int(metrics.get("numSourceRows", 0)), int(metrics.get("numTargetRowsInserted", 0)),
+                           int(metrics.get("numTargetRowsUpdated", 0)), int(metrics.get("numTargetRowsDeleted", 0)))
+
+    def _metrics_since(self, path: str, before: int | None) -> dict | None:
+        """The operation metrics of the commit just made; None when Delta made none (its txn was seen)."""
+        info = self.last_commit(path)
+        if before is not None and int(info["version"]) == before:
+            return None
+        return dict(info.get("operationMetrics") or {})
+
+    @contextmanager
+    def _session_settings(self, app_id: str | None, metadata: dict | None) -> Iterator[None]:
+        """The settings through which a MERGE carries its app transaction and commit metadata."""
+        settings = {"spark.databricks.delta.commitInfo.userMetadata": user_metadata(metadata)}
+        if app_id:
+            settings |= {"spark.databricks.delta.write.txnAppId": app_id,
+                         "spark.databricks.delta.write.txnVersion": "1"}
+        with _SESSION_SETTINGS:
+            for key, value in settings.items():
+                self.spark.conf.set(key, value)
+            try:
+                yield
+            finally:
+                for key in settings:
+                    self.spark.conf.unset(key)
+
+
+def _null_safe(keys: tuple[str, ...]) -> str:
+    return " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
