@@ -21,14 +21,24 @@ def oea(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
                           cwd=cwd, env=full_env, timeout=600)
 
 
-def test_land_ingest_views_through_the_real_command(tmp_path):
+ENGINE_INFO = {"delta-rs": "delta-rs:py-", "spark-delta": "Delta-Lake/3.3"}
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINE_INFO))
+def test_land_ingest_views_through_the_real_command(tmp_path, engine):
+    from deltalake import DeltaTable
+
     lake = str(tmp_path / "lake")
     env = {"OEA_SALT": "cli-salt-8d2"}
     landed = oea("--lake", lake, "land", "clever", str(REPO / "test_data" / "clever"), env=env)
     assert landed.returncode == 0, landed.stderr
     assert re.match(r"landed 18 files as batch \d{8}T\d+Z", landed.stdout)
-    ingested = oea("--lake", lake, "ingest", "clever", env=env)
+    ingested = oea("--lake", lake, "--engine", engine, "ingest", "clever", env=env)
     assert ingested.returncode == 0, ingested.stderr
+    assert f"clever ingest with the {engine} Delta engine" in ingested.stderr
+    for table in ("stage2p/clever/daily_participation_pseudo", "stage2np/clever/resource_usage_lookup"):
+        (commit,) = DeltaTable(os.path.join(lake, table)).history()
+        assert ENGINE_INFO[engine] in commit["engineInfo"], (table, commit["engineInfo"])
     assert "daily_participation: 1 batches, 138 rows written, 0 rejected" in ingested.stdout
     assert "resource_usage: 1 batches, 178 rows written, 0 rejected" in ingested.stdout
     assert "daily_participation: ingesting 1 batches (9 files)" in ingested.stderr, "progress is shown"
@@ -62,6 +72,17 @@ def test_errors_are_one_line_with_a_non_zero_exit(tmp_path, capsys, args, messag
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert len(err) == 1 and err[0].startswith(message)
+
+
+def test_an_unknown_engine_setting_is_one_line_naming_the_known_engines(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OEA_ENGINE", "polars")
+    assert main(["--lake", str(tmp_path / "lake"), "ingest", "clever"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "oea: error: unknown Delta engine 'polars' (from --engine or $OEA_ENGINE); known engines: delta-rs, "
+        "spark-delta")
+    with pytest.raises(SystemExit):
+        main(["--engine", "polars", "ingest", "clever"])
+    assert "argument --engine: invalid choice: 'polars'" in capsys.readouterr().err
 
 
 def test_views_writes_the_script(tmp_path, capsys):

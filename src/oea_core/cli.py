@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from .delta import ENGINE_SETTING, LOCAL_DEFAULT, engine_name, engines
 from .errors import OEAError
 from .ingest import DEFAULT_MAX_REJECT_SHARE
 from .paths import LakePaths
@@ -19,6 +20,9 @@ log = logging.getLogger("oea")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oea", description="Open, tested OEA-style education data lake.")
     parser.add_argument("--lake", help="lake folder or abfss:// URL (default: $OEA_LAKE, then ./lake)")
+    parser.add_argument("--engine", choices=engines.names(),
+                        help="Delta engine (default: $OEA_ENGINE, else spark-delta on Synapse/Databricks, else "
+                             f"{LOCAL_DEFAULT} locally)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -169,6 +173,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "ingest":
         module = sources.get(args.module)(lake=lake)
         try:
+            log.info("%s ingest with the %s Delta engine", args.module, engine_name(module.spark))
             results = module.ingest(max_reject_share=args.max_reject_share)
             if not results:
                 print(f"nothing landed for {args.module}: run `oea land {args.module} ...` first")
@@ -351,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.WARNING if args.quiet else logging.DEBUG if args.debug else logging.INFO)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_RedactFilter())
+    if args.engine:  # through the environment, so notebook kernels and flow steps use it too
+        os.environ[ENGINE_SETTING] = args.engine
     try:
+        if os.environ.get(ENGINE_SETTING):
+            engines.get(os.environ[ENGINE_SETTING])  # an unknown name fails before Spark starts
         return _dispatch(args)
     except OEAError as exc:
         if args.debug:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, QueryBuilder
 
-from conftest import TEST_SALT
+from conftest import ENGINES, TEST_SALT
 from oea_core import RejectedRowsError
 from oea_core.clever import CleverModule
 from oea_core.clever.generator import generate_clever_export
@@ -43,15 +43,15 @@ def sha(value: str) -> str:
     return hashlib.sha256((value + TEST_SALT).encode()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def ingested(spark, tmp_path_factory):
-    """A generated export (with every quirk) landed and ingested once."""
+@pytest.fixture(scope="module", params=ENGINES)
+def ingested(spark, tmp_path_factory, request):
+    """A generated export (with every quirk) landed and ingested once, by each engine."""
     from oea_core import LakePaths, Salt
 
     tmp = tmp_path_factory.mktemp("clever")
     export = generate_clever_export(tmp / "export", students=30, teachers=3, staff=2, days=4)
     lake = LakePaths.from_setting(tmp / "lake")
-    module = CleverModule(lake, spark=spark, salt=Salt(TEST_SALT, "test"))
+    module = CleverModule(lake, spark=spark, salt=Salt(TEST_SALT, "test"), engine=request.param)
     module.land(export.root)
     results = {r.table: r for r in module.ingest()}
     return lake, module, export, results
@@ -120,7 +120,7 @@ def test_running_again_changes_nothing(ingested, tmp_path):
     assert versions(lake) == before
 
 
-def test_a_new_day_appends_and_merges_lookup_without_duplicates(spark, tmp_path, salt):
+def test_a_new_day_appends_and_merges_lookup_without_duplicates(spark, engine, tmp_path, salt):
     from oea_core import LakePaths
 
     lake = LakePaths.from_setting(tmp_path / "lake")
@@ -148,7 +148,7 @@ def write_daily(folder, name, lines):
     (folder / name).write_text("\n".join([header, *lines]) + "\n")
 
 
-def test_rejected_rows_are_set_aside_with_file_and_reason(spark, tmp_path, salt):
+def test_rejected_rows_are_set_aside_with_file_and_reason(spark, engine, tmp_path, salt):
     from oea_core import LakePaths
 
     lake = LakePaths.from_setting(tmp_path / "lake")
@@ -165,7 +165,7 @@ def test_rejected_rows_are_set_aside_with_file_and_reason(spark, tmp_path, salt)
     assert (rejected["date"], rejected["sis_id"], rejected["role"]) == ("2022-01-32", "s99", "students")
 
 
-def test_too_many_rejected_rows_fail_and_leave_the_lake_as_it_was(spark, tmp_path, salt):
+def test_too_many_rejected_rows_fail_and_leave_the_lake_as_it_was(spark, engine, tmp_path, salt):
     from oea_core import LakePaths
 
     lake = LakePaths.from_setting(tmp_path / "lake")

@@ -9,6 +9,7 @@ import os
 import pyarrow as pa
 import pytest
 
+from conftest import ENGINES
 from oea_core import LakePaths, RejectedRowsError, Salt, pseudonym
 from oea_core.edfi import EdFiModule, generate_edfi, write_edfi_export
 from oea_core.edfi.flatten import flatten_record
@@ -17,13 +18,14 @@ from oea_core.edfi.metadata import table_name
 TEST_SALT = "edfi-test-salt-77"
 
 
-@pytest.fixture(scope="module")
-def refined(spark, tmp_path_factory):
-    """A lake holding the generated three-batch export, landed and ingested once."""
+@pytest.fixture(scope="module", params=ENGINES)
+def refined(spark, tmp_path_factory, request):
+    """A lake holding the generated three-batch export, landed and ingested once, by each engine."""
     root = tmp_path_factory.mktemp("edfi")
     dataset = generate_edfi(students=24, staff=4, schools=2, batches=3, seed=5)
     write_edfi_export(dataset, root / "export")
-    module = EdFiModule(LakePaths.from_setting(root / "lake"), spark=spark, salt=Salt(TEST_SALT, "test"))
+    module = EdFiModule(LakePaths.from_setting(root / "lake"), spark=spark, salt=Salt(TEST_SALT, "test"),
+                        engine=request.param)
     module.land(root / "export", batch_id="run1")
     results = module.ingest()
     return module, dataset, results
@@ -192,8 +194,8 @@ def school(record_id, name, **extra):
 
 
 @pytest.fixture
-def module(spark, lake):
-    return EdFiModule(lake, spark=spark, salt=Salt(TEST_SALT, "test"))
+def module(spark, lake, engine):
+    return EdFiModule(lake, spark=spark, salt=Salt(TEST_SALT, "test"), engine=engine)
 
 
 def state_of(module, resource):

@@ -12,7 +12,7 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from ..delta import DeltaStore, delta_store
+from ..delta import DeltaStore, delta_store, read_table
 from ..errors import LandingError
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, CsvTableDef, IngestResult, ingest_csv_table
 from ..landing import LandResult, land_folder
@@ -101,10 +101,11 @@ class CleverModule:
     source = SOURCE
 
     def __init__(self, lake: LakePaths | str | None = None, spark: SparkSession | None = None,
-                 salt: Salt | None = None) -> None:
+                 salt: Salt | None = None, engine: str | None = None) -> None:
         self.lake = lake if isinstance(lake, LakePaths) else LakePaths.from_setting(lake)
         self._spark = spark
         self._salt = salt
+        self.engine = engine  # None: --engine / $OEA_ENGINE / the session's default (oea_core.delta)
         self.tables = table_defs()
 
     @property
@@ -117,7 +118,7 @@ class CleverModule:
 
     @property
     def store(self) -> DeltaStore:
-        return delta_store(self.spark)
+        return delta_store(self.spark, self.engine)
 
     def land(self, src: str | os.PathLike, batch_id: str | None = None) -> LandResult:
         """Copy a Clever export folder into ``stage1np/clever/<report>/<batch>/<role>/``."""
@@ -140,4 +141,4 @@ class CleverModule:
 
     def read(self, stage: str, table: str) -> DataFrame:
         """A module table as a Spark DataFrame, e.g. ``read("stage2p", "daily_participation_pseudo")``."""
-        return self.store.read(self.lake.table(stage, SOURCE, table))
+        return read_table(self.spark, self.lake.table(stage, SOURCE, table))

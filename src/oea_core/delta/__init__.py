@@ -21,7 +21,7 @@ from .rs import DeltaRsStore
 from .spark_delta import SparkDeltaStore, spark_has_delta
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 ENGINE_SETTING = "OEA_ENGINE"
 # The local session's default engine: the faster at 5M rows in benchmarks/results/clever.md.
@@ -67,6 +67,15 @@ def engine_name(spark: SparkSession, requested: str | None = None) -> str:
     return LOCAL_DEFAULT if LOCAL_DEFAULT == DeltaRsStore.name or spark_has_delta(spark) else DeltaRsStore.name
 
 
+def read_table(spark: SparkSession, path: str) -> DataFrame:
+    """A Delta table as the platform reads it: ``spark.read.format("delta")`` where the session has
+    Delta (Synapse, Databricks, oea's local session), else the files delta-rs lists.
+
+    Raises DeltaTableError when there is no table at ``path``.
+    """
+    return (SparkDeltaStore(spark) if spark_has_delta(spark) else DeltaRsStore(spark)).read(path)
+
+
 def delta_store(spark: SparkSession, engine: str | None = None) -> DeltaStore:
     """The Delta engine for ``spark`` (see :func:`engine_name`)."""
     return engines.get(engine_name(spark, engine))(spark)
@@ -74,5 +83,6 @@ def delta_store(spark: SparkSession, engine: str | None = None) -> DeltaStore:
 
 __all__ = [
     "ENGINE_SETTING", "LOCAL_DEFAULT", "DeltaEngines", "DeltaRsStore", "DeltaStore", "SparkDeltaStore", "Staged",
-    "WriteMode", "WriteResult", "collect_arrow", "delta_store", "engine_name", "engines", "spark_has_delta",
+    "WriteMode", "WriteResult", "collect_arrow", "delta_store", "engine_name", "engines", "read_table",
+    "spark_has_delta",
 ]

@@ -14,7 +14,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from ..delta import DeltaStore, delta_store
+from ..delta import DeltaStore, delta_store, read_table
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, IngestResult
 from ..paths import LakePaths
 from ..salt import Salt, get_salt
@@ -45,10 +45,11 @@ class EdFiModule:
     source = SOURCE
 
     def __init__(self, lake: LakePaths | str | None = None, spark: SparkSession | None = None,
-                 salt: Salt | None = None, metadata: EdFiMetadata | str | None = None) -> None:
+                 salt: Salt | None = None, engine: str | None = None, metadata: EdFiMetadata | str | None = None) -> None:
         self.lake = lake if isinstance(lake, LakePaths) else LakePaths.from_setting(lake)
         self._spark = spark
         self._salt = salt
+        self.engine = engine  # None: --engine / $OEA_ENGINE / the session's default (oea_core.delta)
         self.metadata = metadata if isinstance(metadata, EdFiMetadata) else EdFiMetadata.load(metadata)
 
     @property
@@ -61,7 +62,7 @@ class EdFiModule:
 
     @property
     def store(self) -> DeltaStore:
-        return delta_store(self.spark)
+        return delta_store(self.spark, self.engine)
 
     def supported_resources(self) -> list[str]:
         return [*self.metadata.resources(), *DESCRIPTORS]
@@ -141,7 +142,7 @@ class EdFiModule:
 
     def read(self, stage: str, table: str) -> DataFrame:
         """A module table as a Spark DataFrame, e.g. ``read("stage2p", "students")``."""
-        return self.store.read(self.lake.table(stage, SOURCE, table))
+        return read_table(self.spark, self.lake.table(stage, SOURCE, table))
 
     def current(self, resource: str) -> DataFrame:
         """The current state of a resource (``stage2np/edfi/<resource>``)."""
