@@ -40,7 +40,13 @@ def _versions(lake: Path) -> dict[str, int]:
     return {str(t.relative_to(lake)): DeltaTable(str(t)).version() for t in tables}
 
 
-def test_oea_run_then_papermill_again_changes_nothing_and_never_saves_the_salt(tmp_path, monkeypatch):
+ENGINE_INFO = {"delta-rs": "delta-rs:py-", "spark-delta": "Delta-Lake/3.3"}
+OTHER = {"delta-rs": "spark-delta", "spark-delta": "delta-rs"}
+
+
+@pytest.mark.slow
+def test_oea_run_then_papermill_again_changes_nothing_and_never_saves_the_salt(tmp_path, monkeypatch, engine):
+    """`oea run` on one engine, then every notebook again on the other: nothing new is written."""
     import papermill as pm
 
     lake = tmp_path / "lake"
@@ -58,6 +64,10 @@ def test_oea_run_then_papermill_again_changes_nothing_and_never_saves_the_salt(t
     assert sorted(p.name for p in executed) == ["Clever_module_ingestion.ipynb", "EdFi_1_land.ipynb",
                                                 "EdFi_2_ingest.ipynb", "EdFi_3_refine.ipynb"]
     before = _versions(lake)
+    for table in ("stage2p/clever/daily_participation_pseudo", "stage2p/edfi/students"):
+        first = DeltaTable(str(lake / table)).history()[-1]
+        assert ENGINE_INFO[engine] in first["engineInfo"], (table, first["engineInfo"])
+    monkeypatch.setenv("OEA_ENGINE", OTHER[engine])  # the kernels below write with the other engine
     assert {"stage2np/edfi/students", "stage2p/edfi/students", "stage2np/edfi/students_lookup",
             "stage2p/edfi/sections_class_periods"} <= set(before)
     assert {"stage2p/clever/daily_participation_pseudo", "stage2np/clever/daily_participation_lookup",

@@ -188,21 +188,21 @@ def _commit_batch(spark: SparkSession, store: DeltaStore, lake: LakePaths, table
     source, table, batch = table_def.source, table_def.table, item.batch
     txn = app_id(source, table, batch)
     meta = {"batch_id": batch, "rows": item.rows, "rejected": item.rejected}
+    # Each store call skips a table this batch already reached (its app transaction), so a run cut
+    # short between two tables finishes the rest next time without writing anything twice.
     if item.rejected:
-        path = lake.table("stage2np", source, table_def.rejected_table)
-        if not store.applied(path, txn):
-            parsed = read_csv_files(spark, item.files, table_def.schema, table_def.file_columns,
-                                    required=table_def.required).withColumn(BATCH, F.lit(batch))
-            store.write(_rejected_rows(parsed, table_def), path, app_id=txn, metadata=meta)
+        parsed = read_csv_files(spark, item.files, table_def.schema, table_def.file_columns,
+                                required=table_def.required).withColumn(BATCH, F.lit(batch))
+        store.write(_rejected_rows(parsed, table_def), lake.table("stage2np", source, table_def.rejected_table),
+                    app_id=txn, metadata=meta)
     if item.identities is not None:
-        path = lake.table("stage2np", source, table_def.lookup_table)
-        if not store.applied(path, txn):
-            names = identity_columns(table_def.schema)
-            fields = ", ".join(f"`{c.name}`: {c.type}" for c in table_def.schema.columns if c.name in names)
-            ids = spark.createDataFrame([(item.identities,)], "ids string").select(
-                F.explode(F.from_json("ids", f"array<struct<{fields}>>", _JSON)).alias("i")).select("i.*")
-            keys = tuple(c.name + PSEUDONYM_SUFFIX for c in table_def.schema.with_ops(PseudoOp.HASH))
-            store.merge(to_lookup(ids, table_def.schema, salt), path, keys, app_id=txn, metadata=meta)
+        names = identity_columns(table_def.schema)
+        fields = ", ".join(f"`{c.name}`: {c.type}" for c in table_def.schema.columns if c.name in names)
+        ids = spark.createDataFrame([(item.identities,)], "ids string").select(
+            F.explode(F.from_json("ids", f"array<struct<{fields}>>", _JSON)).alias("i")).select("i.*")
+        keys = tuple(c.name + PSEUDONYM_SUFFIX for c in table_def.schema.with_ops(PseudoOp.HASH))
+        store.merge(to_lookup(ids, table_def.schema, salt), lake.table("stage2np", source, table_def.lookup_table),
+                    keys, app_id=txn, metadata=meta)
     result = store.commit(item.pseudo, app_id=txn, metadata=meta)
     log.info("%s batch %s: %d rows written, %d rejected (version %s)", table, batch, item.rows - item.rejected,
              item.rejected, result.version)

@@ -118,11 +118,20 @@ class SparkDeltaStore(DeltaStore):
         elif staged.mode == "overwrite":
             writer = writer.option("overwriteSchema", "true")
         writer.save(staged.path)
-        metrics = self._metrics_since(staged.path, before)
+        version, metrics = self._commit_since(staged.path, before)
         if metrics is None:
-            return self._skipped(staged.path)
-        return WriteResult(staged.path, self.version(staged.path), int(metrics.get("numFiles", 0)),
-                           int(metrics.get("numOutputRows", 0)))
+            return WriteResult(staged.path, version, 0, 0, skipped=True)
+        return WriteResult(staged.path, version, int(metrics.get("numFiles", 0)), int(metrics.get("numOutputRows", 0)))
+
+    def discard(self, staged: Staged) -> None:
+        """As :meth:`DeltaStore.discard`, through Hadoop's file system (abfss:// on Synapse, local here)."""
+        jvm = self.spark.sparkContext._jvm
+        staging = jvm.org.apache.hadoop.fs.Path(staged.staging)
+        fs = staging.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        fs.delete(staging, True)
+        for folder in (staging.getParent(), jvm.org.apache.hadoop.fs.Path(staged.path)):
+            if fs.exists(folder) and len(fs.listStatus(folder)) == 0:
+                fs.delete(folder, False)
 
     def _merge(self, df: DataFrame, path: str, keys: tuple[str, ...], update: bool, app_id: str | None,
                metadata: dict | None) -> WriteResult:
@@ -150,19 +159,21 @@ class SparkDeltaStore(DeltaStore):
         before = self.version(path)
         with self._session_settings(app_id, metadata):
             merger.execute()
-        metrics = self._metrics_since(path, before)
+        version, metrics = self._commit_since(path, before)
         if metrics is None:
-            return self._skipped(path)
-        return WriteResult(path, self.version(path), int(metrics.get("numTargetFilesAdded", 0)),
+            return WriteResult(path, version, 0, 0, skipped=True)
+        return WriteResult(path, version, int(metrics.get("numTargetFilesAdded", 0)),
                            int(metrics.get("numSourceRows", 0)), int(metrics.get("numTargetRowsInserted", 0)),
                            int(metrics.get("numTargetRowsUpdated", 0)), int(metrics.get("numTargetRowsDeleted", 0)))
 
-    def _metrics_since(self, path: str, before: int | None) -> dict | None:
-        """The operation metrics of the commit just made; None when Delta made none (its txn was seen)."""
+    def _commit_since(self, path: str, before: int | None) -> tuple[int, dict | None]:
+        """The table version and the operation metrics of the commit just made (None: Delta made none,
+        as when its app transaction was already there)."""
         info = self.last_commit(path)
-        if before is not None and int(info["version"]) == before:
-            return None
-        return dict(info.get("operationMetrics") or {})
+        version = int(info["version"])
+        if before is not None and version == before:
+            return version, None
+        return version, dict(info.get("operationMetrics") or {})
 
     @contextmanager
     def _session_settings(self, app_id: str | None, metadata: dict | None) -> Iterator[None]:

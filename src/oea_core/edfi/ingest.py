@@ -203,10 +203,8 @@ def _apply_batch(store: DeltaStore, lake: LakePaths, table: str, namespace: str,
     txn = ingest_app_id(namespace, resource, batch_id)
     meta = {"batch_id": batch_id, "records": counts[0], "rejected": counts[1]}
     if counts[1]:
-        path = lake.table("stage2np", SOURCE, f"{table}_rejected")
-        if not store.applied(path, txn):
-            store.write(events.where(F.col("_reject_reason").isNotNull()).select(*REJECTED_COLUMNS), path,
-                        app_id=txn, metadata=meta)
+        store.write(events.where(F.col("_reject_reason").isNotNull()).select(*REJECTED_COLUMNS),
+                    lake.table("stage2np", SOURCE, f"{table}_rejected"), app_id=txn, metadata=meta)
     result = store.apply_changes(latest_changes(events), lake.table("stage2np", SOURCE, table), "id",
                                  order="_change_version", deleted="_deleted", app_id=txn, metadata=meta)
     log.info("%s batch %s: %d records applied, %d rejected (version %s)", table, batch_id,
