@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from .delta import ENGINE_SETTING, LOCAL_DEFAULT, engine_name, engines
+from .delta import ENGINE_SETTING, LOCAL_DEFAULT, engines
 from .errors import OEAError
 from .ingest import DEFAULT_MAX_REJECT_SHARE
 from .paths import LakePaths
@@ -173,7 +173,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "ingest":
         module = sources.get(args.module)(lake=lake)
         try:
-            log.info("%s ingest with the %s Delta engine", args.module, engine_name(module.spark))
             results = module.ingest(max_reject_share=args.max_reject_share)
             if not results:
                 print(f"nothing landed for {args.module}: run `oea land {args.module} ...` first")

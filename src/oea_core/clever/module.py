@@ -128,6 +128,7 @@ class CleverModule:
         """Ingest every new landed batch of every report."""
         salt = self._salt or get_salt(self.lake)
         store = self.store
+        log.info("clever ingest with the %s Delta engine", store.name)
         return [ingest_csv_table(self.spark, self.lake, table_def, salt, store=store,
                                  max_reject_share=max_reject_share)
                 for table_def in self.tables.values()]

@@ -93,6 +93,7 @@ class EdFiModule:
         if not landed:
             return []
         store = self.store
+        log.info("edfi ingest with the %s Delta engine", store.name)
         results = []
         for number, (namespace, resource) in enumerate(landed, start=1):
             log.debug("[%d/%d] ingesting %s/%s", number, len(landed), namespace, resource)
