@@ -124,8 +124,11 @@ class DeltaStore(ABC):
         """
         if app_id and self.applied(path, app_id):
             return self._skipped(path)
-        return self._publish(self.stage(df, path, mode=mode, partition_by=partition_by, replace=replace),
-                             app_id, metadata)
+        staged = self.stage(df, path, mode=mode, partition_by=partition_by, replace=replace)
+        try:
+            return self._publish(staged, app_id, metadata)
+        finally:
+            self.discard(staged)
 
     def stage(self, df: DataFrame, path: str, *, mode: WriteMode = "append", partition_by: tuple[str, ...] = (),
               replace: Mapping[str, object] | None = None) -> Staged:
@@ -144,21 +147,15 @@ class DeltaStore(ABC):
     def commit(self, staged: Staged, *, app_id: str | None = None, metadata: dict | None = None) -> WriteResult:
         """Publish staged files in one commit carrying ``app_id``; the staging folder is removed either way."""
         try:
-            skip = bool(app_id) and self.applied(staged.path, app_id)
-        except BaseException:
-            self.discard(staged)
-            raise
-        if skip:
-            self.discard(staged)
-            return self._skipped(staged.path)
-        return self._publish(staged, app_id, metadata)
-
-    def _publish(self, staged: Staged, app_id: str | None, metadata: dict | None) -> WriteResult:
-        try:
-            with self._failing_write(staged.path):
-                return self._commit(staged, app_id, metadata)
+            if app_id and self.applied(staged.path, app_id):
+                return self._skipped(staged.path)
+            return self._publish(staged, app_id, metadata)
         finally:
             self.discard(staged)
+
+    def _publish(self, staged: Staged, app_id: str | None, metadata: dict | None) -> WriteResult:
+        with self._failing_write(staged.path):
+            return self._commit(staged, app_id, metadata)
 
     @abstractmethod
     def _commit(self, staged: Staged, app_id: str | None, metadata: dict | None) -> WriteResult:
