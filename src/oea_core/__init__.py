@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from .delta import DeltaRsStore, DeltaStore, SparkDeltaStore, WriteResult, delta_store, engine_name
 from .errors import (
+                     CommitConflictError,
                      DeltaEngineError,
                      DeltaTableError,
                      IngestError,
+                     LakeLockError,
                      LakePathError,
                      LandingError,
                      ModuleNotFoundInCatalog,
@@ -28,8 +30,8 @@ from .sql_preview import SqlPreview, SqlPreviewError
 from .sql_views import lake_database_ddl, views_script
 
 __all__ = [
-    "STAGES", "ColumnSpec", "CsvTableDef", "DeltaEngineError", "DeltaRsStore", "DeltaStore", "DeltaTableError", "IngestError", "IngestResult",
-    "LakePathError", "LakePaths", "LandResult", "LandingError", "ModuleNotFoundInCatalog", "NotebookRunError",
+    "STAGES", "ColumnSpec", "CommitConflictError", "CsvTableDef", "DeltaEngineError", "DeltaRsStore", "DeltaStore", "DeltaTableError", "IngestError", "IngestResult",
+    "LakeLockError", "LakePathError", "LakePaths", "LandResult", "LandingError", "ModuleNotFoundInCatalog", "NotebookRunError",
     "OEAError", "PseudoOp", "RejectedRowsError", "Salt", "SaltError", "SchemaError", "SparkDeltaStore", "SqlPreview", "SqlPreviewError",
     "TableSchema",
     "WriteResult", "delta_store", "engine_name", "get_salt", "get_spark", "ingest_csv_table", "lake_database_ddl", "land_folder", "pseudonym",

@@ -65,6 +65,19 @@ class DeltaTableError(OEAError):
         self.path = path
 
 
+class CommitConflictError(DeltaTableError):
+    """Another writer kept committing to the same Delta table; this commit was not made."""
+
+
+class LakeLockError(OEAError):
+    """Another run holds the lake's lock for this source (or flow), or the lock cannot be taken."""
+
+    def __init__(self, message: str, *, path: str | None = None, holder: dict | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.holder = holder
+
+
 class DeltaEngineError(OEAError):
     """A Delta engine that is unknown, or that the Spark session cannot run."""
 

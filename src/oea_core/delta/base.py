@@ -5,21 +5,29 @@ A write goes through three steps a subclass provides: ``stage`` (Spark writes Pa
 commit) and ``discard``. Every commit may carry one app transaction (``txn`` action): a commit
 whose app id already reached the table is skipped, on both engines, so a rerun writes nothing.
 Commit metadata is stored as ``commitInfo.userMetadata`` (a JSON object) by both engines.
+
+The app transaction is checked twice: once before any work (a cheap skip), and again inside the
+commit, against the very version the commit builds on, so two writers racing with one batch
+cannot both commit it. A commit that loses a race to another writer is retried (its app id
+checked again) a few times, then refused with :class:`~oea_core.errors.CommitConflictError`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
 import shutil
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from ..errors import DeltaTableError
+from ..errors import CommitConflictError, DeltaTableError
 from ..salt import redact
 
 if TYPE_CHECKING:
@@ -27,7 +35,9 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
+log = logging.getLogger("oea")
 STAGING = "_staging"
+COMMIT_ATTEMPTS = 5  # commits tried against a table other writers keep changing
 WriteMode = Literal["append", "overwrite"]
 
 
@@ -216,6 +226,30 @@ class DeltaStore(ABC):
     @abstractmethod
     def _apply_changes(self, changes: DataFrame, path: str, key: str, order: str, deleted: str,
                        app_id: str | None, metadata: dict | None) -> WriteResult: ...
+
+    # commit races ------------------------------------------------------------------------
+    def _until_committed(self, path: str, attempt: Callable[[], WriteResult]) -> WriteResult:
+        """Run ``attempt`` (one commit that refuses an app id already in the version it builds on)
+        until it is not beaten by another writer; after a lost race the next attempt checks again."""
+        last: Exception | None = None
+        for number in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                return attempt()
+            except Exception as exc:
+                if not self._lost_race(exc):
+                    raise
+                last = exc
+                log.info("%s: another writer committed first (attempt %d of %d); checking again", path, number,
+                         COMMIT_ATTEMPTS)
+                time.sleep(random.uniform(0.05, 0.2) * number)
+        raise CommitConflictError(
+            f"Delta table {path}: another writer committed at the same time, {COMMIT_ATTEMPTS} times in a row; "
+            "this commit was not made (the table holds the other writer's version): rerun to finish the work",
+            path=path) from last
+
+    @abstractmethod
+    def _lost_race(self, exc: Exception) -> bool:
+        """True when ``exc`` means another writer committed the version this commit built on."""
 
     # shared checks -----------------------------------------------------------------------
     def _skipped(self, path: str) -> WriteResult:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, QueryBuilder, Schema, Transaction
 from deltalake import DeltaTable as RsTable
+from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from .base import DeltaStore, Staged, WriteResult, collect_arrow, user_metadata
@@ -86,55 +87,77 @@ class DeltaRsStore(DeltaStore):
 
         path = staged.path
         moved: list[str] = []
+        committed = False
         try:
             adds, rows = _move_into_place(staged, moved)
             schema = Schema.from_arrow(_nullable(to_arrow_schema(staged.schema)))
-            props = _props(app_id, metadata)
-            table = self._table(path)
-            if table is None:
-                create_table_with_add_actions(path, schema, adds, mode="error", partition_by=list(staged.partition_by),
-                                              commit_properties=props)
-            else:
-                filters = [(k, "=", v) for k, v in staged.replace] or None
-                table.create_write_transaction(adds, mode=staged.mode, schema=schema,
-                                               partition_by=list(staged.partition_by), partition_filters=filters,
-                                               commit_properties=props)
-        except BaseException:
-            for file in moved:
-                _remove_quietly(file)
-            raise
-        return WriteResult(path, self.version(path), len(adds), rows)
+
+            def attempt() -> WriteResult:
+                nonlocal committed
+                table = self._table(path)
+                if _has_txn(table, app_id):  # checked in the snapshot the commit builds on
+                    return self._skipped(path)
+                props = _props(app_id, metadata)
+                if table is None:
+                    create_table_with_add_actions(path, schema, adds, mode="error",
+                                                  partition_by=list(staged.partition_by), commit_properties=props)
+                else:
+                    filters = [(k, "=", v) for k, v in staged.replace] or None
+                    table.create_write_transaction(adds, mode=staged.mode, schema=schema,
+                                                   partition_by=list(staged.partition_by), partition_filters=filters,
+                                                   commit_properties=props)
+                committed = True
+                return WriteResult(path, self.version(path), len(adds), rows)
+
+            return self._until_committed(path, attempt)
+        finally:
+            if not committed:  # never leave files in the table folder that no commit names
+                for file in moved:
+                    _remove_quietly(file)
 
     def _merge(self, df: DataFrame, path: str, keys: tuple[str, ...], update: bool, app_id: str | None,
                metadata: dict | None) -> WriteResult:
-        merger = self._merger(self._open(path), collect_arrow(df), keys, app_id, metadata)
-        if update:
-            merger = merger.when_matched_update_all()
-        return self._result(path, merger.when_not_matched_insert_all().execute())
+        def build(merger):
+            if update:
+                merger = merger.when_matched_update_all()
+            return merger.when_not_matched_insert_all()
+
+        return self._merged(path, collect_arrow(df), keys, app_id, metadata, build)
 
     def _delete(self, keys_df: DataFrame, path: str, keys: tuple[str, ...], app_id: str | None,
                 metadata: dict | None) -> WriteResult:
-        merger = self._merger(self._open(path), collect_arrow(keys_df), keys, app_id, metadata)
-        return self._result(path, merger.when_matched_delete().execute())
+        return self._merged(path, collect_arrow(keys_df), keys, app_id, metadata,
+                            lambda merger: merger.when_matched_delete())
 
     def _apply_changes(self, changes: DataFrame, path: str, key: str, order: str, deleted: str,
                        app_id: str | None, metadata: dict | None) -> WriteResult:
         columns = [c for c in changes.columns if c != deleted]
         newer = f'(s."{order}" IS NULL OR t."{order}" IS NULL OR s."{order}" >= t."{order}")'
         values = {f'"{c}"': f's."{c}"' for c in columns}
-        merger = self._merger(self._open(path), collect_arrow(changes), (key,), app_id, metadata)
-        metrics = (merger.when_matched_delete(predicate=f's."{deleted}" AND {newer}')
-                   .when_matched_update(values, predicate=f'NOT s."{deleted}" AND {newer}')
-                   .when_not_matched_insert(values, predicate=f'NOT s."{deleted}"')
-                   .execute())
-        return self._result(path, metrics)
+        return self._merged(path, collect_arrow(changes), (key,), app_id, metadata, lambda merger: (
+            merger.when_matched_delete(predicate=f's."{deleted}" AND {newer}')
+            .when_matched_update(values, predicate=f'NOT s."{deleted}" AND {newer}')
+            .when_not_matched_insert(values, predicate=f'NOT s."{deleted}"')))
 
-    def _merger(self, table: RsTable, source: pa.Table, keys: tuple[str, ...], app_id: str | None,
-                metadata: dict | None):
+    def _merged(self, path: str, source: pa.Table, keys: tuple[str, ...], app_id: str | None,
+                metadata: dict | None, build) -> WriteResult:
+        """One MERGE of ``source`` by ``keys`` (null-safe), shaped by ``build``, committed race-safely."""
         predicate = " AND ".join(f"(t.\"{k}\" IS NOT DISTINCT FROM s.\"{k}\")" for k in keys)
-        # streamed_exec=False: cost follows the source, not the whole target (ENGINE_NOTES.md)
-        return table.merge(source, predicate, source_alias="s", target_alias="t", streamed_exec=False,
-                           commit_properties=_props(app_id, metadata))
+
+        def attempt() -> WriteResult:
+            table = self._open(path)
+            if _has_txn(table, app_id):  # checked in the snapshot the commit builds on
+                return self._skipped(path)
+            # streamed_exec=False: cost follows the source, not the whole target (ENGINE_NOTES.md)
+            merger = table.merge(source, predicate, source_alias="s", target_alias="t", streamed_exec=False,
+                                 commit_properties=_props(app_id, metadata))
+            return self._result(path, build(merger).execute())
+
+        return self._until_committed(path, attempt)
+
+    def _lost_race(self, exc: Exception) -> bool:
+        return isinstance(exc, CommitFailedError) or (
+            isinstance(exc, DeltaError) and "already exists" in str(exc))
 
     def _result(self, path: str, metrics: dict) -> WriteResult:
         return WriteResult(path, self.version(path), int(metrics.get("num_target_files_added", 0)),
@@ -144,8 +167,14 @@ class DeltaRsStore(DeltaStore):
 
 
 def _props(app_id: str | None, metadata: dict | None) -> CommitProperties:
-    return CommitProperties(custom_metadata={"userMetadata": user_metadata(metadata)},
+    # No retries inside delta-rs: it would rebase the commit onto a newer version without checking the
+    # app transaction again (delta-rs accepts a repeated app id); DeltaStore._until_committed re-checks.
+    return CommitProperties(custom_metadata={"userMetadata": user_metadata(metadata)}, max_commit_retries=0,
                             app_transactions=[Transaction(app_id, 1)] if app_id else None)
+
+
+def _has_txn(table: RsTable | None, app_id: str | None) -> bool:
+    return bool(app_id) and table is not None and table.transaction_version(app_id) is not None
 
 
 def _nullable(schema: pa.Schema) -> pa.Schema:

@@ -106,22 +106,49 @@ class SparkDeltaStore(DeltaStore):
 
     # writing -----------------------------------------------------------------------------
     def _commit(self, staged: Staged, app_id: str | None, metadata: dict | None) -> WriteResult:
-        before = self.version(staged.path)
         names = [f.name for f in staged.schema.fields]
-        df = self.spark.read.schema(staged.schema).parquet(staged.staging).select(*names)
-        writer = (df.write.format("delta").mode(staged.mode).partitionBy(*staged.partition_by)
-                  .option("userMetadata", user_metadata(metadata)))
-        if app_id:
-            writer = writer.option("txnAppId", app_id).option("txnVersion", 1)
-        if staged.replace:
-            writer = writer.option("replaceWhere", " AND ".join(f"`{k}` = '{_quote(v)}'" for k, v in staged.replace))
-        elif staged.mode == "overwrite":
-            writer = writer.option("overwriteSchema", "true")
-        writer.save(staged.path)
-        version, metrics = self._commit_since(staged.path, before)
-        if metrics is None:
-            return WriteResult(staged.path, version, 0, 0, skipped=True)
-        return WriteResult(staged.path, version, int(metrics.get("numFiles", 0)), int(metrics.get("numOutputRows", 0)))
+
+        def write() -> None:
+            df = self.spark.read.schema(staged.schema).parquet(staged.staging).select(*names)
+            writer = (df.write.format("delta").mode(staged.mode).partitionBy(*staged.partition_by)
+                      .option("userMetadata", user_metadata(metadata)))
+            if app_id:  # Delta checks it inside the commit and refuses a concurrent one with the same id
+                writer = writer.option("txnAppId", app_id).option("txnVersion", 1)
+            if staged.replace:
+                writer = writer.option("replaceWhere",
+                                       " AND ".join(f"`{k}` = '{_quote(v)}'" for k, v in staged.replace))
+            elif staged.mode == "overwrite":
+                writer = writer.option("overwriteSchema", "true")
+            writer.save(staged.path)
+
+        return self._race_safe(staged.path, app_id, write, ("numFiles", "numOutputRows"))
+
+    def _race_safe(self, path: str, app_id: str | None, commit, metric_names: tuple[str, ...]) -> WriteResult:
+        """``commit()`` until no concurrent writer beats it; a retry first checks ``app_id`` again."""
+        tries = 0
+
+        def attempt() -> WriteResult:
+            nonlocal tries
+            tries += 1
+            if tries > 1 and app_id and self.applied(path, app_id):
+                return self._skipped(path)
+            before = self.version(path)
+            commit()
+            version, metrics = self._commit_since(path, before)
+            if metrics is None:
+                return WriteResult(path, version, 0, 0, skipped=True)
+            return WriteResult(path, version, *(int(metrics.get(name, 0)) for name in metric_names))
+
+        return self._until_committed(path, attempt)
+
+    def _lost_race(self, exc: Exception) -> bool:
+        # Delta's ConcurrentModificationException family (ConcurrentAppendException, ConcurrentTransaction-
+        # Exception, ProtocolChangedException when two writers create one table ...), raised through py4j
+        text = f"{type(exc).__name__} {exc}"
+        return any(name in text for name in ("ConcurrentAppend", "ConcurrentDelete", "ConcurrentTransaction",
+                                             "ConcurrentWrite", "MetadataChanged", "ProtocolChanged",
+                                             "DELTA_CONCURRENT", "DELTA_METADATA_CHANGED",
+                                             "DELTA_PROTOCOL_CHANGED"))
 
     def discard(self, staged: Staged) -> None:
         """As :meth:`DeltaStore.discard`, through Hadoop's file system (abfss:// on Synapse, local here)."""
@@ -156,15 +183,12 @@ class SparkDeltaStore(DeltaStore):
         return self._execute(merger, path, app_id, metadata)
 
     def _execute(self, merger, path: str, app_id: str | None, metadata: dict | None) -> WriteResult:
-        before = self.version(path)
-        with self._session_settings(app_id, metadata):
-            merger.execute()
-        version, metrics = self._commit_since(path, before)
-        if metrics is None:
-            return WriteResult(path, version, 0, 0, skipped=True)
-        return WriteResult(path, version, int(metrics.get("numTargetFilesAdded", 0)),
-                           int(metrics.get("numSourceRows", 0)), int(metrics.get("numTargetRowsInserted", 0)),
-                           int(metrics.get("numTargetRowsUpdated", 0)), int(metrics.get("numTargetRowsDeleted", 0)))
+        def merge() -> None:
+            with self._session_settings(app_id, metadata):
+                merger.execute()
+
+        return self._race_safe(path, app_id, merge, ("numTargetFilesAdded", "numSourceRows", "numTargetRowsInserted",
+                                                     "numTargetRowsUpdated", "numTargetRowsDeleted"))
 
     def _commit_since(self, path: str, before: int | None) -> tuple[int, dict | None]:
         """The table version and the operation metrics of the commit just made (None: Delta made none,
