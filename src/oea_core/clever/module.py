@@ -16,6 +16,7 @@ from ..delta import DeltaStore, delta_store, read_table
 from ..errors import LandingError
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, CsvTableDef, IngestResult, ingest_csv_table
 from ..landing import LandResult, land_folder
+from ..lock import source_run
 from ..paths import LakePaths
 from ..salt import Salt, get_salt
 from ..schema import TableSchema, safe_table_name
@@ -122,16 +123,18 @@ class CleverModule:
 
     def land(self, src: str | os.PathLike, batch_id: str | None = None) -> LandResult:
         """Copy a Clever export folder into ``stage1np/clever/<report>/<batch>/<role>/``."""
-        return land_folder(self.lake, SOURCE, os.fspath(src), classify, batch_id=batch_id)
+        with source_run(self.lake, SOURCE, "clever land"):
+            return land_folder(self.lake, SOURCE, os.fspath(src), classify, batch_id=batch_id)
 
     def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
         """Ingest every new landed batch of every report."""
         salt = self._salt or get_salt(self.lake)
-        store = self.store
-        log.info("clever ingest with the %s Delta engine", store.name)
-        return [ingest_csv_table(self.spark, self.lake, table_def, salt, store=store,
-                                 max_reject_share=max_reject_share)
-                for table_def in self.tables.values()]
+        with source_run(self.lake, SOURCE, "clever ingest"):
+            store = self.store
+            log.info("clever ingest with the %s Delta engine", store.name)
+            return [ingest_csv_table(self.spark, self.lake, table_def, salt, store=store,
+                                     max_reject_share=max_reject_share)
+                    for table_def in self.tables.values()]
 
     def output_tables(self) -> list[tuple[str, str]]:
         """``(stage, table)`` of every table the module writes for analysts (for SQL views)."""

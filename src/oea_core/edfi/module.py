@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..delta import DeltaStore, delta_store, read_table
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, IngestResult
+from ..lock import source_run
 from ..paths import LakePaths
 from ..salt import Salt, get_salt
 from ..schema import PseudoOp
@@ -78,13 +79,15 @@ class EdFiModule:
             from .api import EdFiClient
 
             client = client or EdFiClient(api)
-            return landing.land_api(self.lake, client, resources or self.supported_resources(), batch_id=batch_id,
-                                    strict=resources is not None)
+            with source_run(self.lake, SOURCE, "edfi land"):
+                return landing.land_api(self.lake, client, resources or self.supported_resources(),
+                                        batch_id=batch_id, strict=resources is not None)
         if src is None:
             from ..errors import LandingError
 
             raise LandingError("give an Ed-Fi export folder, or --api URL to land from an Ed-Fi API")
-        return landing.land_files(self.lake, os.fspath(src), batch_id=batch_id)
+        with source_run(self.lake, SOURCE, "edfi land"):
+            return landing.land_files(self.lake, os.fspath(src), batch_id=batch_id)
 
     # ingest and refine ---------------------------------------------------------------------------
     def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE, refine: bool = True) -> list[IngestResult]:
@@ -92,31 +95,33 @@ class EdFiModule:
         landed = landing.landed_resources(self.lake)
         if not landed:
             return []
-        store = self.store
-        log.info("edfi ingest with the %s Delta engine", store.name)
-        results = []
-        for number, (namespace, resource) in enumerate(landed, start=1):
-            log.debug("[%d/%d] ingesting %s/%s", number, len(landed), namespace, resource)
-            results.append(ingest_resource(self.spark, self.lake, store, namespace, resource,
-                                           max_reject_share=max_reject_share))
-        if refine:
-            results += self.refine(max_reject_share=max_reject_share)
-        return results
+        with source_run(self.lake, SOURCE, "edfi ingest"):
+            store = self.store
+            log.info("edfi ingest with the %s Delta engine", store.name)
+            results = []
+            for number, (namespace, resource) in enumerate(landed, start=1):
+                log.debug("[%d/%d] ingesting %s/%s", number, len(landed), namespace, resource)
+                results.append(ingest_resource(self.spark, self.lake, store, namespace, resource,
+                                               max_reject_share=max_reject_share))
+            if refine:
+                results += self.refine(max_reject_share=max_reject_share)
+            return results
 
     def refine(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
         """Rebuild the refined tables of every resource whose current state changed."""
         if not landing.landed_resources(self.lake):
             return []
         salt = self._salt or get_salt(self.lake)
-        store = self.store
         results = []
         unsupported = []
-        for namespace, resource in landing.landed_resources(self.lake):
-            if not self.metadata.supports(resource):
-                unsupported.append(resource)
-                continue
-            results += refine_resource(self.spark, self.lake, store, self.metadata, namespace, resource, salt,
-                                       max_reject_share=max_reject_share)
+        with source_run(self.lake, SOURCE, "edfi refine"):
+            store = self.store
+            for namespace, resource in landing.landed_resources(self.lake):
+                if not self.metadata.supports(resource):
+                    unsupported.append(resource)
+                    continue
+                results += refine_resource(self.spark, self.lake, store, self.metadata, namespace, resource, salt,
+                                           max_reject_share=max_reject_share)
         if unsupported:
             log.warning("not refined (no metadata): %s; their current state is in stage2np/%s. Add them to the "
                         "metadata CSV to refine them", ", ".join(unsupported), SOURCE)

@@ -1,0 +1,182 @@
+"""The lake lock: one land, ingest, refine or flow at a time per lake and source (or flow).
+
+A run holds ``<lake>/oea-framework/locks/<name>.lock`` for its whole length: an exclusive
+``flock`` on the file, which the operating system releases when the process ends however it
+ends, so a lock left by a killed run is taken over by the next one (which says so). The file
+holds who has it (operation, host, pid, since), for the message a second run prints::
+
+    clever ingest already running since 2026-11-24T01:02:03Z (host lab-3, pid 4242)
+
+A second run waits up to ``wait`` seconds (``--wait``, ``$OEA_LOCK_WAIT``; default 0) before it
+gives up. The lock is re-entrant within a process (an Ed-Fi ingest that refines holds it once).
+
+ADLS lakes: the lock is not taken yet (it needs a blob lease, which comes with the cloud lake
+work); a run there logs that it runs unlocked. Every commit still checks its app transaction
+inside the commit, so two runs cannot write one batch twice (see :mod:`oea_core.delta.base`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import LakeLockError
+from .paths import LakePaths, check_name
+
+log = logging.getLogger("oea")
+WAIT_SETTING = "OEA_LOCK_WAIT"
+_POLL_SECONDS = 0.5
+_HELD: dict[str, list] = {}  # path -> [file descriptor, depth, holder]
+_REGISTRY = threading.RLock()
+
+
+def lock_path(lake: LakePaths, name: str) -> str:
+    """Where the lock of ``name`` (a source such as ``clever``, or ``flow-<name>``) lives."""
+    return lake.state_path("locks", check_name(name, "lock name") + ".lock")
+
+
+def default_wait() -> float:
+    """Seconds to wait for a busy lock: ``$OEA_LOCK_WAIT``, else 0."""
+    value = os.environ.get(WAIT_SETTING, "") or "0"
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise LakeLockError(f"{WAIT_SETTING}={value!r} is not a number of seconds: set it to e.g. 600") from None
+    if seconds < 0:
+        raise LakeLockError(f"{WAIT_SETTING}={value!r} is negative: set it to 0 or more seconds")
+    return seconds
+
+
+def holder(lake: LakePaths, name: str) -> dict | None:
+    """Who holds the lock now (operation, host, pid, since), or None when nobody does."""
+    if not lake.is_local:
+        return None
+    path = lock_path(lake, name)
+    if not os.path.exists(path):
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read(fd) or {"operation": "a run", "host": "?", "pid": "?", "since": "?"}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def lake_lock(lake: LakePaths, name: str, operation: str, *, wait: float | None = None) -> Iterator[dict]:
+    """Hold the lock of ``name`` for ``operation`` (e.g. ``"clever ingest"``); raises LakeLockError when
+    another run holds it for longer than ``wait`` seconds (default :func:`default_wait`)."""
+    if not lake.is_local:
+        log.info("%s: ADLS lake, so no lake lock is taken (two runs of one batch are still refused by "
+                 "the Delta commits' app transactions)", operation)
+        yield {"operation": operation, "host": socket.gethostname(), "pid": os.getpid()}
+        return
+    path = lock_path(lake, name)
+    with _REGISTRY:
+        held = _HELD.get(path)
+        if held is not None:  # re-entrant within this process
+            held[1] += 1
+    if held is not None:
+        try:
+            yield held[2]
+        finally:
+            with _REGISTRY:
+                held[1] -= 1
+        return
+    fd, me = _acquire(path, operation, default_wait() if wait is None else wait)
+    with _REGISTRY:
+        _HELD[path] = [fd, 1, me]
+    try:
+        yield me
+    finally:
+        with _REGISTRY:
+            del _HELD[path]
+        try:
+            os.ftruncate(fd, 0)  # an empty file: released cleanly
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _acquire(path: str, operation: str, wait: float) -> tuple[int, dict]:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise LakeLockError(f"cannot open the lake lock {path}: {exc.strerror}; check that the lake folder is "
+                            "writable", path=path) from exc
+    deadline = time.monotonic() + wait
+    told = False
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                other = _read(fd) or {}
+                if time.monotonic() >= deadline:
+                    raise LakeLockError(
+                        f"{other.get('operation', 'another run')} already running since {other.get('since', '?')} "
+                        f"(host {other.get('host', '?')}, pid {other.get('pid', '?')}); wait for it to finish, or "
+                        f"rerun with --wait SECONDS to queue behind it (lock: {path})",
+                        path=path, holder=other) from None
+                if not told:
+                    log.info("%s: waiting up to %.0f s for %s (host %s, pid %s) to finish", operation, wait,
+                             other.get("operation", "another run"), other.get("host", "?"), other.get("pid", "?"))
+                    told = True
+                time.sleep(_POLL_SECONDS)
+        left = _read(fd)
+        if left:
+            log.warning("%s: took over the lock left by %s (host %s, pid %s, since %s), which ended without "
+                        "releasing it; its unfinished work is redone or cleaned up now", operation,
+                        left.get("operation"), left.get("host"), left.get("pid"), left.get("since"))
+        me = {"operation": operation, "host": socket.gethostname(), "pid": os.getpid(),
+              "since": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
+        os.fsync(fd)
+        return fd, me
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read(fd: int) -> dict | None:
+    try:
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        return json.loads(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def source_run(lake: LakePaths, source: str, operation: str, *, wait: float | None = None) -> Iterator[dict]:
+    """Hold ``source``'s lock for ``operation``; the outermost holder removes the source's leftovers
+    (:mod:`oea_core.leftovers`) before the work and after it, so no run leaves uncommitted files."""
+    from .leftovers import clean_source
+
+    with _REGISTRY:
+        outer = not lake.is_local or lock_path(lake, source) not in _HELD
+    with lake_lock(lake, source, operation, wait=wait) as me:
+        if outer:
+            clean_source(lake, source, "before")
+        try:
+            yield me
+        finally:
+            if outer:
+                try:
+                    clean_source(lake, source, "after")
+                except OSError as exc:  # never hide the run's own outcome; the next run cleans up
+                    log.warning("%s: could not remove leftovers: %s; `oea lake check --repair` will", operation, exc)
