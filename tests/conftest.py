@@ -53,6 +53,7 @@ def salt() -> Salt:
 
 @pytest.fixture(autouse=True)
 def _no_ambient_settings(monkeypatch):
-    for name in ("OEA_LAKE", "OEA_SALT", "OEA_KEYVAULT_URL", "OEA_STORAGE_ACCOUNT", "OEA_ENGINE"):
+    for name in ("OEA_LAKE", "OEA_SALT", "OEA_KEYVAULT_URL", "OEA_STORAGE_ACCOUNT", "OEA_ENGINE",
+                 "OEA_ALLOW_SHORT_SALT", "OEA_LOCK_WAIT"):
         monkeypatch.delenv(name, raising=False)
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")

@@ -29,7 +29,7 @@ def test_land_ingest_views_through_the_real_command(tmp_path, engine):
     from deltalake import DeltaTable
 
     lake = str(tmp_path / "lake")
-    env = {"OEA_SALT": "cli-salt-8d2"}
+    env = {"OEA_SALT": "cli-salt-8d2-5a90e1"}
     landed = oea("--lake", lake, "land", "clever", str(REPO / "test_data" / "clever"), env=env)
     assert landed.returncode == 0, landed.stderr
     assert re.match(r"landed 18 files as batch \d{8}T\d+Z", landed.stdout)
@@ -44,7 +44,7 @@ def test_land_ingest_views_through_the_real_command(tmp_path, engine):
     assert "daily_participation: ingesting 1 batches (9 files)" in ingested.stderr, "progress is shown"
     again = oea("--lake", lake, "ingest", "clever", env=env)
     assert again.returncode == 0 and again.stdout.count("nothing new") == 2
-    assert "cli-salt-8d2" not in landed.stdout + landed.stderr + ingested.stdout + ingested.stderr
+    assert "cli-salt-8d2-5a90e1" not in landed.stdout + landed.stderr + ingested.stdout + ingested.stderr
 
 
 def test_lake_comes_from_oea_lake_then_default(tmp_path, monkeypatch, capsys):

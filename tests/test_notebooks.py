@@ -13,7 +13,7 @@ from deltalake import DeltaTable
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").rglob("*.ipynb"))
-NOTEBOOK_SALT = "nb-salt-0c4f9e"
+NOTEBOOK_SALT = "nb-salt-0c4f9e-2a7b"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -28,7 +28,7 @@ class SchemaError(OEAError):
 
 
 class SaltError(OEAError):
-    """The pseudonymization salt is missing, empty or unreadable."""
+    """The pseudonymization salt is missing, empty, unreadable, too short, or not the lake's salt."""
 
 
 class LandingError(OEAError):

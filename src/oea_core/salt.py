@@ -1,24 +1,45 @@
-"""The pseudonymization salt: required, never empty, never printed.
+"""The pseudonymization salt: required, long enough, the same for the whole life of a lake, never printed.
 
 Looked up in order: ``OEA_SALT``; Azure Key Vault secret ``oeaSalt`` when ``OEA_KEYVAULT_URL``
-is set; the lake's secret file (``<lake>/.oea/salt``), created on first use with mode 0600.
+is set; the lake's secret file (``<lake>/.oea/salt``), created on first use with mode 0600, but
+only in a lake that has neither a salt fingerprint nor stage 2 data.
+
+A salt shorter than 16 characters is refused unless ``OEA_ALLOW_SHORT_SALT=1``. On first use the
+lake records a fingerprint of its salt (PBKDF2-HMAC-SHA256 with a random nonce, never the salt);
+every later :func:`get_salt` checks it, so a run under another salt fails before writing anything.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
+import functools
+import hashlib
+import hmac
+import json
+import logging
 import os
+import re
 import secrets
+import socket
 
 from .errors import SaltError
-from .paths import LakePaths
+from .paths import STAGES, LakePaths
 
 KEYVAULT_SECRET_NAME = "oeaSalt"
+MIN_SALT_LENGTH = 16
+ALLOW_SHORT_ENV = "OEA_ALLOW_SHORT_SALT"
+FINGERPRINT_FILE = "salt_fingerprint.json"  # in the lake's bookkeeping: LakePaths.state_path
+_ALGORITHM, _VERSION, _ITERATIONS = "pbkdf2-hmac-sha256", 1, 200_000
+_LABEL = b"oea-core salt fingerprint v1:"
+_MAKE_ONE = ('python -c "import secrets,base64;'
+             'print(base64.b64encode(secrets.token_bytes(16)).decode())"')
 _SEEN: set[str] = set()  # salts created in this process, so error text can be scrubbed of them
+log = logging.getLogger("oea")
 
 
 class Salt:
-    """Holds the salt; its repr and str never show the value."""
+    """Holds the salt; its repr and str never show the value. Length rules apply in :func:`get_salt`."""
 
     __slots__ = ("_value", "origin")
 
@@ -40,6 +61,9 @@ class Salt:
 
 
 _SECRETS: set[str] = set()
+# Values this long are redacted wherever they occur; shorter ones only as whole tokens (not next to a
+# letter, digit or '_'), so a short value never garbles the words around it ("exist" with salt "x").
+_REDACT_ANYWHERE_MIN = 8
 
 
 def remember_secret(value: str | None) -> None:
@@ -48,13 +72,23 @@ def remember_secret(value: str | None) -> None:
         _SECRETS.add(value)
 
 
+@functools.lru_cache(maxsize=8)
+def _redaction(values: tuple[tuple[str, str], ...]) -> tuple[re.Pattern[str], dict[str, str]]:
+    parts = [re.escape(v) if len(v) >= _REDACT_ANYWHERE_MIN else rf"(?<!\w){re.escape(v)}(?!\w)"
+             for v, _ in values]
+    return re.compile("|".join(parts)), dict(values)
+
+
 def redact(text: str) -> str:
-    """``text`` with every salt (``<salt>``) and remembered secret (``<secret>``) replaced, for errors and logs."""
-    for value in sorted(_SEEN, key=len, reverse=True):
-        text = text.replace(value, "<salt>")
-    for value in sorted(_SECRETS, key=len, reverse=True):
-        text = text.replace(value, "<secret>")
-    return text
+    """``text`` with every salt (``<salt>``) and remembered secret (``<secret>``) replaced, for errors and logs.
+
+    One pass, longest value first, so a replacement is never scanned again.
+    """
+    labels = {v: "<secret>" for v in _SECRETS} | {v: "<salt>" for v in _SEEN}
+    if not labels or not text:
+        return text
+    pattern, label = _redaction(tuple(sorted(labels.items(), key=lambda kv: (-len(kv[0]), kv[0]))))
+    return pattern.sub(lambda m: label[m.group(0)], text)
 
 
 def _from_keyvault(url: str) -> str:
@@ -77,34 +111,154 @@ def _from_keyvault(url: str) -> str:
         ) from exc
 
 
-def _from_file(path: str) -> str:
-    if os.path.exists(path):
-        mode = os.stat(path).st_mode & 0o777
-        if mode & 0o077:
+def _how_to_supply(lake: LakePaths) -> str:
+    file_part = f", or the lake's salt file {lake.secret_file} (used when neither is set)" if lake.is_local else ""
+    return (f"supply the lake's salt through OEA_SALT, or Azure Key Vault secret {KEYVAULT_SECRET_NAME!r} "
+            f"(set OEA_KEYVAULT_URL){file_part}")
+
+
+def _publish(path: str, text: str, mode: int) -> bool:
+    """Create ``path`` holding ``text``, complete or not at all; False if it already exists (a race lost)."""
+    folder = os.path.dirname(path)
+    temp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temp, path)  # like an O_EXCL create, but readers never see a half-written file
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: a plain O_EXCL create
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        return True
+    finally:
+        os.unlink(temp)
+
+
+def _has_stage2_data(lake: LakePaths) -> bool:
+    for stage in (s for s in STAGES if s.startswith("stage2")):
+        for _, _, files in os.walk(lake.stage_root(stage)):
+            if files:
+                return True
+    return False
+
+
+def _from_file(lake: LakePaths) -> str:
+    path = lake.secret_file
+    if not os.path.exists(path):
+        fingerprint = lake.state_path(FINGERPRINT_FILE)
+        held = (f"records a salt fingerprint in {fingerprint}" if os.path.exists(fingerprint)
+                else "already holds stage 2 data" if _has_stage2_data(lake) else None)
+        if held:
             raise SaltError(
-                f"salt file {path} is readable by others (mode {mode:o}): run chmod 600 {path}"
-            )
+                f"salt file {path} is missing, but lake {lake.root} {held}: a new salt would give every "
+                f"identity a second pseudonym, so none was made and nothing was written; {_how_to_supply(lake)}")
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        value = base64.b64encode(secrets.token_bytes(16)).decode("ascii")  # OEA's setup: 16 random bytes
+        _publish(path, value + "\n", 0o600)  # lost a race: read the winner's salt below
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        raise SaltError(f"salt file {path} is readable by others (mode {mode:o}): run chmod 600 {path}")
+    with open(path, encoding="utf-8") as handle:
+        return handle.read().strip()
+
+
+def _short_salt_allowed(env: dict[str, str]) -> bool:
+    value = env.get(ALLOW_SHORT_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise SaltError(f"{ALLOW_SHORT_ENV}={env[ALLOW_SHORT_ENV]!r} is not understood: set it to 1 or unset it")
+
+
+def _check_length(salt: Salt, env: dict[str, str]) -> None:
+    length = len(salt.reveal())
+    if length >= MIN_SALT_LENGTH:
+        return
+    if not _short_salt_allowed(env):
+        raise SaltError(
+            f"the salt from {salt.origin} has {length} characters; at least {MIN_SALT_LENGTH} are needed, because "
+            f"short identifiers hashed with a short salt can be brute-forced. Make one with {_MAKE_ONE} "
+            f"(a new lake only: a new salt gives new pseudonyms), or keep an existing OEA salt by setting "
+            f"{ALLOW_SHORT_ENV}=1")
+    log.warning("using a %d-character salt from %s because %s is set", length, salt.origin, ALLOW_SHORT_ENV)
+
+
+def _digest(salt: Salt, nonce: bytes, iterations: int) -> str:
+    return hashlib.pbkdf2_hmac("sha256", salt.reveal().encode("utf-8"), _LABEL + nonce, iterations).hex()
+
+
+def _read_fingerprint(path: str) -> dict:
+    damaged = (f"salt fingerprint file {path} is damaged or was written by a newer oea_core: restore it, or "
+               "upgrade oea_core; delete it only if you are sure which salt made this lake's pseudonyms")
+    try:
         with open(path, encoding="utf-8") as handle:
-            return handle.read().strip()
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    value = base64.b64encode(secrets.token_bytes(16)).decode("ascii")  # OEA's setup: 16 random bytes
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value + "\n")
-    return value
+            record = json.load(handle)
+        ok = (record["algorithm"] == _ALGORITHM and record["version"] == _VERSION
+              and isinstance(record["iterations"], int) and 1_000 <= record["iterations"] <= 10_000_000
+              and len(bytes.fromhex(record["nonce"])) >= 16 and len(bytes.fromhex(record["fingerprint"])) == 32)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SaltError(damaged) from exc
+    if not ok:
+        raise SaltError(damaged)
+    return record
+
+
+def check_salt_fingerprint(lake: LakePaths, salt: Salt) -> None:
+    """Check ``salt`` against the fingerprint ``lake`` recorded; record it if there is none yet.
+
+    Raises SaltError, having written nothing, when the lake was pseudonymized with another salt.
+    """
+    if not lake.is_local:
+        # ADLS lakes: file IO on abfss:// comes with a later issue; until then their salt is not
+        # fingerprinted (Key Vault's oeaSalt is the one source of truth there).
+        return
+    path = lake.state_path(FINGERPRINT_FILE)
+    if not os.path.exists(path):
+        if _has_stage2_data(lake):
+            log.warning("lake %s has stage 2 data but no salt fingerprint: recording the salt from %s as the "
+                        "lake's salt", lake.root, salt.origin)
+        nonce = secrets.token_bytes(16)
+        record = {"algorithm": _ALGORITHM, "version": _VERSION, "iterations": _ITERATIONS, "nonce": nonce.hex(),
+                  "fingerprint": _digest(salt, nonce, _ITERATIONS),
+                  "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "recorded_from": salt.origin, "host": socket.gethostname(), "pid": os.getpid()}
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if _publish(path, json.dumps(record, indent=1) + "\n", 0o644):
+            return
+    record = _read_fingerprint(path)  # recorded before, or by a run that won the race
+    if not hmac.compare_digest(_digest(salt, bytes.fromhex(record["nonce"]), record["iterations"]),
+                               record["fingerprint"]):
+        raise SaltError(
+            f"the salt from {salt.origin} is not the salt of lake {lake.root}, whose pseudonyms were made with "
+            f"the salt first recorded {record.get('recorded_at', '?')} from {record.get('recorded_from', '?')} "
+            f"(fingerprint in {path}); nothing was written: {_how_to_supply(lake)}")
 
 
 def get_salt(lake: LakePaths, environ: dict[str, str] | None = None) -> Salt:
-    """Return the salt for ``lake``; raises SaltError when none can be had or it is empty."""
+    """Return the salt for ``lake``, checked against (or recorded as) its fingerprint.
+
+    Raises SaltError when none can be had, it is empty or too short, or it is not the lake's salt.
+    """
     env = os.environ if environ is None else environ
     if "OEA_SALT" in env:
-        return Salt(env["OEA_SALT"], "environment variable OEA_SALT")
-    if env.get("OEA_KEYVAULT_URL"):
+        salt = Salt(env["OEA_SALT"], "environment variable OEA_SALT")
+    elif env.get("OEA_KEYVAULT_URL"):
         url = env["OEA_KEYVAULT_URL"]
-        return Salt(_from_keyvault(url), f"Key Vault {url} secret {KEYVAULT_SECRET_NAME}")
-    if not lake.is_local:
-        raise SaltError(
-            "no salt for an ADLS lake: set OEA_SALT or OEA_KEYVAULT_URL (secret 'oeaSalt')"
-        )
-    path = lake.secret_file
-    return Salt(_from_file(path), f"salt file {path}")
+        salt = Salt(_from_keyvault(url), f"Key Vault {url} secret {KEYVAULT_SECRET_NAME}")
+    elif not lake.is_local:
+        raise SaltError("no salt for an ADLS lake: set OEA_SALT or OEA_KEYVAULT_URL (secret 'oeaSalt')")
+    else:
+        salt = Salt(_from_file(lake), f"salt file {lake.secret_file}")
+    _check_length(salt, env)
+    check_salt_fingerprint(lake, salt)
+    return salt

@@ -4,11 +4,18 @@ Each serverless database becomes a DuckDB database of the same name with a ``dbo
 and each view selects the table's columns cast to the types the serverless view declares,
 so ``SELECT * FROM sdb_dev_s2p_clever.dbo.daily_participation_pseudo`` reads here what Power
 BI reads there. A view whose name is unique across the databases is also reachable unqualified.
+
+The preview stays a preview: it runs one read-only query (a statement DuckDB's parser types as
+SELECT: ``SELECT``, ``WITH … SELECT``, ``FROM …``, ``VALUES``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``)
+and refuses anything else in one line. Once the views are registered, DuckDB's external access
+(files, URLs, extensions, Python replacement scans) is switched off and the configuration locked,
+so table functions such as ``read_text`` or ``read_parquet`` fail inside a SELECT too.
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 
 from .errors import OEAError
 from .paths import LakePaths
@@ -18,6 +25,12 @@ from .sql_views import ViewDef, view_defs
 _DUCK_TYPES = {"VARCHAR": "VARCHAR", "BIGINT": "BIGINT", "INT": "INTEGER", "SMALLINT": "SMALLINT",
                "TINYINT": "TINYINT", "BIT": "BOOLEAN", "FLOAT": "DOUBLE", "REAL": "FLOAT", "DATE": "DATE",
                "DATETIME2": "TIMESTAMP", "VARBINARY": "BLOB", "DECIMAL": "DECIMAL"}
+
+
+# Run once the views exist; the lock comes last so no later statement can undo the others.
+_CONFINE = ("SET autoinstall_known_extensions = false", "SET autoload_known_extensions = false",
+            "SET allow_community_extensions = false", "SET python_enable_replacements = false",
+            "SET enable_external_access = false", "SET lock_configuration = true")
 
 
 class SqlPreviewError(OEAError):
@@ -78,6 +91,15 @@ class SqlPreview:
             for table in tables:
                 if counts[table] == 1:
                     self.con.execute(f'CREATE VIEW memory.main."{table}" AS SELECT * FROM "{database}".dbo."{table}"')
+        self._confine()
+
+    def _confine(self) -> None:
+        # DuckDB always allows its spill folder (default: ./.tmp under the working directory) even with
+        # external access off; a private folder keeps that from exposing whatever lies there.
+        self._spill = tempfile.TemporaryDirectory(prefix="oea-sql-", ignore_cleanup_errors=True)
+        self.con.execute("SET temp_directory = '{}'".format(self._spill.name.replace("'", "''")))
+        for statement in _CONFINE:
+            self.con.execute(statement)
 
     def _nested_columns(self, source: str) -> set[str]:
         described = self.con.sql(f'DESCRIBE "{source}"').fetchall()
@@ -99,14 +121,57 @@ class SqlPreview:
         db, _, table = matches[0].split(".")
         return f'"{db}".dbo."{table}"'
 
-    def query(self, sql: str):
-        """Run ``sql``; returns ``(column names, rows)``. Errors name the query and DuckDB's message."""
+    def query(self, sql: str) -> tuple[list[str], list[tuple]]:
+        """Run one read-only query; returns ``(column names, rows)``. Raises SqlPreviewError, in one line,
+        for anything but one SELECT-type statement or when DuckDB fails (a file read, a bad column)."""
         import duckdb
 
         try:
-            result = self.con.sql(sql)
+            result = self.con.sql(_one_select(sql))
+            return list(result.columns), result.fetchall()
         except duckdb.Error as error:
-            raise SqlPreviewError(f"the query failed: {error}\nquery: {sql}") from error
-        if result is None:
-            return [], []
-        return list(result.columns), result.fetchall()
+            raise _failed(error, sql) from error
+
+    def show(self, sql: str, max_rows: int = 40) -> None:
+        """Print one read-only query's result as a terminal table; raises like :meth:`query`."""
+        import duckdb
+
+        try:
+            self.con.sql(_one_select(sql)).show(max_rows=max_rows, max_width=10_000)
+        except duckdb.Error as error:
+            raise _failed(error, sql) from error
+
+
+def _one_select(sql: str) -> str:
+    """``sql`` when DuckDB's own parser reads it as exactly one SELECT-type statement; else a refusal."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+        kinds = [statement.type.name for statement in statements]
+    except duckdb.ParserException as error:
+        raise _failed(error, sql) from error
+    except ValueError as error:  # a statement type the Python client has no name for (UPDATE EXTENSIONS)
+        raise _refused("a statement of a type DuckDB's client cannot name") from error
+    if not kinds:
+        raise _refused("an empty query")
+    if len(kinds) > 1:
+        raise _refused(f"{len(kinds)} statements (send one)")
+    if kinds[0] == duckdb.StatementType.MULTI.name:
+        raise _refused("a statement DuckDB runs as several (a PIVOT needs its values: ON col IN (...))")
+    if kinds[0] != duckdb.StatementType.SELECT.name:
+        raise _refused(f"{'an' if kinds[0][0] in 'AEIOU' else 'a'} {kinds[0]} statement")
+    return sql
+
+
+def _refused(what: str) -> SqlPreviewError:
+    return SqlPreviewError(f"the SQL preview refused {what}: it runs one read-only query over the views "
+                           "(SELECT, WITH ... SELECT, FROM ..., VALUES, DESCRIBE, SHOW, SUMMARIZE), "
+                           "never commands, settings or file access")
+
+
+def _failed(error: Exception, sql: str) -> SqlPreviewError:
+    """One line: DuckDB's first line (its caret drawing dropped) and the query with whitespace collapsed."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    hint = "; the preview reads only its views (oea sql --list), not files" if "Permission" in first else ""
+    return SqlPreviewError(f"the query failed: {first}{hint}; query: {' '.join(sql.split())}")

@@ -18,7 +18,7 @@ from ..ingest import DEFAULT_MAX_REJECT_SHARE, CsvTableDef, IngestResult, ingest
 from ..landing import LandResult, land_folder
 from ..lock import source_run
 from ..paths import LakePaths
-from ..salt import Salt, get_salt
+from ..salt import Salt, check_salt_fingerprint, get_salt
 from ..schema import TableSchema, safe_table_name
 
 if TYPE_CHECKING:
@@ -129,6 +129,8 @@ class CleverModule:
     def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
         """Ingest every new landed batch of every report."""
         salt = self._salt or get_salt(self.lake)
+        if self._salt is not None:  # get_salt checks the salts it finds; one given here is checked too
+            check_salt_fingerprint(self.lake, salt)
         with source_run(self.lake, SOURCE, "clever ingest"):
             store = self.store
             log.info("clever ingest with the %s Delta engine", store.name)

@@ -18,7 +18,7 @@ from ..delta import DeltaStore, delta_store, read_table
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, IngestResult
 from ..lock import source_run
 from ..paths import LakePaths
-from ..salt import Salt, get_salt
+from ..salt import Salt, check_salt_fingerprint, get_salt
 from ..schema import PseudoOp
 from . import landing
 from .ingest import SOURCE, ingest_resource, refine_resource
@@ -112,6 +112,8 @@ class EdFiModule:
         if not landing.landed_resources(self.lake):
             return []
         salt = self._salt or get_salt(self.lake)
+        if self._salt is not None:  # get_salt checks the salts it finds; one given here is checked too
+            check_salt_fingerprint(self.lake, salt)
         results = []
         unsupported = []
         with source_run(self.lake, SOURCE, "edfi refine"):
