@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
 from oea_core import IngestError, TableSchema
-from oea_core.csv_source import REASON, read_csv_files, read_header
+from oea_core.csv_source import REASON, check_file, read_csv_files, read_header
 
 SCHEMA = TableSchema.parse("t", [["date", "date", "x"], ["sis_id", "string", "h"], ["num", "int", "x"],
                                  ["name", "string", "x"]])
@@ -113,3 +114,73 @@ def test_header_cleaned_like_oea_and_case_insensitive(spark, tmp_path):
                                      ["name", "string", "x"]])
     (row,) = [r.asDict() for r in read_csv_files(spark, [path], schema).collect()]
     assert row["sis_id"] == "s1" and row["date"] == dt.date(2022, 1, 9)
+
+
+# bad bytes ------------------------------------------------------------------------------------
+def write_bytes(tmp_path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_files_that_are_not_utf8_are_set_aside_line_by_line_and_empty_files_skipped(spark, tmp_path, caplog):
+    caplog.set_level("WARNING", logger="oea")
+    good = write(tmp_path, f"{HEADER}\n2022-01-09,s1,3,Zoë", name="good.csv")
+    latin_bytes = f"{HEADER}\n2022-01-09,s2,4,Zoë\r\n\n2022-01-10,s3,5,B\n".encode("latin-1")
+    latin = write_bytes(tmp_path, "latin.csv", latin_bytes)
+    binary_bytes = b"PK\x03\x04\x14\x00\x08\x00\x92\x8b" + bytes(range(256))
+    binary = write_bytes(tmp_path, "archive.csv", binary_bytes)
+    empty = [write_bytes(tmp_path, name, data) for name, data in (("zero.csv", b""), ("bom.csv", b"\xef\xbb\xbf\r\n \n"))]
+    header_only = write_bytes(tmp_path, "header-only.csv", b"\xef\xbb\xbf" + HEADER.encode())
+    got = read(spark, [good, latin, binary, *empty, header_only])
+    assert [(r["sis_id"], r["name"], r[REASON]) for r in got if r["sis_id"]] == [("s1", "Zoë", None)]
+    set_aside = {}
+    for row in got:
+        if not row["sis_id"]:
+            assert row["date"] is None and row["_raw_name"] is None
+            set_aside.setdefault(row["_source_file"].rsplit("/", 1)[-1], []).append(row)
+    assert sorted(set_aside) == ["archive.csv", "latin.csv"]
+    # every non-empty line, header included, decoded as Latin-1 so that no byte is lost
+    assert sorted(r["_raw_line"] for r in set_aside["latin.csv"]) == sorted(
+        [HEADER, "2022-01-09,s2,4,Zoë", "2022-01-10,s3,5,B"])
+    assert {r[REASON] for r in set_aside["latin.csv"]} == {
+        f"not UTF-8 text: invalid byte 0xEB at offset {latin_bytes.index(0xEB)}"}
+    assert {r[REASON] for r in set_aside["archive.csv"]} == {"not UTF-8 text: invalid byte 0x92 at offset 8"}
+    assert sorted(r["_raw_line"].encode("latin-1") for r in set_aside["archive.csv"]) == sorted(
+        line for line in re.split(rb"\r\n|\r|\n", binary_bytes) if line)
+    for path in (latin, binary, *empty):
+        assert path in caplog.text
+    assert "zero.csv is empty" in caplog.text and header_only not in caplog.text
+
+
+def test_nul_bytes_are_removed_from_values_quoted_or_not(spark, tmp_path, caplog):
+    caplog.set_level("WARNING", logger="oea")
+    path = write_bytes(tmp_path, "nul.csv", b'date,sis_id,num,na\x00me\n2022-01-09,s1\x00,\x003,"A\x00 B"\n'
+                                            b'2022-01-09,s2,4,C\x00\x00\n')
+    got = read(spark, path)
+    assert [(r["sis_id"], r["num"], r["name"], r[REASON]) for r in got] == [
+        ("s1", 3, "A B", None), ("s2", 4, "C", None)]
+    assert f"{path} holds 6 NUL bytes" in caplog.text
+
+
+def test_the_byte_check_finds_the_first_invalid_byte_across_chunks(tmp_path):
+    chunk = 1 << 18
+    # a valid two-byte character cut by the chunk boundary is not a problem
+    ok = write_bytes(tmp_path, "ok.csv", b"a" * (chunk - 1) + "é".encode() + b"\n")
+    assert check_file(ok) == check_file(ok) and check_file(ok).problem is None
+    split = write_bytes(tmp_path, "split.csv", b"a" * (chunk - 1) + b"\xc3" + b"z")
+    assert check_file(split).problem == f"not UTF-8 text: invalid byte 0xC3 at offset {chunk - 1}"
+    late = write_bytes(tmp_path, "late.csv", b"a" * (3 * chunk) + b"\xff")
+    assert check_file(late).problem == f"not UTF-8 text: invalid byte 0xFF at offset {3 * chunk}"
+    cut = write_bytes(tmp_path, "cut.csv", b"abc\xe2\x82")  # the file ends inside a character
+    assert check_file(cut).problem == "not UTF-8 text: invalid byte 0xE2 at offset 3"
+    assert [check_file(write_bytes(tmp_path, f"{i}.csv", data)).empty
+            for i, data in enumerate([b"", b"\xef\xbb\xbf", b" \r\n\t\n", b"\xef\xbb\xbfa", b"\n\na"])] == [
+        True, True, True, False, False]
+
+
+def test_the_header_is_the_first_non_blank_line_as_spark_takes_it(tmp_path):
+    assert read_header(write_bytes(tmp_path, "a.csv", b"\r\n  \n\xef\xbb\xbfx\x00,y\n1,2")) == ["\ufeffx", "y"]
+    assert read_header(write_bytes(tmp_path, "b.csv", b"\xef\xbb\xbf\n \nx,y\n")) == ["x", "y"]
+    with pytest.raises(IngestError, match=r"long\.csv has no readable header row \(its first line is longer"):
+        read_header(write_bytes(tmp_path, "long.csv", b"x" * (2 << 20)))

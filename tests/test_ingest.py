@@ -154,3 +154,44 @@ def test_a_run_interrupted_before_the_p_commit_finishes_on_the_next_run_without_
     assert len(table_rows(lake.table("stage2np", "src", "events_lookup"))) == 1
     assert [r["n"] for r in table_rows(lake.table("stage2p", "src", "events_pseudo"))] == [1]
     assert ingest_csv_table(spark, lake, table_def(), salt).nothing_new
+
+
+@pytest.mark.parametrize("engine", ["delta-rs"], indirect=True)  # no Delta code differs here
+def test_files_that_are_not_utf8_are_rejected_under_the_share_rule_and_empty_files_skipped(spark, lake, salt,
+                                                                                             caplog):
+    caplog.set_level("WARNING", logger="oea")
+    good = [["2022-01-01", f"p{i}", "e", "", "D1", "", str(i)] for i in range(4)]
+    land(lake, "b1", "good.csv", good)
+    folder = lake.path("stage1np", "src", "events", "b1")
+    latin = ",".join(HEADER) + "\n2022-01-02,Zoë,e,,D1,,1\n"
+    with open(os.path.join(folder, "latin.csv"), "wb") as handle:
+        handle.write(latin.encode("latin-1"))
+    with open(os.path.join(folder, "photo.csv"), "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    with open(os.path.join(folder, "zero.csv"), "wb"):
+        pass
+    os.makedirs(lake.path("stage1np", "src", "events", "b2"))
+    with open(lake.path("stage1np", "src", "events", "b2", "zero.csv"), "wb"):
+        pass
+    offset = latin.encode("latin-1").index(b"\xeb")
+    with pytest.raises(RejectedRowsError, match=rf"6 of 10 rows .*nothing was written\. \S+/b1/latin\.csv is not "
+                                                rf"UTF-8 text: invalid byte 0xEB at offset {offset}\. \S+/b1/photo"
+                                                r"\.csv is not UTF-8 text: invalid byte 0x89 at offset 0\."):
+        ingest_csv_table(spark, lake, table_def(), salt)
+    for stage, table in (("stage2p", "events_pseudo"), ("stage2np", "events_lookup"), ("stage2np", "events_rejected")):
+        assert not os.path.exists(lake.table(stage, "src", table))
+    assert not staging_leftovers(lake)
+
+    result = ingest_csv_table(spark, lake, table_def(), salt, max_reject_share=0.7)
+    assert (result.batches, result.rows, result.rejected) == (("b1", "b2"), 4, 6)
+    rejected = table_rows(lake.table("stage2np", "src", "events_rejected"))
+    assert sorted((os.path.basename(r["_source_file"]), r["_raw_line"], r["person"]) for r in rejected) == sorted([
+        ("latin.csv", ",".join(HEADER), None), ("latin.csv", "2022-01-02,Zoë,e,,D1,,1", None),
+        ("photo.csv", "\x00\x00\x00", None), ("photo.csv", "\x1a", None), ("photo.csv", "\x89PNG", None),
+        ("photo.csv", "IHDR", None)])
+    assert {r["_reject_reason"] for r in rejected if r["_source_file"].endswith("photo.csv")} == {
+        "not UTF-8 text: invalid byte 0x89 at offset 0"}
+    pseudo = table_rows(lake.table("stage2p", "src", "events_pseudo"))
+    assert sorted(r["n"] for r in pseudo) == [0, 1, 2, 3]
+    assert "b1/zero.csv is empty (0 bytes" in caplog.text and "b2/zero.csv is empty" in caplog.text
+    assert ingest_csv_table(spark, lake, table_def(), salt).nothing_new

@@ -8,7 +8,9 @@ Each batch's CSV is read once: that one pass stages the p files (uncommitted Par
 Spark observes the row and reject counts and collects the distinct identities for the lookup.
 Only when every pending batch is under ``max_reject_share`` are the rejected rows (a second
 read, only for batches that have them), the lookup and the p files committed; otherwise the
-staged files are removed and the lake is as it was.
+staged files are removed and the lake is as it was. Before Spark reads a file its bytes are
+checked (:mod:`.csv_source`): an empty file is skipped, and every line of a file that is not UTF-8
+text is a rejected row, counted under ``max_reject_share`` and named in the error.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .csv_source import RAW_LINE, RAW_PREFIX, REASON, SOURCE_FILE, read_csv_files
+from .csv_source import RAW_LINE, RAW_PREFIX, REASON, SOURCE_FILE, read_csv_files, text_problems
 from .delta import DeltaStore, Staged, delta_store
 from .errors import RejectedRowsError
 from .landing import batch_files, list_batches
@@ -26,6 +28,7 @@ from .paths import LakePaths
 from .pseudonymize import PSEUDONYM_SUFFIX, identity_columns, to_lookup, to_pseudonymized
 from .salt import Salt
 from .schema import PseudoOp, TableSchema
+from .spark_paths import shown
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -118,11 +121,14 @@ def ingest_csv_table(spark: SparkSession, lake: LakePaths, table_def: CsvTableDe
         total = sum(item.rows for item in staged)
         rejected = sum(item.rejected for item in staged)
         if total and rejected / total > max_reject_share:
-            examples = _reject_examples(spark, table_def, [f for item in staged if item.rejected for f in item.files])
+            bad_files = [f for item in staged if item.rejected for f in item.files]
+            examples = _reject_examples(spark, table_def, bad_files)
+            problems = [f" {shown(path)} is {problem}." for path, problem in text_problems(bad_files).items()]
+            not_text = "".join(problems[:5]) + (f" So are {len(problems) - 5} more files." if len(problems) > 5 else "")
             raise RejectedRowsError(
                 f"{table}: {rejected} of {total} rows ({rejected / total:.1%}) could not be read, more than "
-                f"the allowed {max_reject_share:.1%}; nothing was written. Examples: {examples}. Fix the "
-                "export, or raise --max-reject-share to set these rows aside in the _rejected table",
+                f"the allowed {max_reject_share:.1%}; nothing was written.{not_text} Examples: {examples}. Fix "
+                "the export, or raise --max-reject-share to set these rows aside in the _rejected table",
                 table=table, rejected=rejected, total=total)
         while staged:
             _commit_batch(spark, store, lake, table_def, salt, staged[0])

@@ -46,6 +46,13 @@ def local_jars() -> list[str]:
     return sorted(glob.glob(os.path.join(jars_dir(), "*.jar")))
 
 
+def _utf8_file_names() -> None:
+    """Under a non-UTF-8 locale (``LC_ALL=C``) the JVM cannot open non-ASCII file names; Linux has C.UTF-8."""
+    locale = os.environ.get("LC_ALL") or os.environ.get("LC_CTYPE") or os.environ.get("LANG") or ""
+    if sys.platform.startswith("linux") and "utf" not in locale.lower().replace("-", ""):
+        os.environ["LC_ALL"] = "C.UTF-8"
+
+
 def get_spark(app_name: str = "oea", master: str | None = None) -> SparkSession:
     """Return the active session, or start a local one set up for the embedded lake."""
     from pyspark.sql import SparkSession
@@ -57,6 +64,7 @@ def get_spark(app_name: str = "oea", master: str | None = None) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # an embedded session serves only this machine
+    _utf8_file_names()
     builder = SparkSession.builder.appName(app_name).master(master or os.environ.get("OEA_SPARK_MASTER", "local[2]"))
     conf = dict(LOCAL_CONF)
     jars = local_jars()

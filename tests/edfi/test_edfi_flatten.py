@@ -8,7 +8,14 @@ from decimal import Decimal
 import pytest
 
 from oea_core import SchemaError
-from oea_core.edfi.flatten import coerce, descriptor_code, flatten_record, reference_column, role_prefix
+from oea_core.edfi.flatten import (
+    MAX_DEPTH,
+    coerce,
+    descriptor_code,
+    flatten_record,
+    reference_column,
+    role_prefix,
+)
 from oea_core.edfi.metadata import EdFiMetadata, table_name
 from oea_core.schema import PseudoOp
 
@@ -71,6 +78,22 @@ def test_a_top_level_field_wins_over_a_reference_key():
     row = flatten_record("localEducationAgencies", record)["localEducationAgencies"][0]
     assert row["localEducationAgencyId"] == 1 and row["parentLocalEducationAgencyId"] == 2
     assert role_prefix("schoolReference") == ""
+
+
+def nested(levels: int) -> dict:
+    """A record whose objects and arrays nest ``levels`` deep, built without recursion."""
+    value: object = {"leaf": 1}
+    for level in range(levels - 2):
+        value = [value] if level % 3 == 2 else {"a": value}
+    return {"id": "deep", "x": value}
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 5000])
+def test_a_record_nested_past_the_limit_is_refused_not_recursed(levels):
+    with pytest.raises(ValueError, match=f"nested more than {MAX_DEPTH} levels"):
+        flatten_record("schools", nested(levels))
+    rows = flatten_record("schools", nested(MAX_DEPTH))
+    assert rows["schools"][0]["id"] == "deep"
 
 
 def test_descriptor_codes():

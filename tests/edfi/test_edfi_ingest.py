@@ -12,7 +12,8 @@ import pytest
 from conftest import ENGINES
 from oea_core import LakePaths, RejectedRowsError, Salt, pseudonym
 from oea_core.edfi import EdFiModule, generate_edfi, write_edfi_export
-from oea_core.edfi.flatten import flatten_record
+from oea_core.edfi.flatten import MAX_DEPTH, flatten_record
+from oea_core.edfi.ingest import MAX_RECORD_BYTES, RAW_KEPT, parse_file
 from oea_core.edfi.metadata import table_name
 
 TEST_SALT = "edfi-test-salt-77"
@@ -279,3 +280,55 @@ def test_values_that_do_not_match_the_metadata_are_set_aside(module, tmp_path, c
     assert [r["id"] for r in not_refined] == ["s3"]
     assert "schools.schoolId: 'not-a-number' is not a valid int" in not_refined[0]["_reject_reason"]
     assert "schools.ssn" in caplog.text and "metadata" in caplog.text
+
+
+# records past the limits ---------------------------------------------------------------------
+def deep_json(levels: int, record_id: str = "deep") -> str:
+    """A school record nested ``levels`` deep, as text (json.dumps itself would recurse)."""
+    opens = "".join('{"a": ' if i % 2 else "[" for i in range(levels - 1))
+    closes = "".join("}" if i % 2 else "]" for i in reversed(range(levels - 1)))
+    return f'{{"id": "{record_id}", "schoolId": 1, "x": {opens}"[{{"{closes}}}'
+
+
+def test_parse_file_refuses_records_past_the_depth_and_size_limits_without_recursing():
+    good = json.dumps(school("g1", "Good"))
+    oversize = json.dumps(school("big", "x" * MAX_RECORD_BYTES))
+    lines = "\n".join([good, deep_json(5001), deep_json(MAX_DEPTH + 1), oversize, deep_json(MAX_DEPTH, "edge")])
+    array = "[" + ", ".join([good, deep_json(5001), oversize, good.replace("g1", "g2")]) + "]"
+    for text in (lines, array, array.replace(deep_json(5001), deep_json(MAX_DEPTH + 1))):
+        got = list(parse_file(text, "upserts"))
+        records = [(number, record["id"]) for number, record, _, _ in got if record]
+        reasons = {number: reason for number, _, reason, _ in got if reason}
+        assert len(got) == len(records) + len(reasons) and all(len(raw) <= RAW_KEPT for *_, raw in got if raw)
+        if text is lines:
+            assert records == [(1, "g1"), (5, "edge")]
+            assert reasons == {2: "record is nested 5,001 levels deep, more than the limit of 64",
+                               3: "record is nested 65 levels deep, more than the limit of 64",
+                               4: f"record is {len(oversize):,} bytes, more than the limit of {MAX_RECORD_BYTES:,}"}
+        else:
+            assert records == [(1, "g1"), (4, "g2")]
+            assert sorted(reasons) == [2, 3] and "levels deep" in reasons[2] and "bytes" in reasons[3]
+
+
+def test_records_past_the_limits_are_set_aside_and_the_others_load(spark, lake, tmp_path):
+    module = EdFiModule(lake, spark=spark, salt=Salt(TEST_SALT, "test"), engine="delta-rs")  # one engine is enough
+    folder = tmp_path / "export" / "schools"
+    good = [school(f"s{i}", f"School {i}") for i in range(20)]
+    big = json.dumps(school("big", "x" * (17 << 20)))
+    write_lines(folder, "part.jsonl", good[:10], raw_lines=[deep_json(5001), big])
+    (folder / "more.json").write_text("[" + ", ".join([*map(json.dumps, good[10:]), deep_json(5001, "d2")]) + "]",
+                                      encoding="utf-8")
+    module.land(tmp_path / "export", batch_id="x")
+    with pytest.raises(RejectedRowsError, match=r"3 of 23 records .*levels deep"):
+        module.ingest()
+    module.ingest(max_reject_share=0.2)
+    assert sorted(state_of(module, "schools")) == sorted(s["id"] for s in good)
+    rejected = {(r["_source_file"].rsplit("-", 1)[-1], r["_line"]): r
+                for r in arrow(module, "stage2np", "schools_rejected").to_pylist()}
+    assert {key: r["_reject_reason"] for key, r in rejected.items()} == {
+        ("part.jsonl", 11): "record is nested 5,001 levels deep, more than the limit of 64",
+        ("more.json", 11): "record is nested 5,001 levels deep, more than the limit of 64",
+        ("part.jsonl", 12): f"record is {len(big):,} bytes, more than the limit of {MAX_RECORD_BYTES:,}"}
+    assert rejected[("part.jsonl", 11)]["_raw"] == deep_json(5001)
+    assert rejected[("part.jsonl", 12)]["_raw"] == big[:RAW_KEPT]
+    assert arrow(module, "stage2p", "schools").num_rows == 20

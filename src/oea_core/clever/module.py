@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("oea")
 SOURCE = "clever"
 ROLES = ("students", "teachers", "staff")
+_SEPARATORS = re.compile("[" + re.escape("/" + os.sep + (os.altsep or "")) + "]")  # a POSIX name may hold "\\"
 _ROLE = re.compile(r"(?<![a-z])(student|teacher|staff)s?(?![a-z])", re.IGNORECASE)
 
 # OEA's [column, type, op] form; columns are matched by header name, so order is only documentation.
@@ -57,7 +58,7 @@ SCHEMAS = {
 
 def role_from_path(path: str) -> str | None:
     """``students``, ``teachers`` or ``staff`` from a file's folder or name; None when absent."""
-    for part in reversed(re.split(r"[\\/]", path)):
+    for part in reversed(_SEPARATORS.split(path)):
         match = _ROLE.search(part)
         if match:
             word = match.group(1).lower()
@@ -83,7 +84,7 @@ def table_defs() -> dict[str, CsvTableDef]:
 
 def classify(relative_path: str) -> tuple[str, str] | None:
     """Where a file of a Clever export goes: ``(report, <role>/<file name>)``; None for other files."""
-    parts = re.split(r"[\\/]", relative_path)
+    parts = _SEPARATORS.split(relative_path)
     report = next((p for p in parts[:-1] if p in SCHEMAS), None) or next(
         (r for r in SCHEMAS if r in parts[-1]), None)
     if report is None:

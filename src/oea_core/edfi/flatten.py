@@ -10,6 +10,8 @@
   ordinal per array level (``<array>_ordinal``), so no child row is lost.
 - ``_etag`` and links are dropped; an empty ``_ext`` is dropped, a non-empty one kept as JSON.
 - Other nested objects become ``<object>_<field>`` columns.
+- A record nested deeper than ``MAX_DEPTH`` levels is refused with a ValueError (ingest sets such
+  records aside before they reach the current state; this guard keeps flattening free of deep recursion).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ DROPPED = frozenset({"_etag", "link"})
 EXT = "_ext"
 ORDINAL = "_ordinal"
 REFERENCE = "Reference"
+MAX_DEPTH = 64  # levels of objects and arrays in one record; real Ed-Fi records nest fewer than 10
 
 # Ed-Fi entity names that references point to; a reference named <role><Entity>Reference is role-named.
 ENTITIES = frozenset({
@@ -70,14 +73,35 @@ def _scalar(value: object) -> object:
 
 
 def flatten_record(entity: str, record: dict) -> dict[str, list[dict]]:
-    """``{entity: [main row], entity_array: [child rows], ...}`` for one record of ``entity``."""
+    """``{entity: [main row], entity_array: [child rows], ...}`` for one record of ``entity``.
+
+    Raises ValueError for a record nested deeper than ``MAX_DEPTH`` levels.
+    """
     out: dict[str, list[dict]] = {}
     root_id = record.get("id")
-    _flatten_into(entity, record, {"id": root_id} if root_id is not None else {}, out)
+    _flatten_into(entity, record, {"id": root_id} if root_id is not None else {}, out, 1)
     return out
 
 
-def _flatten_into(entity: str, obj: dict, keys: dict, out: dict[str, list[dict]]) -> None:
+def _too_deep(depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"record is nested more than {MAX_DEPTH} levels deep")
+
+
+def _check_depth(value: object, depth: int) -> object:
+    """``value`` (an object or array at level ``depth``, kept whole as JSON) after checking, without
+    recursion, that nothing in it nests past ``MAX_DEPTH``."""
+    stack = [(value, depth)]
+    while stack:
+        item, level = stack.pop()
+        _too_deep(level)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return value
+
+
+def _flatten_into(entity: str, obj: dict, keys: dict, out: dict[str, list[dict]], depth: int) -> None:
+    _too_deep(depth)
     row = dict(keys)
     children: list[tuple[str, list]] = []
     # scalars first, so a top-level field wins over a reference key of the same name
@@ -90,7 +114,7 @@ def _flatten_into(entity: str, obj: dict, keys: dict, out: dict[str, list[dict]]
             continue
         if key == EXT:
             if value:
-                row[EXT] = json.dumps(value, sort_keys=True, ensure_ascii=False)
+                row[EXT] = json.dumps(_check_depth(value, depth + 1), sort_keys=True, ensure_ascii=False)
         elif _is_reference(key, value):
             for ref_key, ref_value in value.items():
                 if ref_key in DROPPED or isinstance(ref_value, (dict, list)):
@@ -99,7 +123,7 @@ def _flatten_into(entity: str, obj: dict, keys: dict, out: dict[str, list[dict]]
                 if row.get(column) is None:
                     row[column] = _scalar(ref_value)
         elif isinstance(value, dict):
-            _flatten_object(key, value, row)
+            _flatten_object(key, value, row, depth + 1)
         elif isinstance(value, list):
             children.append((key, value))
     out.setdefault(entity, []).append(row)
@@ -109,20 +133,23 @@ def _flatten_into(entity: str, obj: dict, keys: dict, out: dict[str, list[dict]]
         for index, item in enumerate(items):
             child_keys = {**keys, f"{key}{ORDINAL}": index}
             if isinstance(item, dict):
-                _flatten_into(child_entity, item, child_keys, out)
+                _flatten_into(child_entity, item, child_keys, out, depth + 2)
             else:
+                if isinstance(item, list):
+                    _check_depth(item, depth + 2)
                 out[child_entity].append({**child_keys, "value": _scalar(item)})
 
 
-def _flatten_object(prefix: str, obj: dict, row: dict) -> None:
+def _flatten_object(prefix: str, obj: dict, row: dict, depth: int) -> None:
+    _too_deep(depth)
     for key, value in obj.items():
         if key in DROPPED:
             continue
         column = f"{prefix}_{key}"
         if isinstance(value, dict):
-            _flatten_object(column, value, row)
+            _flatten_object(column, value, row, depth + 1)
         elif isinstance(value, list):
-            row[column] = json.dumps(value, sort_keys=True, ensure_ascii=False)
+            row[column] = json.dumps(_check_depth(value, depth + 1), sort_keys=True, ensure_ascii=False)
         else:
             row[column] = _scalar(value)
 

@@ -5,7 +5,10 @@ batch the newest change wins: by change version where the records carry one, els
 after upserts, else file and line order; across batches, a later batch wins unless both
 changes carry change versions and the later one is older. Each batch is applied in one
 Delta commit carrying ``oea.ingest/edfi/<namespace>/<resource>/<batch>``, so a rerun skips it.
-Lines that are not JSON records with an ``id`` are set aside in ``<resource>_rejected``.
+Lines that are not JSON records with an ``id`` are set aside in ``<resource>_rejected``, and so is
+a record past the limits (``MAX_RECORD_BYTES``, 16 MiB; ``flatten.MAX_DEPTH``, 64 levels): a JSON
+Lines record is measured before it is parsed, and a JSON array too deep for Python's parser is
+split into items without parsing, so no record can crash a worker and the others still load.
 
 Refine: the current state is flattened (:mod:`.flatten`), typed and pseudonymized as the
 metadata says, and written to ``stage2p/edfi/<entity>`` (and lookups to ``stage2np``). A
@@ -18,8 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+from itertools import accumulate, islice
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlsplit
 
 from ..delta import DeltaStore
 from ..errors import RejectedRowsError
@@ -27,8 +31,9 @@ from ..ingest import IngestResult
 from ..paths import LakePaths
 from ..pseudonymize import to_lookup, to_pseudonymized
 from ..salt import Salt
+from ..spark_paths import file_uri, literal_path
 from . import landing
-from .flatten import coerce, flatten_record
+from .flatten import MAX_DEPTH, coerce, flatten_record
 from .metadata import EdFiMetadata, table_name
 
 if TYPE_CHECKING:
@@ -42,6 +47,8 @@ STATE_COLUMNS = ("id", "_change_version", "_batch_id", "_last_modified", "_recor
 REJECTED_COLUMNS = ("_batch_id", "_source_file", "_line", "_reject_reason", "_raw")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 _OLD_DELETE_KEYS = {"Id": "id", "ChangeVersion": "changeVersion", "KeyValues": "keyValues"}
+MAX_RECORD_BYTES = 16 * 2**20  # one record; real Ed-Fi records are a few KiB
+RAW_KEPT = 100_000  # characters of an oversize or unreadable text kept in _raw
 
 
 def resource_table(namespace: str, resource: str) -> str:
@@ -66,31 +73,93 @@ def normalize_id(value: object) -> str | None:
 def parse_file(text: str, kind: str):
     """``(line, record-or-None, reason-or-None, raw)`` for every record of a landed file's text.
 
-    JSON arrays and JSON Lines both work; a byte-order mark and blank lines are ignored.
+    JSON arrays and JSON Lines both work; a byte-order mark and blank lines are ignored. A record
+    larger than ``MAX_RECORD_BYTES`` or nested deeper than ``MAX_DEPTH`` is rejected before it is
+    parsed (its ``raw`` cut to ``RAW_KEPT`` characters); an array item's line is its position.
     """
     text = text.lstrip("\ufeff")
     stripped = text.strip()
     if not stripped:
         return
     if stripped.startswith("["):
+        yield from _parse_array(stripped, kind)
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            yield (number, *_parse_record(line, kind, "line"))
+
+
+def _parse_record(text: str, kind: str, what: str) -> tuple[dict | None, str | None, str]:
+    """``(record, reason, raw)`` for one record's JSON text, its limits checked before parsing."""
+    reason = _past_limits(text)
+    if reason:
+        return None, reason, text[:RAW_KEPT]
+    try:
+        item = json.loads(text)
+    except ValueError as exc:
+        return None, f"{what} is not valid JSON: {exc}", text
+    return (*_check_record(item, kind), text)
+
+
+def _past_limits(text: str) -> str | None:
+    """Why a record's JSON text is too large or too deep to load, or None; cheap for ordinary records."""
+    if len(text) > MAX_RECORD_BYTES // 4 and (size := len(text.encode("utf-8", "surrogatepass"))) > MAX_RECORD_BYTES:
+        return f"record is {size:,} bytes, more than the limit of {MAX_RECORD_BYTES:,}"
+    if text.count("{") + text.count("[") > MAX_DEPTH and (depth := nesting_depth(text)) > MAX_DEPTH:
+        return f"record is nested {depth:,} levels deep, more than the limit of {MAX_DEPTH}"
+    return None
+
+
+def _parse_array(text: str, kind: str):
+    """Like :func:`parse_file` for a JSON array file; its items are numbered from 1."""
+    try:
+        items = json.loads(text)
+    except RecursionError:  # an item nests too deep for Python's parser: split the array without parsing it
+        for number, item_text in enumerate(_array_items(text), start=1):
+            yield (number, *_parse_record(item_text, kind, "item"))
+        return
+    except ValueError as exc:
+        yield 0, None, f"file is not valid JSON: {exc}", text[:RAW_KEPT]
+        return
+    for number, item in enumerate(items, start=1):
         try:
-            items = json.loads(stripped)
-        except ValueError as exc:
-            yield 0, None, f"file is not valid JSON: {exc}", stripped[:100_000]
-            return
-        numbered = ((i + 1, item, json.dumps(item, ensure_ascii=False)) for i, item in enumerate(items))
-    else:
-        numbered = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                numbered.append((number, json.loads(line), line))
-            except ValueError as exc:
-                yield number, None, f"line is not valid JSON: {exc}", line
-    for number, item, raw in numbered:
-        record, reason = _check_record(item, kind)
-        yield number, record, reason, raw
+            raw = json.dumps(item, ensure_ascii=False)
+        except RecursionError:  # too deep to write back as JSON (so far past the limit): take its text
+            raw = next(islice(_array_items(text), number - 1, None))
+        reason = _past_limits(raw)
+        yield (number, None, reason, raw[:RAW_KEPT]) if reason else (number, *_check_record(item, kind), raw)
+
+
+_JSON_STRING = r'"[^"\\]*(?:\\.[^"\\]*)*"'
+_STRINGS = re.compile(_JSON_STRING, re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_TOKENS = re.compile(_JSON_STRING + r"|[\[\]{},]", re.DOTALL)
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def nesting_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest, found without parsing (and so without recursion)."""
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def _array_items(text: str):
+    """The texts of a JSON array's top-level items (``text`` starts with ``[``), split without parsing."""
+    depth, start, end = 0, 1, len(text)  # an array never closed: the rest is its last item
+    for token in _TOKENS.finditer(text):
+        char = token.group()
+        if char in ("[", "{"):
+            depth += 1
+        elif char in ("]", "}"):
+            depth -= 1
+            if depth == 0:
+                end = token.start()
+                break
+        elif char == "," and depth == 1:
+            yield text[start:token.start()].strip()
+            start = token.end()
+    if last := text[start:end].strip():
+        yield last
 
 
 def _check_record(item: object, kind: str) -> tuple[dict | None, str | None]:
@@ -111,7 +180,7 @@ def _check_record(item: object, kind: str) -> tuple[dict | None, str | None]:
 
 def _events(path_meta: dict, pair: tuple[str, str]):
     uri, text = pair
-    meta = path_meta.get(uri) or path_meta.get(unquote(urlparse(uri).path)) or path_meta.get(urlparse(uri).path)
+    meta = path_meta.get(uri) or path_meta.get(file_uri(unquote(urlsplit(uri).path)))
     if meta is None:
         raise RuntimeError(f"landed file {uri} is not in its batch manifest")
     batch, kind, seq, source = meta
@@ -130,14 +199,17 @@ def read_events(spark: SparkSession, lake: LakePaths, namespace: str, resource: 
     import os
     from functools import partial
 
-    path_meta = {}
+    from pyspark.sql import functions as F
+
+    path_meta, paths = {}, []  # meta by the URI input_file_name() gives; paths escaped, never glob patterns
     for batch_id in batch_ids:
         for seq, (kind, path) in enumerate(landing.batch_files(lake, namespace, resource, batch_id)):
-            path_meta[os.path.abspath(path)] = (batch_id, kind, seq, os.path.relpath(path, lake.root))
+            path_meta[file_uri(path)] = (batch_id, kind, seq, os.path.relpath(path, lake.root))
+            paths.append(literal_path(os.path.abspath(path)))
     if not path_meta:
         return None
-    rdd = spark.sparkContext.wholeTextFiles(",".join(sorted(path_meta)), minPartitions=2)
-    return spark.createDataFrame(rdd.flatMap(partial(_events, path_meta)), EVENT_SCHEMA, verifySchema=False)
+    texts = spark.read.text(paths, wholetext=True).select(F.input_file_name(), "value")
+    return spark.createDataFrame(texts.rdd.flatMap(partial(_events, path_meta)), EVENT_SCHEMA, verifySchema=False)
 
 
 # ingest ------------------------------------------------------------------------------------------
@@ -216,9 +288,17 @@ def refine_app_id(table: str, state_version: int) -> str:
     return f"oea.refine/{SOURCE}/{table}@{state_version}"
 
 
+def _flat_rows(resource: str, row) -> tuple[dict[str, list[dict]], str | None]:
+    """The record's flattened rows, or why it cannot be flattened (a state written before the depth limit)."""
+    try:
+        return flatten_record(resource, json.loads(row["_record"])), None
+    except (ValueError, RecursionError) as exc:
+        return {}, f"{resource}: {exc}"
+
+
 def _entity_rows(resource: str, entity: str, columns: tuple, row) -> list[tuple]:
     out = []
-    for flat in flatten_record(resource, json.loads(row["_record"])).get(entity, []):
+    for flat in _flat_rows(resource, row)[0].get(entity, []):
         try:
             out.append(tuple(coerce(flat.get(name), sql_type) for name, sql_type in columns))
         except (ValueError, ArithmeticError):
@@ -228,8 +308,11 @@ def _entity_rows(resource: str, entity: str, columns: tuple, row) -> list[tuple]
 
 def _diagnose(resource: str, specs: dict, row) -> list[tuple]:
     """``(kind, entity, id, detail, raw)``: 'rows' per entity, 'rejected' rows, 'undeclared' columns/entities."""
+    flat_rows, problem = _flat_rows(resource, row)
+    if problem:
+        return [("rows", resource, None, None, None), ("rejected", resource, row["id"], problem, None)]
     found = []
-    for entity, rows in flatten_record(resource, json.loads(row["_record"])).items():
+    for entity, rows in flat_rows.items():
         columns = specs.get(entity)
         if columns is None:
             if rows:

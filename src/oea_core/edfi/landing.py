@@ -5,7 +5,10 @@ in the batch's ``_manifest.json``; later runs fetch only what changed since the 
 range, plus deletes), or from files on disk (API JSON as arrays or JSON Lines, including
 OEA's ``<resource>/incremental/{upserts|deletes}/rundate=YYYY-MM-DD/*.json`` layout, one batch
 per rundate). Each batch is written to a temporary folder and renamed into place, so a
-half-landed batch is never seen; a file whose bytes were landed before is skipped.
+half-landed batch is never seen; a file whose bytes were landed before is skipped. A landed
+file is named ``<sequence>-<export file name>``, so Spark reads any name, hidden ones included;
+links, special files and names Spark cannot read are refused as for every source
+(:mod:`oea_core.landing`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,19 @@ import shutil
 from dataclasses import dataclass, field
 
 from ..errors import LandingError
-from ..landing import MANIFEST, new_batch_id, sha256_file
+from ..landing import (
+    MANIFEST,
+    ExportFile,
+    copy_export_file,
+    name_problem,
+    new_batch_id,
+    open_export_file,
+    refuse,
+    scan_export,
+    sha256_export_file,
+)
 from ..paths import LakePaths, check_name
+from ..spark_paths import shown
 from .api import EdFiClient, Resource
 
 log = logging.getLogger("oea")
@@ -30,6 +44,7 @@ DEFAULT_NAMESPACE = "ed-fi"
 SUFFIXES = (".json", ".jsonl", ".ndjson")
 RECORDS_PER_FILE = 50_000
 _RUNDATE = re.compile(r"^rundate=(\d{4}-\d{2}-\d{2})$")
+_SEPARATORS = "|".join(re.escape(sep) for sep in {os.sep, os.altsep or os.sep})  # on POSIX a "\\" is part of a name
 
 
 @dataclass(frozen=True)
@@ -129,11 +144,11 @@ class _BatchWriter:
         self.entries: list[dict] = []
         self.records = {kind: 0 for kind in KINDS}
 
-    def copy(self, kind: str, src: str, digest: str) -> None:
-        name = f"{len(self.entries):05d}-{os.path.basename(src)}"
+    def copy(self, kind: str, file: ExportFile, digest: str) -> None:
+        name = landed_name(len(self.entries), file.path)
         os.makedirs(os.path.join(self.temp, kind), exist_ok=True)
-        shutil.copyfile(src, os.path.join(self.temp, kind, name))
-        self.entries.append({"kind": kind, "path": f"{kind}/{name}", "sha256": digest, "source_path": src})
+        copy_export_file(file, os.path.join(self.temp, kind, name), digest)
+        self.entries.append({"kind": kind, "path": f"{kind}/{name}", "sha256": digest, "source_path": file.path})
 
     def write_records(self, kind: str, records: list[dict]) -> None:
         name = f"part-{len(self.entries):05d}.jsonl"
@@ -163,6 +178,11 @@ class _BatchWriter:
 
 
 # files -------------------------------------------------------------------------------------------
+def landed_name(sequence: int, path: str) -> str:
+    """The name a file lands under: ``00003-students.json`` (so no landed name is hidden from Spark)."""
+    return f"{sequence:05d}-{os.path.basename(path)}"
+
+
 def classify_file(relative_path: str) -> tuple[str, str, str, str | None]:
     """``(namespace, resource, kind, rundate)`` of an export file from its path.
 
@@ -170,7 +190,7 @@ def classify_file(relative_path: str) -> tuple[str, str, str, str | None]:
     "2024-01-02")``; ``tpdm/candidates/x.jsonl`` -> ``("tpdm", "candidates", "upserts", None)``;
     ``students.json`` -> ``("ed-fi", "students", "upserts", None)``.
     """
-    parts = [p for p in re.split(r"[\\/]", relative_path) if p]
+    parts = [p for p in re.split(_SEPARATORS, relative_path) if p]
     folders, name = parts[:-1], parts[-1]
     rundate = next((m.group(1) for p in folders if (m := _RUNDATE.match(p))), None)
     kind = "deletes" if "deletes" in folders or re.search(r"deletes?(\.|$)", name, re.IGNORECASE) else "upserts"
@@ -184,8 +204,8 @@ def classify_file(relative_path: str) -> tuple[str, str, str, str | None]:
     return namespace, resource, kind, rundate
 
 
-def _is_empty(path: str) -> bool:
-    with open(path, "rb") as handle:
+def _is_empty(file: ExportFile) -> bool:
+    with open_export_file(file) as handle:
         head = handle.read(64)
     return head.removeprefix(b"\xef\xbb\xbf").strip() in (b"", b"[]")
 
@@ -197,44 +217,51 @@ def land_files(lake: LakePaths, src: str, batch_id: str | None = None) -> EdFiLa
     if not os.path.isdir(src):
         raise LandingError(f"source folder {src} does not exist: give the folder of the Ed-Fi export", path=src)
     base = check_name(batch_id or new_batch_id(), "batch id")
+    files, refused = scan_export(src)
+    wanted: list[tuple[ExportFile, tuple[str, str, str, str | None]]] = []
+    ignored: list[str] = []
+    for file in files:
+        if not file.relative.lower().endswith(SUFFIXES):
+            ignored.append(file.relative)
+            continue
+        problem = name_problem(file.relative, landed_name(0, file.path))
+        if problem:
+            refused.append(f"{shown(file.relative)}: {problem}")
+            continue
+        where = classify_file(file.relative)
+        check_name(where[1], f"resource of {file.relative}")
+        wanted.append((file, where))
+    refuse(src, refused)
     seen = _landed_hashes(lake)
-    plan: dict[tuple[str, str, str], list[tuple[str, str, str]]] = {}
-    already, empty, ignored = [], [], []
-    for parent, dirs, files in os.walk(src):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(parent, name)
-            relative = os.path.relpath(path, src)
-            if not name.lower().endswith(SUFFIXES) or name.startswith(("_", ".")):
-                ignored.append(relative)
-                continue
-            namespace, resource, kind, rundate = classify_file(relative)
-            check_name(resource, f"resource of {relative}")
-            if _is_empty(path):
-                empty.append(relative)
-                continue
-            digest = sha256_file(path)
-            if digest in seen:
-                already.append(relative)
-                continue
-            seen.add(digest)
-            group = f"{base}_{rundate}" if rundate else base
-            plan.setdefault((group, namespace, resource), []).append((kind, path, digest))
+    plan: dict[tuple[str, str, str], list[tuple[str, ExportFile, str]]] = {}
+    already, empty = [], []
+    for file, (namespace, resource, kind, rundate) in wanted:
+        if _is_empty(file):
+            empty.append(file.relative)
+            continue
+        digest = sha256_export_file(file)
+        if digest in seen:
+            already.append(file.relative)
+            continue
+        seen.add(digest)
+        group = f"{base}_{rundate}" if rundate else base
+        plan.setdefault((group, namespace, resource), []).append((kind, file, digest))
     if not plan and not already and not empty:
-        raise LandingError(f"no Ed-Fi JSON files (*.json, *.jsonl, *.ndjson) under {src}; "
-                           f"ignored: {ignored[:5]}", path=src)
-    landed = []
-    for (group, namespace, resource), entries in sorted(plan.items()):
-        writer = _BatchWriter(lake, namespace, resource, group)
-        try:
-            for kind, path, digest in sorted(entries, key=lambda e: (KINDS.index(e[0]), e[1])):
-                writer.copy(kind, path, digest)
-            landed.append(writer.commit({"kind": "files", "folder": os.path.abspath(src)}))
-        except BaseException:
+        raise LandingError(f"no Ed-Fi JSON files (*.json, *.jsonl, *.ndjson) under {shown(src)}; "
+                           f"ignored: {[shown(i) for i in ignored[:5]]}", path=src)
+    writers: list[_BatchWriter] = []
+    try:  # every batch is copied before any is renamed into place, so a failed copy lands nothing
+        for (group, namespace, resource), entries in sorted(plan.items()):
+            writers.append(_BatchWriter(lake, namespace, resource, group))
+            for kind, file, digest in sorted(entries, key=lambda e: (KINDS.index(e[0]), e[1].path)):
+                writers[-1].copy(kind, file, digest)
+    except BaseException:
+        for writer in writers:
             writer.abandon()
-            raise
+        raise
+    landed = [writer.commit({"kind": "files", "folder": os.path.abspath(src)}) for writer in writers]
     for relative in empty:
-        log.info("%s is empty; nothing to land", relative)
+        log.info("%s is empty; nothing to land", shown(relative))
     return EdFiLandResult(tuple(landed), tuple(already), tuple(empty), tuple(ignored))
 
 
