@@ -1,2 +1,2 @@
 -- Rows whose key is null. Params: stage, source, table, column.
-SELECT COUNT(*) AS count FROM {{ delta(stage, source, table) }} WHERE `{{ column }}` IS NULL
+SELECT COUNT(*) AS count FROM {{ delta(stage, source, table) }} WHERE {{ column | ident }} IS NULL

@@ -10,6 +10,7 @@ import sys
 from .delta import ENGINE_SETTING, LOCAL_DEFAULT, engines
 from .errors import OEAError
 from .ingest import DEFAULT_MAX_REJECT_SHARE
+from .lock import WAIT_SETTING
 from .paths import LakePaths
 from .salt import redact
 from .sources import sources
@@ -35,12 +36,14 @@ def _parser() -> argparse.ArgumentParser:
                       "$OEA_EDFI_CLIENT_ID and $OEA_EDFI_CLIENT_SECRET)")
     land.add_argument("--resources", help="edfi --api: comma-separated resources (default: all the module supports)")
     land.add_argument("--page-size", type=int, default=500, help="edfi --api: records per page (default %(default)s)")
+    _wait_option(land)
 
     ingest = commands.add_parser("ingest", help="stage1np -> stage2np/stage2p, new batches only")
     ingest.add_argument("module")
     ingest.add_argument("--max-reject-share", type=float,
                         default=float(os.environ.get("OEA_MAX_REJECT_SHARE", DEFAULT_MAX_REJECT_SHARE)),
                         help="fail when more than this share of rows cannot be read (default %(default)s)")
+    _wait_option(ingest)
 
     views = commands.add_parser("views", help="write the serverless SQL views script to sql_views/")
     views.add_argument("module")
@@ -51,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"module to run, repeatable (default: all: {', '.join(sources.names())})")
     run.add_argument("--sample", help="export folder to land (default: test_data/<module>)")
     run.add_argument("--notebooks", help="notebooks folder (default: ./notebooks)")
+    _wait_option(run)
     _view_options(run)
 
     sql = commands.add_parser("sql", help="query the SQL views over the local lake (DuckDB), as Power BI would")
@@ -62,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--module", action="append", dest="modules", help="only this module's views (repeatable)")
     sql.add_argument("--workspace", default=os.environ.get("OEA_WORKSPACE", "dev"),
                      help="workspace name in database names (default %(default)s)")
+
+    lake_parser = commands.add_parser("lake", help="the lake itself: check it for leftovers of interrupted runs")
+    lake_commands = lake_parser.add_subparsers(dest="lake_command", required=True, metavar="LAKE_COMMAND")
+    check = lake_commands.add_parser("check", help="list staging folders, uncommitted data files and half-landed "
+                                     "batches that interrupted runs left")
+    check.add_argument("--repair", action="store_true", help="remove them (holding each source's lock)")
+    check.add_argument("--module", action="append", dest="modules", help="only this module (repeatable)")
+    _wait_option(check)
 
     synapse = commands.add_parser("synapse", help="Azure Synapse: pipeline templates, the oea_core wheel")
     synapse_commands = synapse.add_subparsers(dest="synapse_command", required=True, metavar="SYNAPSE_COMMAND")
@@ -82,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     flow_run.add_argument("--from", dest="from_step", metavar="STEP", help="rerun STEP and everything after it")
     flow_run.add_argument("--only", metavar="STEP", help="run only STEP")
     flow_run.add_argument("--max-parallel", type=int, help="steps at once (default: the flow's max_parallel)")
+    _wait_option(flow_run)
     flow_graph = flow_commands.add_parser("graph", help="draw the DAG to SVG and PNG (Graphviz)")
     flow_graph.add_argument("file")
     flow_graph.add_argument("--run-log", help="colour steps by this run log (default: the last run of this flow)")
@@ -101,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=7)
     generate.add_argument("--no-quirks", action="store_true", help="plain files, no real-world variations")
     return parser
+
+
+def _wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait", type=float, metavar="SECONDS",
+                        help="when another run holds the lock (of this source, or flow), wait up to SECONDS for it "
+                             "(default: $OEA_LOCK_WAIT, else 0: stop at once)")
 
 
 def _view_options(parser: argparse.ArgumentParser) -> None:
@@ -196,6 +215,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _sql(lake, args)
     elif args.command == "synapse":
         return _synapse(args)
+    elif args.command == "lake":
+        return _lake_check(lake, args)
     elif args.command == "generate" and args.module == "edfi":
         from .edfi.generator import generate_edfi, write_edfi_export
 
@@ -219,24 +240,34 @@ def _flow(lake: LakePaths, args: argparse.Namespace) -> int:
     import json
 
     from .flow import FlowRun, load_flow, runs_dir
+    from .flow.runlog import read_run_logs, run_state
 
     if args.flow_command == "status":
-        logs = []
         folder = runs_dir(lake)
-        for batch in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            path = os.path.join(folder, batch, "run_log.json")
-            if os.path.exists(path):
-                with open(path, encoding="utf-8") as handle:
-                    logs.append(json.load(handle))
-        logs.sort(key=lambda d: d.get("started") or "", reverse=True)
+        logs = read_run_logs(folder)
         if not logs:
             print(f"no flow runs in {folder}")
         for doc in logs[: args.limit]:
+            state = run_state(doc)
             counts: dict[str, int] = {}
-            for step in doc["steps"].values():
-                counts[step["status"]] = counts.get(step["status"], 0) + 1
-            print(f"{doc['started']}  {doc['pipeline']:<16} {doc['batch_id']:<28} {doc['status']:<8} "
+            for step in doc.get("steps", {}).values():
+                status = "interrupted" if state == "died" and step["status"] == "running" else step["status"]
+                counts[status] = counts.get(status, 0) + 1
+            print(f"{doc.get('started') or '?':<25} {doc.get('pipeline', '?'):<16} {doc['batch_id']:<28} {state:<11} "
                   + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+            if state == "died":
+                print(f"  its runner (pid {doc.get('pid')} on {doc.get('host')}) is gone; last written "
+                      f"{doc.get('updated')}. Rerun with --batch-id {doc['batch_id']} to resume")
+            elif state == "unreadable":
+                print(f"  {doc.get('error')}")
+            for name, step in doc.get("steps", {}).items() if state == "running" else ():
+                if step["status"] == "running":
+                    print(f"  {name}: running since {step.get('started')}, attempt {step.get('attempts')} "
+                          f"(pid {step.get('pid')} on {step.get('host')}, timeout {step.get('timeout')} s)")
+            for note in doc.get("notifications") or ():
+                if not note.get("ok"):
+                    print(f"  {note.get('event')} notification ({note.get('kind')} {note.get('target')}) failed: "
+                          f"{note.get('error')}")
         return 0
     flow = load_flow(args.file)
     if args.flow_command == "validate":
@@ -292,13 +323,35 @@ def _sql(lake: LakePaths, args: argparse.Namespace) -> int:
         writer.writerow(columns)
         writer.writerows(rows)
     else:
-        from .sql_preview import SqlPreviewError
-
-        try:
-            preview.con.sql(query).show(max_rows=args.max_rows, max_width=10_000)
-        except Exception as error:  # duckdb errors: name the query
-            raise SqlPreviewError(f"the query failed: {error}\nquery: {query}") from error
+        preview.show(query, max_rows=args.max_rows)  # one read-only query, or a one-line SqlPreviewError
     return 0
+
+
+def _lake_check(lake: LakePaths, args: argparse.Namespace) -> int:
+    from .leftovers import find_leftovers, remove_leftovers
+    from .lock import lake_lock
+
+    if not lake.is_local:
+        raise OEAError("oea lake check reads a local lake for now; give --lake a local folder")
+    names = args.modules or sources.names()
+    found = {name: find_leftovers(lake, name) for name in names}
+    total = sum(len(items) for items in found.values())
+    for name, items in found.items():
+        for item in items:
+            print(f"{item.kind:<12} {item.size:>12,} B  {os.path.relpath(item.path, lake.root)}")
+    if not total:
+        print(f"no leftovers in {lake.root}" + (f" for {', '.join(names)}" if args.modules else ""))
+        return 0
+    if not args.repair:
+        print(f"{total} leftovers of interrupted runs; `oea lake check --repair` removes them")
+        return 1
+    freed = 0
+    for name in names:
+        with lake_lock(lake, name, f"{name} lake repair"):  # no run of the source writes meanwhile
+            freed += remove_leftovers(find_leftovers(lake, name))
+    left = sum(len(find_leftovers(lake, name)) for name in names)
+    print(f"removed {total - left} leftovers ({freed / 1e6:.1f} MB)" + (f"; {left} remain" if left else ""))
+    return 1 if left else 0
 
 
 def _synapse(args: argparse.Namespace) -> int:
@@ -357,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         handler.addFilter(_RedactFilter())
     if args.engine:  # through the environment, so notebook kernels and flow steps use it too
         os.environ[ENGINE_SETTING] = args.engine
+    if getattr(args, "wait", None) is not None:  # likewise for the lake lock
+        os.environ[WAIT_SETTING] = str(args.wait)
     try:
         if os.environ.get(ENGINE_SETTING):
             engines.get(os.environ[ENGINE_SETTING])  # an unknown name fails before Spark starts

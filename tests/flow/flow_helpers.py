@@ -37,3 +37,24 @@ def make_table(stage: str, source: str, table: str, rows: list, schema: str, con
     frame = frame.selectExpr(*(f"CAST({name} AS {kind}) AS {name}" for name, kind in columns))
     result = delta_store(spark).write(frame, context["lake"].table(stage, source, table), mode="overwrite")
     return result.rows
+
+
+def hang(marker: str, context: dict) -> int:
+    """Write this process's pid and a grandchild's (in a session of its own) to ``<runs>/<marker>.pids``, then hang."""
+    import subprocess
+    import time
+
+    child = subprocess.Popen(["sleep", "3600"], start_new_session=True)
+    with open(os.path.join(os.path.dirname(context["run_dir"]), f"{marker}.pids"), "a") as handle:
+        handle.write(f"{os.getpid()} {child.pid}\n")
+    time.sleep(3600)
+    return 0
+
+
+def peek(marker: str, context: dict) -> int:
+    """Copy the run log as this step sees it while it runs, with this process's pid, to ``<runs>/<marker>.json``."""
+    with open(os.path.join(context["run_dir"], "run_log.json"), encoding="utf-8") as handle:
+        seen = json.load(handle)
+    with open(os.path.join(os.path.dirname(context["run_dir"]), f"{marker}.json"), "w") as handle:
+        json.dump({"pid": os.getpid(), "log": seen}, handle)
+    return 1

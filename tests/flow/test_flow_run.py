@@ -268,3 +268,26 @@ def test_graph_is_drawn_and_coloured_by_the_run(tmp_path, lake):
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert COLOURS["failed"] in text and COLOURS["skipped"] in text and COLOURS["success"] in text
     assert text.count("<title>a&#45;&gt;b</title>") == 1  # the a -> b edge
+
+
+def test_a_second_run_of_a_flow_stops_while_the_first_holds_its_lake_lock(tmp_path, lake):
+    import subprocess
+    import sys
+
+    from oea_core import LakeLockError
+
+    code = ("import time\nfrom oea_core import LakePaths\nfrom oea_core.lock import lake_lock\n"
+            f"with lake_lock(LakePaths.from_setting({lake.root!r}), 'flow-t', 'flow t'):\n"
+            "    print('held', flush=True)\n    time.sleep(60)\n")
+    first = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        flow = load_flow(flow_file(tmp_path, BRANCHES.replace("FAILS", "0")))
+        with pytest.raises(LakeLockError, match=rf"^flow t already running since .*pid {first.pid}\)"):
+            FlowRun(flow, lake, batch_id="b1", sleep=Sleeps()).run()
+        assert calls(lake) == [], "no step ran"
+    finally:
+        first.kill()
+        first.wait()
+    log = FlowRun(flow, lake, batch_id="b1", sleep=Sleeps()).run()  # the killed holder's lock is taken over
+    assert set(statuses(log).values()) == {"success"}

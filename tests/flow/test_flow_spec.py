@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from oea_core.flow import FlowError, load_flow
+from oea_core.flow.spec import DEFAULT_TIMEOUT
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,3 +115,42 @@ def test_not_yaml_and_missing_file(tmp_path):
         load_flow(tmp_path / "nope.yaml")
     with pytest.raises(FlowError, match="not valid YAML"):
         load_flow(write(tmp_path, "pipeline: [unclosed\n"))
+
+
+@pytest.mark.parametrize("value, seconds", [(90, 90.0), ("90", 90.0), ("2.5", 2.5), ("90s", 90.0), ("20m", 1200.0),
+                                            ("1h30m", 5400.0), ("1h 30m 15s", 5415.0), ("2H", 7200.0)])
+def test_a_timeout_is_seconds_or_a_duration_and_the_flow_sets_the_default(tmp_path, value, seconds):
+    flow = load_flow(write(tmp_path, f"""\
+        pipeline: {{name: t, default_timeout: {json.dumps(value)}}}
+        stages:
+          - name: s
+            groups:
+              - name: g
+                steps:
+                  - {{name: own, kind: python, callable: "flow_helpers:record", timeout: 5m}}
+                  - {{name: inherits, kind: python, callable: "flow_helpers:record"}}
+        """))
+    assert flow.timeout == flow.steps["inherits"].timeout == seconds and flow.steps["own"].timeout == 300.0
+    unset = load_flow(write(tmp_path, "pipeline: {name: t}\nstages: [{name: s, groups: [{name: g, steps: [\n"
+                                      "  {name: a, kind: python, callable: 'flow_helpers:record'}]}]}]\n"))
+    assert unset.steps["a"].timeout == DEFAULT_TIMEOUT == 3600.0
+
+
+@pytest.mark.parametrize("value", [0, -1, "0s", "soon", True, "inf", "nan", "1d", "", None, "-5"])
+def test_a_timeout_that_is_not_a_positive_duration_is_refused_with_its_line(tmp_path, value):
+    path = write(tmp_path, f"""\
+        pipeline: {{name: t}}
+        stages:
+          - name: s
+            groups:
+              - name: g
+                steps:
+                  - name: a
+                    kind: python
+                    callable: "flow_helpers:record"
+                    timeout: {json.dumps(value)}
+        """)
+    with pytest.raises(FlowError) as info:
+        load_flow(path)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}:10: step a.timeout: timeout must be seconds (a number above 0) or a duration")

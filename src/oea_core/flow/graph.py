@@ -9,7 +9,7 @@ from ..errors import OEAError
 from .spec import Flow
 
 COLOURS = {"success": "#8fd19e", "cached": "#c9e7cf", "failed": "#f4a3a3", "skipped": "#d9d9d9",
-           "running": "#ffe08a", "pending": "#ffffff", "not_selected": "#ffffff"}
+           "running": "#ffe08a", "pending": "#ffffff", "not_selected": "#ffffff", "interrupted": "#f7c59f"}
 
 
 def flow_dot(flow: Flow, run_log: dict | None = None):

@@ -1,12 +1,22 @@
-"""Run notifications: POST a JSON summary to a webhook, or run a command."""
+"""Run notifications: POST a JSON summary to a webhook, or run a command.
+
+A notification that fails (the webhook cannot be reached, answers with an error status, the
+command fails or hangs) is logged and returned as a record for the run log; it never changes the
+run's outcome. A webhook URL may itself be a secret (a token in its path), so records and logs name
+only its scheme, host and port.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
+from urllib.parse import urlsplit
+
+from ..salt import redact
+from .process import run_command
 
 log = logging.getLogger("oea")
+COMMAND_TIMEOUT = 300.0
 
 
 def summary_payload(run_log: dict) -> dict:
@@ -19,22 +29,60 @@ def summary_payload(run_log: dict) -> dict:
             "steps": {n: s["status"] for n, s in steps.items()}}
 
 
-def notify(target: dict, run_log: dict, run_log_path: str, timeout: float = 10.0) -> None:
-    """Send the notification; a failure to notify is logged, never fatal to the run."""
+def notify(target: dict, run_log: dict, run_log_path: str, *, event: str = "", timeout: float = 10.0,
+           command_timeout: float = COMMAND_TIMEOUT) -> list[dict]:
+    """Send the notifications in ``target``; returns one record per notification (``ok``, ``error``). Never raises."""
+    records = []
     payload = summary_payload(run_log)
     if target.get("webhook"):
-        import requests
-
-        try:
-            response = requests.post(target["webhook"], json=payload, timeout=timeout)
-            response.raise_for_status()
-            log.info("notified %s (HTTP %d)", target["webhook"], response.status_code)
-        except requests.RequestException as exc:
-            log.warning("could not notify %s: %s", target["webhook"], exc)
+        records.append(_outcome(event, "webhook", _site(str(target["webhook"])),
+                                lambda: _webhook(str(target["webhook"]), payload, timeout)))
     if target.get("command"):
         env = {**os.environ, "OEA_FLOW_STATUS": payload["status"], "OEA_FLOW_PIPELINE": payload["pipeline"],
                "OEA_FLOW_BATCH_ID": payload["batch_id"], "OEA_FLOW_RUN_LOG": run_log_path}
-        done = subprocess.run(target["command"], shell=True, env=env, check=False, timeout=300,
-                              capture_output=True, text=True)
-        if done.returncode:
-            log.warning("notification command exited %d: %s", done.returncode, done.stderr.strip()[:300])
+        records.append(_outcome(event, "command", str(target["command"]).split()[0] if str(target["command"]).strip()
+                                else "", lambda: _command(str(target["command"]), env, command_timeout)))
+    return records
+
+
+def _outcome(event: str, kind: str, target: str, send) -> dict:
+    try:
+        error = send()
+    except Exception as exc:  # noqa: BLE001 - a notification must not change the run's outcome
+        error = f"{type(exc).__name__}: {exc}"
+    record = {"event": event, "kind": kind, "target": target, "ok": error is None, "error": error and redact(error)}
+    if error:
+        log.warning("could not send the %s notification (%s %s): %s", event, kind, target, record["error"])
+    else:
+        log.info("sent the %s notification (%s %s)", event, kind, target)
+    return record
+
+
+def _site(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/…"
+
+
+def _webhook(url: str, payload: dict, timeout: float) -> str | None:
+    import requests
+
+    try:
+        response = requests.post(url, json=payload, timeout=timeout)
+    except requests.Timeout:
+        return f"no answer within {timeout:g} s"
+    except requests.ConnectionError:
+        return "could not connect"
+    except requests.RequestException as exc:
+        return type(exc).__name__  # its text holds the URL, which may be a secret
+    if response.status_code >= 400:
+        return f"HTTP {response.status_code} {response.reason or ''}".strip()
+    return None
+
+
+def _command(command: str, env: dict, timeout: float) -> str | None:
+    code, stderr = run_command(command, env=env, timeout=timeout)
+    if code is None:
+        return stderr
+    if code:
+        return f"exited {code}: {stderr.strip()[-300:]}".rstrip(": ")
+    return None

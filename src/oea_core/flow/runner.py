@@ -1,13 +1,20 @@
 """Running a flow: one batch id for the whole run, parallel where allowed, retries, checkpoints, checks.
 
 A step that still fails after its attempts fails the run, its dependents are skipped (never
-run), and independent branches finish. The run log ``<runs>/<batch_id>/run_log.json`` is
-rewritten after every step, so it is also the checkpoint: running the same batch id again
-skips the steps that succeeded and reruns the failed and skipped ones.
+run), and independent branches finish. Every attempt has the step's ``timeout``: a python or
+notebook step runs in a worker process that is killed with everything it started (see
+``worker.py``); a sql step's Spark jobs, and every step's checks, are cancelled. A timed-out
+attempt is retried like any failed one.
+
+The run log ``<runs>/<batch_id>/run_log.json`` is written when the run starts and as each step
+starts and ends (see ``runlog.py``). It is also the checkpoint: running the same batch id again
+skips the steps that succeeded and reruns the others. A notification that cannot be sent is
+recorded in it and does not change the run's outcome.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib
 import inspect
@@ -15,19 +22,27 @@ import json
 import logging
 import os
 import re
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
+import jinja2
+
+from ..errors import OEAError
 from ..landing import new_batch_id
 from ..paths import LakePaths, check_name
 from ..salt import redact
+from .checks import Sql, render_check
+from .process import hostname, kill_tree, start_ticks
+from .runlog import RUN_LOG, write_run_log
 from .spec import Check, Flow, FlowError, Step
+from .worker import StepFailed, StepTimeout, run_in_worker
 
 log = logging.getLogger("oea")
-RUN_LOG = "run_log.json"
 DONE = ("success", "cached")
 
 
@@ -42,10 +57,9 @@ class StepRecord:
     checks: list[dict] = field(default_factory=list)
     error: str | None = None
     depends_on: list[str] = field(default_factory=list)
-
-
-class StepFailed(Exception):
-    """A step's own failure (an error check, a failed notebook), with a message for the run log."""
+    timeout: float | None = None
+    host: str | None = None  # where the running attempt runs: the worker's pid, or the runner's
+    pid: int | None = None
 
 
 def runs_dir(lake: LakePaths) -> str:
@@ -60,23 +74,36 @@ class FlowRun:
     """One run of a flow over a lake. ``sleep`` can be replaced (tests retry without waiting)."""
 
     def __init__(self, flow: Flow, lake: LakePaths, *, batch_id: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep, max_parallel: int | None = None,
+                 sleep: Callable[[float], object] | None = None, max_parallel: int | None = None,
                  spark=None) -> None:
         self.flow = flow
         self.lake = lake
         self.batch_id = check_name(batch_id or flow.batch_id or new_batch_id(), "batch id")
-        self.sleep = sleep
+        self._aborted = threading.Event()
+        self.sleep = self._aborted.wait if sleep is None else sleep  # an interrupted run ends a retry delay
         self.max_parallel = max_parallel or flow.max_parallel
         self._spark = spark
         self.folder = os.path.join(runs_dir(lake), self.batch_id)
         self.records: dict[str, StepRecord] = {n: StepRecord(depends_on=sorted(s.depends_on))
                                                for n, s in flow.steps.items()}
         self.started = _now()
+        self.status = "running"
+        self.error: str | None = None
+        self.notifications: list[dict] = []
         self._lock = threading.Lock()
+        self._workers: dict[str, subprocess.Popen] = {}
 
     # public ------------------------------------------------------------------------------------
     def run(self, from_step: str | None = None, only: str | None = None) -> dict:
-        """Run the flow; returns the run log. Raises FlowError naming the failed steps at the end."""
+        """Run the flow, holding its lake lock; returns the run log. Raises FlowError naming the failed
+        steps at the end, LakeLockError when another run of this flow holds the lock (``--wait``)."""
+        from ..lock import lake_lock
+
+        lock_name = "flow-" + re.sub(r"[^A-Za-z0-9_.=-]", "_", self.flow.name)
+        with lake_lock(self.lake, lock_name, f"flow {self.flow.name}"):
+            return self._run(from_step, only)
+
+    def _run(self, from_step: str | None, only: str | None) -> dict:
         for name in (from_step, only):
             if name is not None and name not in self.flow.steps:
                 raise FlowError(f"no step {name!r} in {self.flow.path}; steps: {', '.join(self.flow.steps)}")
@@ -90,14 +117,23 @@ class FlowRun:
                 if done_before:
                     old = previous[name]
                     record.rows, record.checks = old.get("rows"), old.get("checks", [])
-        os.makedirs(self.folder, exist_ok=True)
+        self._write_log()  # from now on `flow status` sees this run
         log.info("flow %s, batch %s: %d steps to run, %d done before", self.flow.name, self.batch_id,
                  sum(r.status == "pending" for r in self.records.values()),
                  sum(r.status == "cached" for r in self.records.values()))
-        self._execute(only)
-        summary = self._write_log()
-        self._notify(summary)
+        try:
+            self._execute(only)
+        except BaseException as exc:
+            self.status = "interrupted"
+            self.error = redact(f"{type(exc).__name__}: {exc}")[:2000]
+            self._write_log()
+            raise
         failed = [n for n, r in self.records.items() if r.status == "failed"]
+        self.status = "failed" if failed else "success"
+        summary = self._write_log()
+        self.notifications = self._notify(summary)
+        if self.notifications:
+            summary = self._write_log()
         if failed:
             skipped = [n for n, r in self.records.items() if r.status == "skipped"]
             causes = "; ".join(f"{n}: {self.records[n].error}" for n in failed)
@@ -109,44 +145,67 @@ class FlowRun:
 
     # scheduling --------------------------------------------------------------------------------
     def _execute(self, only: str | None) -> None:
-        steps = self.flow.steps
         running: dict[Future, str] = {}
         with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
-            while True:
-                for name, record in self.records.items():
-                    if record.status != "pending":
-                        continue
-                    deps = [] if name == only else [self.records[d] for d in steps[name].depends_on]
-                    blocked = [d for d in steps[name].depends_on if name != only
-                               and self.records[d].status in ("failed", "skipped", "not_selected")]
-                    if blocked:
-                        record.status = "skipped"
-                        record.error = f"not run: {', '.join(sorted(blocked))} did not succeed"
-                        log.warning("%s: skipped (%s)", name, record.error)
-                        self._write_log()
-                    elif all(d.status in DONE for d in deps) and len(running) < self.max_parallel:
-                        record.status = "running"
-                        running[pool.submit(self._run_step, steps[name])] = name
-                if not running:
-                    if any(r.status == "pending" for r in self.records.values()):
-                        continue  # newly unblocked or skipped steps: look again
-                    return
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    running.pop(future)
-                    future.result()
+            try:
+                self._schedule(pool, running, only)
+            except BaseException:
+                self._abort()  # Ctrl-C or a bug: stop the running steps before the pool waits for them
+                raise
+
+    def _schedule(self, pool: ThreadPoolExecutor, running: dict[Future, str], only: str | None) -> None:
+        steps = self.flow.steps
+        while True:
+            for name, record in self.records.items():
+                if record.status != "pending":
+                    continue
+                deps = [] if name == only else [self.records[d] for d in steps[name].depends_on]
+                blocked = [d for d in steps[name].depends_on if name != only
+                           and self.records[d].status in ("failed", "skipped", "not_selected", "interrupted")]
+                if blocked:
+                    record.status = "skipped"
+                    record.error = f"not run: {', '.join(sorted(blocked))} did not succeed"
+                    log.warning("%s: skipped (%s)", name, record.error)
+                    self._write_log()
+                elif all(d.status in DONE for d in deps) and len(running) < self.max_parallel:
+                    record.status = "running"
+                    running[pool.submit(self._run_step, steps[name])] = name
+            if not running:
+                if any(r.status == "pending" for r in self.records.values()):
+                    continue  # newly unblocked or skipped steps: look again
+                return
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                running.pop(future)
+                future.result()
+
+    def _abort(self) -> None:
+        self._aborted.set()
+        with self._lock:
+            workers = list(self._workers.values())
+        for proc in workers:
+            kill_tree(proc.pid)
+        if self._spark is not None:
+            self._spark.sparkContext.cancelAllJobs()
 
     def _run_step(self, step: Step) -> None:
         record = self.records[step.name]
-        record.started = _now()
+        record.started, record.timeout = _now(), step.timeout
         begin = time.perf_counter()
         outcome = "failed"  # the record stays 'running' until the last attempt, so dependents wait
         for attempt in range(1, step.retry.attempts + 1):
+            if self._aborted.is_set():
+                outcome = "interrupted"
+                break
             record.attempts = attempt
+            record.host, record.pid = hostname(), os.getpid()  # a worker's pid replaces the runner's
+            self._write_log()
+            deadline = time.monotonic() + step.timeout
             try:
-                log.info("%s: running (attempt %d of %d)", step.name, attempt, step.retry.attempts)
-                record.rows = self._dispatch(step)
-                record.checks = self._checks(step)
+                log.info("%s: running (attempt %d of %d, timeout %s)", step.name, attempt, step.retry.attempts,
+                         _seconds(step.timeout))
+                record.rows = self._dispatch(step, deadline)
+                record.checks = self._checks(step, deadline)
                 failing = [c for c in record.checks if not c["passed"] and c["severity"] == "error"]
                 if failing:
                     names = ", ".join(f"{c['name']} ({c['value']} offending)" for c in failing)
@@ -155,7 +214,11 @@ class FlowRun:
                 outcome, record.error = "success", None
                 break
             except Exception as exc:  # noqa: BLE001 - a step failure must not stop independent branches
-                record.error = redact(f"{type(exc).__name__}: {exc}")[:2000]
+                text = str(exc) if isinstance(exc, StepFailed) and not exc.prefix else f"{type(exc).__name__}: {exc}"
+                record.error = redact(text)[:2000]
+                if self._aborted.is_set():
+                    outcome, record.error = "interrupted", f"the run was interrupted ({record.error})"
+                    break
                 if attempt < step.retry.attempts:
                     log.warning("%s: attempt %d failed (%s); retrying in %.0f s", step.name, attempt,
                                 record.error.splitlines()[0], step.retry.delay)
@@ -163,8 +226,9 @@ class FlowRun:
         record.ended = _now()
         record.duration = round(time.perf_counter() - begin, 3)
         record.status = outcome
-        if record.status == "failed":
-            log.error("%s: failed after %d attempt(s): %s", step.name, record.attempts,
+        record.host = record.pid = None
+        if record.status in ("failed", "interrupted"):
+            log.error("%s: %s after %d attempt(s): %s", step.name, record.status, record.attempts,
                       (record.error or "").splitlines()[0])
         else:
             log.info("%s: done in %.1f s", step.name, record.duration)
@@ -181,8 +245,6 @@ class FlowRun:
 
     def context(self, step: Step) -> dict:
         """What templates see: the run's values, then the flow's ``variables`` (rendered with those values)."""
-        import jinja2
-
         base = {"base_path": self.lake.root or self.lake.account, "batch_id": self.batch_id,
                 "pipeline": {"name": self.flow.name}, "stage": {"name": step.stage},
                 "group": {"name": step.group}, "name": step.name, "inputs": sorted(step.inputs),
@@ -198,8 +260,6 @@ class FlowRun:
 
     def render(self, step: Step, value, extra: dict | None = None):
         """``value`` with every ``{{ template }}`` rendered; a missing variable names the step and variable."""
-        import jinja2
-
         if isinstance(value, dict):
             return {k: self.render(step, v, extra) for k, v in value.items()}
         if isinstance(value, list):
@@ -215,24 +275,79 @@ class FlowRun:
             raise FlowError(f"step {step.name}: template variable {variable!r} is not defined (in {value[:80]!r}); "
                             f"known: {', '.join(sorted({**self.context(step), **(extra or {})}))}") from None
 
-    def _dispatch(self, step: Step) -> int | None:
+    def _dispatch(self, step: Step, deadline: float) -> int | None:
         if step.kind == "python":
-            return self._python(step)
+            return self._in_worker(step, self._python(step), deadline)
         if step.kind == "notebook":
-            return self._notebook(step)
-        return self._sql(step)
+            return self._in_worker(step, self._notebook(step), deadline)
+        with self._spark_deadline(step, deadline):
+            return self._sql(step)
 
-    def _python(self, step: Step) -> int | None:
+    def _timed_out(self, step: Step, what: str) -> str:
+        return (f"step {step.name} timed out after {_seconds(step.timeout)} (attempt {self.records[step.name].attempts}"
+                f" of {step.retry.attempts}); {what}")
+
+    def _in_worker(self, step: Step, payload: dict, deadline: float) -> int | None:
+        record = self.records[step.name]
+
+        def started(proc: subprocess.Popen) -> None:
+            with self._lock:
+                self._workers[step.name] = proc
+            record.pid = proc.pid
+            if self._aborted.is_set():
+                kill_tree(proc.pid)
+            self._write_log()
+
+        try:
+            return run_in_worker(payload, timeout=max(deadline - time.monotonic(), 0.0), folder=self.folder,
+                                 on_start=started,
+                                 timeout_message=self._timed_out(step, "its process and all it started were killed"))
+        finally:
+            with self._lock:
+                self._workers.pop(step.name, None)
+            record.pid = os.getpid()
+
+    @contextlib.contextmanager
+    def _spark_deadline(self, step: Step, deadline: float) -> Iterator[None]:
+        """Run Spark work in this thread under a job group that is cancelled at ``deadline``."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise StepTimeout(self._timed_out(step, "nothing was left of it for its checks"))
+        context = self.spark.sparkContext
+        group = f"oea-flow-{self.batch_id}-{step.name}-{uuid.uuid4().hex[:8]}"
+        fired, done = threading.Event(), threading.Event()
+
+        def cancel() -> None:
+            if done.wait(remaining):
+                return
+            fired.set()
+            while not done.is_set():  # again and again: a job submitted after a cancel is not cancelled by it
+                context.cancelJobGroup(group)
+                done.wait(0.5)
+
+        watchdog = threading.Thread(target=cancel, name=f"timeout-{step.name}", daemon=True)
+        context.setJobGroup(group, f"flow {self.flow.name} step {step.name}", interruptOnCancel=True)
+        watchdog.start()
+        try:
+            yield
+        except Exception as exc:
+            if fired.is_set():
+                raise StepTimeout(self._timed_out(step, "its Spark jobs were cancelled")) from exc
+            raise
+        finally:
+            done.set()
+            for key in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
+                context.setLocalProperty(key, None)
+
+    def _python(self, step: Step) -> dict:
         module, _, name = step.target.partition(":")
         function = getattr(importlib.import_module(module), name)
-        kwargs = self.render(step, step.parameters)
-        if "context" in inspect.signature(function).parameters:
-            kwargs["context"] = {**self.context(step), "lake": self.lake, "run": self}
-        return _rows(function(**kwargs))
+        takes_context = "context" in inspect.signature(function).parameters
+        return {"kind": "python", "target": step.target, "kwargs": self.render(step, step.parameters),
+                "context": {**self.context(step), "lake": self.lake} if takes_context else None}
 
-    def _notebook(self, step: Step) -> None:
+    def _notebook(self, step: Step) -> dict:
         import papermill as pm
-        from papermill.exceptions import PapermillExecutionError
 
         source = self.render(step, step.target)
         target = os.path.join(self.folder, "notebooks", f"{step.name}.ipynb")
@@ -245,12 +360,7 @@ class FlowRun:
         if unknown:
             raise FlowError(f"step {step.name}: notebook {source} has no parameters {unknown}; "
                             f"it declares {sorted(declared)}")
-        try:
-            pm.execute_notebook(source, target, parameters=params, progress_bar=False, kernel_name="python3",
-                                cwd=os.path.dirname(source))
-        except PapermillExecutionError as exc:
-            raise StepFailed(f"notebook {os.path.basename(source)} failed in cell {exc.exec_count}: {exc.ename}: "
-                             f"{exc.evalue} (executed copy: {target})") from None
+        return {"kind": "notebook", "source": source, "target": target, "parameters": params}
 
     def _table_function(self, step: Step):
         from ..delta import delta_store
@@ -282,10 +392,11 @@ class FlowRun:
                              metadata={"flow": self.flow.name, "step": step.name, "batch_id": self.batch_id})
         return result.rows
 
-    def _checks(self, step: Step) -> list[dict]:
+    def _checks(self, step: Step, deadline: float) -> list[dict]:
         results = []
         for check in step.checks:
-            results.append(self._check(step, check))
+            with self._spark_deadline(step, deadline):
+                results.append(self._check(step, check))
             if not results[-1]["passed"]:
                 level = logging.ERROR if check.severity == "error" else logging.WARNING
                 log.log(level, "%s: check %s (%s) found %s offending", step.name, check.name, check.severity,
@@ -294,13 +405,19 @@ class FlowRun:
 
     def _check(self, step: Step, check: Check) -> dict:
         params = self.render(step, check.params)
-        extra = {**params, "delta": self._table_function(step), "params": params}
+        table = self._table_function(step)
+        values = {**self.context(step), **params, "params": params, "delta": lambda *names: Sql(table(*names))}
         if step.output:
             output = self.render(step, step.output)
-            extra["output"] = self._table_function(step)(output["stage"], output["source"], output["table"])
-        with open(self.render(step, check.sql), encoding="utf-8") as handle:
-            text = self.render(step, handle.read(), extra)
-        frame = self.spark.sql(text)
+            values["output"] = Sql(table(output["stage"], output["source"], output["table"]))
+        path = self.render(step, check.sql)
+        with open(path, encoding="utf-8") as handle:
+            template = handle.read()
+        try:
+            text, args = render_check(template, values)
+        except (OEAError, jinja2.UndefinedError) as exc:
+            raise FlowError(f"step {step.name}: check {check.name} ({path}): {exc}") from exc
+        frame = self.spark.sql(text, args=args or None)
         if frame.columns == ["count"]:
             value = int(frame.collect()[0][0] or 0)
         else:
@@ -322,28 +439,23 @@ class FlowRun:
         return previous.get("steps", {})
 
     def _write_log(self) -> dict:
+        """Write the run log as it is now (atomically); returns it."""
         with self._lock:
-            statuses = [r.status for r in self.records.values()]
-            status = ("failed" if "failed" in statuses else "running" if {"pending", "running"} & set(statuses)
-                      else "success")
             doc = {"pipeline": self.flow.name, "flow_file": os.path.abspath(self.flow.path),
-                   "batch_id": self.batch_id, "status": status, "started": self.started, "ended": _now(),
-                   "lake": self.lake.root or self.lake.account,
-                   "steps": {n: asdict(r) for n, r in self.records.items()}}
-            os.makedirs(self.folder, exist_ok=True)
-            temp = os.path.join(self.folder, f".{RUN_LOG}.tmp")
-            with open(temp, "w", encoding="utf-8") as handle:
-                handle.write(redact(json.dumps(doc, indent=1)))
-            os.replace(temp, os.path.join(self.folder, RUN_LOG))
+                   "batch_id": self.batch_id, "status": self.status, "started": self.started,
+                   "ended": None if self.status == "running" else _now(), "updated": _now(),
+                   "lake": self.lake.root or self.lake.account, "host": hostname(), "pid": os.getpid(),
+                   "pid_start": start_ticks(os.getpid()), "error": self.error,
+                   "steps": {n: asdict(r) for n, r in self.records.items()}, "notifications": self.notifications}
+            write_run_log(self.folder, doc)
             return doc
 
-    def _notify(self, summary: dict) -> None:
+    def _notify(self, summary: dict) -> list[dict]:
         from .notify import notify
 
         event = "on_failure" if summary["status"] == "failed" else "on_success"
         target = self.flow.notifications.get(event)
-        if target:
-            notify(target, summary, os.path.join(self.folder, RUN_LOG))
+        return notify(target, summary, os.path.join(self.folder, RUN_LOG), event=event) if target else []
 
 
 def _ref(step: Step, ref: str) -> tuple[str, str, str]:
@@ -353,13 +465,5 @@ def _ref(step: Step, ref: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-def _rows(result) -> int | None:
-    if isinstance(result, bool):
-        return None
-    if isinstance(result, int):
-        return result
-    if isinstance(result, (list, tuple)):
-        rows = [getattr(r, "rows", None) for r in result]
-        return sum(r for r in rows if isinstance(r, int)) if any(isinstance(r, int) for r in rows) else None
-    rows = getattr(result, "rows", None)
-    return rows if isinstance(rows, int) else None
+def _seconds(value: float) -> str:
+    return f"{value:g} s"

@@ -4,6 +4,7 @@
 pipeline:
   name: clever
   default_retry: {attempts: 2, delay: 30}
+  default_timeout: 1h             # per step unless it gives its own `timeout` (default 1h)
   notifications: {on_failure: {webhook: https://...}, on_success: {command: "echo done"}}
   checkpoint: true
   max_parallel: 2
@@ -14,6 +15,7 @@ stages:
         steps:
           - name: ingest_clever
             kind: notebook            # notebook | sql | python
+            timeout: 20m              # seconds, or a duration: 90s, 20m, 1h30m
             notebook: ../notebooks/clever/Clever_module_ingestion.ipynb
             parameters: {lake_path: "{{ base_path }}"}
             checks:
@@ -24,28 +26,32 @@ Dependencies: a step depends on the steps it names in ``depends_on`` (step, grou
 names); in a group with ``parallel: false`` (the default) each step follows the one before;
 in a stage with ``parallel: false`` each group follows the one before (default: groups run
 side by side); a stage follows the stage before unless it gives its own ``depends_on``.
-Every problem in the file is reported at once, each with its line.
+Every problem in the file is reported at once, each with its line, including check parameters
+that are not the type their check SQL takes (see ``checks.py``).
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
 
 from ..errors import OEAError
+from .checks import check_problems
 
 STEP_KINDS = ("notebook", "sql", "python")
 SEVERITIES = ("error", "warn")
+DEFAULT_TIMEOUT = 3600.0  # seconds a step may run, unless the flow or the step says otherwise
 _KEYS = {
     "top": {"pipeline", "stages"},
     "pipeline": {"name", "description", "default_retry", "notifications", "checkpoint", "batch_id", "max_parallel",
-                 "variables"},
+                 "variables", "default_timeout"},
     "stage": {"name", "description", "depends_on", "parallel", "groups"},
     "group": {"name", "description", "depends_on", "parallel", "steps"},
     "step": {"name", "description", "kind", "depends_on", "notebook", "sql", "callable", "parameters", "inputs",
-             "output", "checks", "retry"},
+             "output", "checks", "retry", "timeout"},
     "check": {"name", "sql", "severity", "params", "max"},
     "retry": {"attempts", "delay"},
     "notifications": {"on_failure", "on_success"},
@@ -53,6 +59,8 @@ _KEYS = {
     "output": {"stage", "source", "table", "mode"},
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 
 class FlowError(OEAError):
@@ -116,6 +124,7 @@ class Step:
     retry: Retry
     depends_on: set[str]
     line: int
+    timeout: float = DEFAULT_TIMEOUT
 
 
 @dataclass
@@ -131,6 +140,7 @@ class Flow:
     variables: dict
     steps: dict[str, Step]
     stages: list[str]
+    timeout: float = DEFAULT_TIMEOUT
 
     @property
     def folder(self) -> str:
@@ -174,14 +184,37 @@ class _Checker:
         if not self.mapping(node, where, line):
             return default
         self.keys(node, "retry", where)
-        attempts, delay = node.get("attempts", default.attempts), node.get("delay", default.delay)
+        attempts = node.get("attempts", default.attempts)
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             self.add(where, node.line, f"attempts must be a whole number of at least 1, not {attempts!r}")
             attempts = default.attempts
-        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
-            self.add(where, node.line, f"delay must be seconds (a number of at least 0), not {delay!r}")
-            delay = default.delay
-        return Retry(attempts, float(delay))
+        delay = self.duration(node.get("delay", default.delay), where, node.line, default.delay, "delay", 0)
+        return Retry(attempts, delay)
+
+    def duration(self, value, where: str, line: int, default: float, what: str, minimum: float) -> float:
+        """Seconds from a number or a duration string (``90s``, ``20m``, ``1h30m``)."""
+        seconds = parse_duration(value)
+        if seconds is None or seconds < minimum:
+            self.add(where, line, f"{what} must be seconds (a number{' above' if minimum else ' of at least'} 0) "
+                     f"or a duration such as 90s, 20m or 1h30m, not {value!r}")
+            return default
+        return seconds
+
+
+def parse_duration(value) -> float | None:
+    """Seconds in ``value`` (a number, or a string like ``90``, ``90s``, ``20m``, ``1h30m``); None if it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    text = value.replace(" ", "").lower() if isinstance(value, str) else ""
+    if _SECONDS.match(text):
+        return float(text)
+    match = _DURATION.match(text) if text else None
+    if match is None:
+        return None
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
 
 
 def load_flow(path: str | os.PathLike) -> Flow:
@@ -209,6 +242,9 @@ def load_flow(path: str | os.PathLike) -> Flow:
                   f"not {name!r}")
     default_retry = check.retry(pipeline.get("default_retry"), "pipeline.default_retry", getattr(pipeline, "line", 1),
                                 Retry())
+    default_timeout = check.duration(pipeline.get("default_timeout", DEFAULT_TIMEOUT), "pipeline.default_timeout",
+                                     getattr(pipeline, "key_lines", {}).get("default_timeout", 1), DEFAULT_TIMEOUT,
+                                     "default_timeout", 1e-9)
     notifications = pipeline.get("notifications") or {}
     if check.mapping(notifications, "pipeline.notifications", getattr(pipeline, "line", 1)):
         check.keys(notifications, "notifications", "pipeline.notifications")
@@ -261,7 +297,7 @@ def load_flow(path: str | os.PathLike) -> Flow:
                 twhere = f"{gwhere}.steps[{ti}]"
                 if not check.mapping(raw, twhere, group.line):
                     continue
-                step = _step(check, raw, twhere, stage_name, group_name, folder, default_retry)
+                step = _step(check, raw, twhere, stage_name, group_name, folder, default_retry, default_timeout)
                 if step is None:
                     continue
                 if step.name in steps or step.name in members:
@@ -296,7 +332,7 @@ def load_flow(path: str | os.PathLike) -> Flow:
                         check.problems, path=path)
     return Flow(name, path, str(pipeline.get("description") or ""), default_retry, dict(notifications),
                 bool(pipeline.get("checkpoint", True)), pipeline.get("batch_id"), max_parallel,
-                dict(pipeline.get("variables") or {}), steps, stage_names)
+                dict(pipeline.get("variables") or {}), steps, stage_names, default_timeout)
 
 
 def _names(value) -> list[str]:
@@ -315,7 +351,7 @@ def _expand(check: _Checker, name: str, line: int, members: dict, steps: dict, w
 
 
 def _step(check: _Checker, raw: dict, where: str, stage: str, group: str, folder: str,
-          default_retry: Retry) -> Step | None:
+          default_retry: Retry, default_timeout: float) -> Step | None:
     check.keys(raw, "step", where)
     name = str(raw.get("name") or "")
     if not _NAME.match(name):
@@ -347,8 +383,19 @@ def _step(check: _Checker, raw: dict, where: str, stage: str, group: str, folder
             check.add(cwhere, item.line, f"severity must be error or warn, not {severity!r}")
         sql = _check_file(check, cwhere, item.line, folder, str(item.get("sql") or ""))
         params = item.get("params") or {}
+        if not isinstance(params, dict):
+            check.add(f"{cwhere}.params", item.line, "params must be a mapping")
+            params = {}
+        elif os.path.isfile(sql):
+            with open(sql, encoding="utf-8") as handle:
+                for problem in check_problems(handle.read(), params):
+                    check.add(cwhere, item.line, f"{problem} (check SQL {sql})")
+        allowed = item.get("max", 0)
+        if isinstance(allowed, bool) or not isinstance(allowed, int) or allowed < 0:
+            check.add(cwhere, item.line, f"max must be a whole number of at least 0, not {allowed!r}")
+            allowed = 0
         checks.append(Check(str(item.get("name") or f"{os.path.splitext(os.path.basename(sql))[0]}"),
-                            sql, severity, dict(params), int(item.get("max", 0))))
+                            sql, severity, dict(params), allowed))
     output = raw.get("output")
     if output is not None and check.mapping(output, f"{where}.output", raw.line):
         check.keys(output, "output", f"{where}.output")
@@ -365,8 +412,10 @@ def _step(check: _Checker, raw: dict, where: str, stage: str, group: str, folder
         check.add(f"{where}.parameters", raw.line, "parameters must be a mapping")
         parameters = {}
     retry = check.retry(raw.get("retry"), f"{where}.retry", raw.line, default_retry)
+    timeout = check.duration(raw.get("timeout", default_timeout), f"{where}.timeout",
+                             raw.key_lines.get("timeout", raw.line), default_timeout, "timeout", 1e-9)
     return Step(name, kind, stage, group, target, dict(parameters), dict(inputs),
-                dict(output) if isinstance(output, dict) else None, checks, retry, set(), raw.line)
+                dict(output) if isinstance(output, dict) else None, checks, retry, set(), raw.line, timeout)
 
 
 def _check_file(check: _Checker, where: str, line: int, folder: str, relative: str) -> str:
