@@ -7,16 +7,20 @@ from .errors import (
                      CommitConflictError,
                      DeltaEngineError,
                      DeltaTableError,
+                     EdFiApiError,
+                     FlowError,
                      IngestError,
                      LakeLockError,
                      LakePathError,
                      LandingError,
+                     MissingExtraError,
                      ModuleNotFoundInCatalog,
                      NotebookRunError,
                      OEAError,
                      RejectedRowsError,
                      SaltError,
                      SchemaError,
+                     SqlPreviewError,
 )
 from .ingest import CsvTableDef, IngestResult, ingest_csv_table
 from .landing import LandResult, land_folder
@@ -26,12 +30,12 @@ from .salt import Salt, get_salt
 from .schema import ColumnSpec, PseudoOp, TableSchema, safe_column_name, safe_table_name
 from .sources import sources
 from .spark import get_spark
-from .sql_preview import SqlPreview, SqlPreviewError
+from .sql_preview import SqlPreview
 from .sql_views import lake_database_ddl, views_script
 
 __all__ = [
-    "STAGES", "ColumnSpec", "CommitConflictError", "CsvTableDef", "DeltaEngineError", "DeltaRsStore", "DeltaStore", "DeltaTableError", "IngestError", "IngestResult",
-    "LakeLockError", "LakePathError", "LakePaths", "LandResult", "LandingError", "ModuleNotFoundInCatalog", "NotebookRunError",
+    "STAGES", "ColumnSpec", "CommitConflictError", "CsvTableDef", "DeltaEngineError", "DeltaRsStore", "DeltaStore", "DeltaTableError", "EdFiApiError", "FlowError", "IngestError", "IngestResult",
+    "LakeLockError", "LakePathError", "LakePaths", "LandResult", "LandingError", "MissingExtraError", "ModuleNotFoundInCatalog", "NotebookRunError",
     "OEAError", "PseudoOp", "RejectedRowsError", "Salt", "SaltError", "SchemaError", "SparkDeltaStore", "SqlPreview", "SqlPreviewError",
     "TableSchema",
     "WriteResult", "delta_store", "engine_name", "get_salt", "get_spark", "ingest_csv_table", "lake_database_ddl", "land_folder", "pseudonym",

@@ -39,6 +39,10 @@ class LandingError(OEAError):
         self.path = path
 
 
+class EdFiApiError(LandingError):
+    """An Ed-Fi API call failed for good."""
+
+
 class IngestError(OEAError):
     """A landed batch could not be ingested into stage 2."""
 
@@ -96,3 +100,36 @@ class NotebookRunError(OEAError):
     def __init__(self, message: str, *, notebook: str | None = None) -> None:
         super().__init__(message)
         self.notebook = notebook
+
+
+class SqlPreviewError(OEAError):
+    """A preview query or view could not run."""
+
+
+class FlowError(OEAError):
+    """The flow file has problems, or a run of it failed; ``problems`` lists each one with its location."""
+
+    def __init__(self, message: str, problems: list[str] | None = None, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+        self.path = path
+
+
+class StepFailed(OEAError):
+    """A flow step's own failure (an error check, a failed notebook, a timeout), with a message for the run log."""
+
+    prefix = True  # the run log shows "<class>: <message>"; False: the message as it is
+
+
+class StepTimeout(StepFailed):
+    """A flow step ran past its timeout; its processes were killed."""
+
+
+class WorkerFailed(StepFailed):
+    """A flow step failed inside its worker process; the message is the worker's ``<class>: <message>``."""
+
+    prefix = False
+
+
+class MissingExtraError(OEAError):
+    """An optional package is not installed; the message names the extra to install."""

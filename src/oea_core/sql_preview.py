@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import tempfile
 
-from .errors import OEAError
+from .errors import SqlPreviewError
 from .paths import LakePaths
 from .sql_views import ViewDef, view_defs
 
@@ -31,10 +31,6 @@ _DUCK_TYPES = {"VARCHAR": "VARCHAR", "BIGINT": "BIGINT", "INT": "INTEGER", "SMAL
 _CONFINE = ("SET autoinstall_known_extensions = false", "SET autoload_known_extensions = false",
             "SET allow_community_extensions = false", "SET python_enable_replacements = false",
             "SET enable_external_access = false", "SET lock_configuration = true")
-
-
-class SqlPreviewError(OEAError):
-    """A preview query or view could not run."""
 
 
 def _duck_type(tsql: str) -> str:

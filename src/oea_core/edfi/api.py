@@ -13,16 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..errors import LandingError
+from ..errors import EdFiApiError
 from ..salt import redact, remember_secret
 
 log = logging.getLogger("oea")
 CLIENT_ID_ENV = "OEA_EDFI_CLIENT_ID"
 CLIENT_SECRET_ENV = "OEA_EDFI_CLIENT_SECRET"
-
-
-class EdFiApiError(LandingError):
-    """An Ed-Fi API call failed for good."""
 
 
 @dataclass(frozen=True)

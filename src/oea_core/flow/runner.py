@@ -32,15 +32,15 @@ from dataclasses import asdict, dataclass, field
 
 import jinja2
 
-from ..errors import OEAError
+from ..errors import FlowError, OEAError, StepFailed, StepTimeout
 from ..landing import new_batch_id
 from ..paths import LakePaths, check_name
 from ..salt import redact
 from .checks import Sql, render_check
 from .process import hostname, kill_tree, start_ticks
 from .runlog import RUN_LOG, write_run_log
-from .spec import Check, Flow, FlowError, Step
-from .worker import StepFailed, StepTimeout, run_in_worker
+from .spec import Check, Flow, Step
+from .worker import run_in_worker
 
 log = logging.getLogger("oea")
 DONE = ("success", "cached")

@@ -38,7 +38,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ..errors import OEAError
+from ..errors import FlowError
 from .checks import check_problems
 
 STEP_KINDS = ("notebook", "sql", "python")
@@ -61,15 +61,6 @@ _KEYS = {
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
-
-
-class FlowError(OEAError):
-    """The flow file has problems; ``problems`` lists each one with its location."""
-
-    def __init__(self, message: str, problems: list[str] | None = None, *, path: str | None = None) -> None:
-        super().__init__(message)
-        self.problems = problems or []
-        self.path = path
 
 
 class _Map(dict):

@@ -21,27 +21,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..errors import StepFailed, StepTimeout, WorkerFailed
 from ..salt import redact
 from .process import kill_tree, wait_gone
 
 _BOOT = ("import os, sys; sys.path[:0] = os.environ.pop('OEA_FLOW_WORKER_PATH').split(os.pathsep); "
          "from oea_core.flow.worker import main; main(sys.argv[1])")
-
-
-class StepFailed(Exception):
-    """A step's own failure (an error check, a failed notebook, a timeout), with a message for the run log."""
-
-    prefix = True  # the run log shows "<class>: <message>"; False: the message as it is
-
-
-class StepTimeout(StepFailed):
-    """A step ran past its timeout; its processes were killed."""
-
-
-class WorkerFailed(StepFailed):
-    """The step failed inside its worker; the message is the worker's ``<class>: <message>``."""
-
-    prefix = False
 
 
 def run_in_worker(step: dict, *, timeout: float, folder: str, on_start: Callable[[subprocess.Popen], None],
