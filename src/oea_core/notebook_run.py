@@ -1,14 +1,29 @@
-"""Running a module's notebooks in sequence with papermill, saving each executed copy."""
+"""The one notebook executor: ``oea run`` and flow steps run notebooks through ``execute_notebook``.
+
+A parameter the notebook does not declare (in its cell tagged ``parameters``) is an error, never
+dropped: a misspelt ``lake_path`` would otherwise run the notebook against its default lake.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from .errors import NotebookRunError
+from .errors import MissingExtraError, NotebookRunError
 
 log = logging.getLogger("oea")
+
+
+def _papermill() -> Any:
+    try:
+        import papermill
+    except ImportError:  # pragma: no cover - papermill is a core dependency; kept for trimmed installs
+        raise MissingExtraError("running notebooks needs papermill: pip install 'oea-core' (it is a core "
+                                "dependency) or pip install papermill") from None
+    return papermill
 
 
 def default_notebooks_dir() -> str:
@@ -19,32 +34,39 @@ def default_notebooks_dir() -> str:
     return str(Path(__file__).resolve().parents[2] / "notebooks")
 
 
-def run_notebooks(notebooks: list[str], parameters: dict, out_dir: str, notebooks_dir: str | None = None,
-                  kernel_name: str = "python3") -> list[str]:
-    """Execute ``notebooks`` (paths under ``notebooks_dir``) in order; returns the executed copies.
+def notebook_parameters(source: str) -> dict[str, Any]:
+    """The parameters ``source`` declares in its ``parameters`` cell, by name (papermill's inspection)."""
+    if not os.path.isfile(source):
+        raise NotebookRunError(f"notebook {source} does not exist: run from the repository root or pass "
+                               "--notebooks DIR", notebook=source)
+    return dict(_papermill().inspect_notebook(source))
 
-    Raises NotebookRunError naming the notebook, the cell's error and the saved copy.
+
+def check_parameters(source: str, parameters: Mapping[str, object]) -> None:
+    """Raise NotebookRunError when ``parameters`` holds a name that ``source`` does not declare."""
+    declared = notebook_parameters(source)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise NotebookRunError(f"notebook {source} has no parameter {', '.join(unknown)}; it declares "
+                               f"{', '.join(sorted(declared)) or 'none'}. Fix the name, or add it to the "
+                               "notebook's cell tagged 'parameters'", notebook=source)
+
+
+def execute_notebook(source: str, target: str, parameters: Mapping[str, object], *,
+                     kernel_name: str = "python3") -> str:
+    """Run ``source`` with ``parameters`` into ``target`` (the executed copy); returns ``target``.
+
+    Raises NotebookRunError for an undeclared parameter (before anything runs) or a failed cell,
+    naming the notebook, the cell, its error and the executed copy.
     """
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
-    notebooks_dir = notebooks_dir or default_notebooks_dir()
-    os.makedirs(out_dir, exist_ok=True)
-    executed = []
-    for relative in notebooks:
-        source = os.path.join(notebooks_dir, relative)
-        if not os.path.exists(source):
-            raise NotebookRunError(f"notebook {source} does not exist: run from the repository root or "
-                                   "pass --notebooks DIR", notebook=source)
-        target = os.path.join(out_dir, os.path.basename(relative))
-        log.info("running notebook %s", relative)
-        declared = pm.inspect_notebook(source)
-        try:
-            pm.execute_notebook(source, target, parameters={k: v for k, v in parameters.items() if k in declared},
-                                kernel_name=kernel_name,
-                                progress_bar=False, cwd=os.path.dirname(source))
-        except PapermillExecutionError as exc:
-            raise NotebookRunError(f"notebook {relative} failed in cell {exc.exec_count}: {exc.ename}: "
-                                   f"{exc.evalue} (executed copy: {target})", notebook=source) from exc
-        executed.append(target)
-    return executed
+    check_parameters(source, parameters)
+    pm = _papermill()
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    log.info("running notebook %s", source)
+    try:
+        pm.execute_notebook(source, target, parameters=dict(parameters), kernel_name=kernel_name,
+                            progress_bar=False, cwd=os.path.dirname(os.path.abspath(source)))
+    except pm.PapermillExecutionError as exc:
+        raise NotebookRunError(f"notebook {os.path.basename(source)} failed in cell {exc.exec_count}: {exc.ename}: "
+                               f"{exc.evalue} (executed copy: {target})", notebook=source) from None
+    return target
