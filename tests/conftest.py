@@ -7,9 +7,7 @@ import os
 import pytest
 
 from oea_core import LakePaths, Salt
-
-TEST_SALT = "test-salt-5e1f"
-ENGINES = ("delta-rs", "spark-delta")
+from oea_testing import ENGINES, TEST_SALT
 
 
 def pytest_collection_modifyitems(items):

@@ -14,7 +14,6 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, QueryBuilder
 
-from conftest import TEST_SALT
 from oea_core import LandingError
 from oea_core.clever import CleverModule
 from oea_core.csv_source import _read_target
@@ -22,6 +21,7 @@ from oea_core.edfi import landing as edfi_landing
 from oea_core.edfi.ingest import read_events
 from oea_core.errors import IngestError
 from oea_core.spark_paths import file_uri, unreadable_reason
+from oea_testing import TEST_SALT
 
 # (name, how input_file_name() spells it, as Spark 3.5 reported it); pairs share a role folder, so a
 # pattern would match its neighbour: "2022-01-0?" matches "2022-01-03", "all*" matches everything.

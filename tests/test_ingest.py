@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, QueryBuilder
 
-from conftest import TEST_SALT
 from oea_core import RejectedRowsError, TableSchema
 from oea_core.ingest import CsvTableDef, app_id, ingest_csv_table
+from oea_testing import TEST_SALT
 
 SCHEMA = TableSchema.parse("events", [["day", "date", "x"], ["person", "string", "h"], ["email", "string", "m"],
                                       ["seen_at", "timestamp", "m"], ["district", "string", "p"],

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_SALT
 from oea_core import LakePaths, Salt
 from oea_core.clever import CleverModule
 from oea_core.clever.generator import generate_clever_export
 from oea_core.cli import main
 from oea_core.sql_preview import SqlPreview, SqlPreviewError
+from oea_testing import TEST_SALT
 
 
 @pytest.fixture(scope="module")

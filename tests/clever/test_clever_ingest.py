@@ -10,10 +10,10 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, QueryBuilder
 
-from conftest import ENGINES, TEST_SALT
 from oea_core import RejectedRowsError
 from oea_core.clever import CleverModule
 from oea_core.clever.generator import generate_clever_export
+from oea_testing import ENGINES, TEST_SALT
 
 
 def table_rows(path: str) -> list[dict]:

@@ -9,12 +9,12 @@ import os
 import pyarrow as pa
 import pytest
 
-from conftest import ENGINES
 from oea_core import LakePaths, RejectedRowsError, Salt, pseudonym
 from oea_core.edfi import EdFiModule, generate_edfi, write_edfi_export
 from oea_core.edfi.flatten import MAX_DEPTH, flatten_record
 from oea_core.edfi.ingest import MAX_RECORD_BYTES, RAW_KEPT, parse_file
 from oea_core.edfi.metadata import table_name
+from oea_testing import ENGINES
 
 TEST_SALT = "edfi-test-salt-77"
 
