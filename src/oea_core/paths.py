@@ -40,7 +40,7 @@ class LakePaths:
     account: str | None = None
 
     @classmethod
-    def from_setting(cls, setting: str | os.PathLike | None = None) -> LakePaths:
+    def from_setting(cls, setting: str | os.PathLike[str] | None = None) -> LakePaths:
         """Build from ``--lake``/``OEA_LAKE``/``./lake`` (a folder or an ``abfss://`` URL)."""
         value = os.fspath(setting) if setting is not None else os.environ.get("OEA_LAKE") or DEFAULT_LAKE
         if value.startswith("abfss://"):
@@ -67,7 +67,7 @@ class LakePaths:
         """The root of a stage: a folder locally, a container on ADLS."""
         if stage not in STAGES and stage != FRAMEWORK_CONTAINER:
             raise LakePathError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}", path=stage)
-        if self.is_local:
+        if self.root is not None:
             return os.path.join(self.root, stage)
         return f"abfss://{stage}@{self.account}.dfs.core.windows.net"
 
@@ -92,7 +92,7 @@ class LakePaths:
     @property
     def secret_file(self) -> str:
         """The per-lake salt file: beside the stages, never inside one. Local lakes only."""
-        if not self.is_local:
+        if self.root is None:
             raise LakePathError(
                 "an ADLS lake has no local secret file: set OEA_SALT or OEA_KEYVAULT_URL", path=self.account
             )

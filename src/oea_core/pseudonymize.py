@@ -114,10 +114,10 @@ def to_lookup(df: DataFrame, schema: TableSchema, salt: Salt) -> DataFrame | Non
                         .alias(spec.name))
         elif spec.op in (PseudoOp.MASK, PseudoOp.PARTITION_BY):
             kept.append(F.col(spec.name))
-    any_identity = None
-    for spec in hashed:
-        present = F.col(spec.name).isNotNull()
-        any_identity = present if any_identity is None else any_identity | present
+    first, *others = [F.col(spec.name).isNotNull() for spec in hashed]
+    any_identity = first
+    for present in others:
+        any_identity = any_identity | present
     # distinct identities first, then hash: one SHA-256 per identity, not per row
     distinct = df.select(*kept).where(any_identity).dropDuplicates()
     out = []

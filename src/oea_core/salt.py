@@ -22,6 +22,8 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Mapping
+from typing import TypedDict
 
 from .errors import SaltError
 from .paths import STAGES, LakePaths
@@ -36,6 +38,25 @@ _MAKE_ONE = ('python -c "import secrets,base64;'
              'print(base64.b64encode(secrets.token_bytes(16)).decode())"')
 _SEEN: set[str] = set()  # salts created in this process, so error text can be scrubbed of them
 log = logging.getLogger("oea")
+
+
+class _FingerprintCheck(TypedDict):
+    """What a salt fingerprint file must hold to check a salt against it."""
+
+    algorithm: str
+    version: int
+    iterations: int
+    nonce: str  # hex
+    fingerprint: str  # hex
+
+
+class _Fingerprint(_FingerprintCheck, total=False):
+    """A salt fingerprint file: the check, and where it came from (for error messages only)."""
+
+    recorded_at: str
+    recorded_from: str
+    host: str
+    pid: int
 
 
 class Salt:
@@ -101,7 +122,7 @@ def _from_keyvault(url: str) -> str:
             "pip install azure-identity azure-keyvault-secrets"
         ) from exc
     try:
-        return SecretClient(vault_url=url, credential=DefaultAzureCredential()).get_secret(
+        value = SecretClient(vault_url=url, credential=DefaultAzureCredential()).get_secret(
             KEYVAULT_SECRET_NAME
         ).value
     except Exception as exc:  # the SDK raises many types; keep the cause, not the value
@@ -109,6 +130,7 @@ def _from_keyvault(url: str) -> str:
             f"could not read secret {KEYVAULT_SECRET_NAME!r} from Key Vault {url}: {type(exc).__name__}; "
             "check the vault URL and your access"
         ) from exc
+    return value or ""  # a secret without a value: Salt() refuses it as empty
 
 
 def _how_to_supply(lake: LakePaths) -> str:
@@ -171,7 +193,7 @@ def _from_file(lake: LakePaths) -> str:
         return handle.read().strip()
 
 
-def _short_salt_allowed(env: dict[str, str]) -> bool:
+def _short_salt_allowed(env: Mapping[str, str]) -> bool:
     value = env.get(ALLOW_SHORT_ENV, "").strip().lower()
     if value in ("", "0", "false", "no"):
         return False
@@ -180,7 +202,7 @@ def _short_salt_allowed(env: dict[str, str]) -> bool:
     raise SaltError(f"{ALLOW_SHORT_ENV}={env[ALLOW_SHORT_ENV]!r} is not understood: set it to 1 or unset it")
 
 
-def _check_length(salt: Salt, env: dict[str, str]) -> None:
+def _check_length(salt: Salt, env: Mapping[str, str]) -> None:
     length = len(salt.reveal())
     if length >= MIN_SALT_LENGTH:
         return
@@ -197,12 +219,12 @@ def _digest(salt: Salt, nonce: bytes, iterations: int) -> str:
     return hashlib.pbkdf2_hmac("sha256", salt.reveal().encode("utf-8"), _LABEL + nonce, iterations).hex()
 
 
-def _read_fingerprint(path: str) -> dict:
+def _read_fingerprint(path: str) -> _Fingerprint:
     damaged = (f"salt fingerprint file {path} is damaged or was written by a newer oea_core: restore it, or "
                "upgrade oea_core; delete it only if you are sure which salt made this lake's pseudonyms")
     try:
         with open(path, encoding="utf-8") as handle:
-            record = json.load(handle)
+            record: _Fingerprint = json.load(handle)
         ok = (record["algorithm"] == _ALGORITHM and record["version"] == _VERSION
               and isinstance(record["iterations"], int) and 1_000 <= record["iterations"] <= 10_000_000
               and len(bytes.fromhex(record["nonce"])) >= 16 and len(bytes.fromhex(record["fingerprint"])) == 32)
@@ -228,10 +250,11 @@ def check_salt_fingerprint(lake: LakePaths, salt: Salt) -> None:
             log.warning("lake %s has stage 2 data but no salt fingerprint: recording the salt from %s as the "
                         "lake's salt", lake.root, salt.origin)
         nonce = secrets.token_bytes(16)
-        record = {"algorithm": _ALGORITHM, "version": _VERSION, "iterations": _ITERATIONS, "nonce": nonce.hex(),
-                  "fingerprint": _digest(salt, nonce, _ITERATIONS),
-                  "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  "recorded_from": salt.origin, "host": socket.gethostname(), "pid": os.getpid()}
+        record: _Fingerprint = {
+            "algorithm": _ALGORITHM, "version": _VERSION, "iterations": _ITERATIONS, "nonce": nonce.hex(),
+            "fingerprint": _digest(salt, nonce, _ITERATIONS),
+            "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "recorded_from": salt.origin, "host": socket.gethostname(), "pid": os.getpid()}
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if _publish(path, json.dumps(record, indent=1) + "\n", 0o644):
             return
@@ -244,7 +267,7 @@ def check_salt_fingerprint(lake: LakePaths, salt: Salt) -> None:
             f"(fingerprint in {path}); nothing was written: {_how_to_supply(lake)}")
 
 
-def get_salt(lake: LakePaths, environ: dict[str, str] | None = None) -> Salt:
+def get_salt(lake: LakePaths, environ: Mapping[str, str] | None = None) -> Salt:
     """Return the salt for ``lake``, checked against (or recorded as) its fingerprint.
 
     Raises SaltError when none can be had, it is empty or too short, or it is not the lake's salt.

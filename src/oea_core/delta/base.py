@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 from ..errors import CommitConflictError, DeltaTableError
 from ..salt import redact
@@ -39,6 +39,7 @@ log = logging.getLogger("oea")
 STAGING = "_staging"
 COMMIT_ATTEMPTS = 5  # commits tried against a table other writers keep changing
 WriteMode = Literal["append", "overwrite"]
+CommitMetadata: TypeAlias = Mapping[str, object]  # stored as commitInfo.userMetadata, a JSON object
 
 
 @dataclass(frozen=True)
@@ -120,13 +121,13 @@ class DeltaStore(ABC):
         """The table's partition columns, in order."""
 
     @abstractmethod
-    def last_commit(self, path: str) -> dict:
+    def last_commit(self, path: str) -> dict[str, Any]:
         """The newest commit's ``commitInfo`` (operation, userMetadata, operationMetrics ...)."""
 
     # writing -----------------------------------------------------------------------------
     def write(self, df: DataFrame, path: str, *, mode: WriteMode = "append", partition_by: tuple[str, ...] = (),
               replace: Mapping[str, object] | None = None, app_id: str | None = None,
-              metadata: dict | None = None) -> WriteResult:
+              metadata: CommitMetadata | None = None) -> WriteResult:
         """Append to, or overwrite, the table at ``path`` (created when missing) in one commit.
 
         ``replace`` (with ``mode="overwrite"``) replaces only the partitions whose columns have
@@ -154,7 +155,8 @@ class DeltaStore(ABC):
             df.write.mode("errorifexists").partitionBy(*partition_by).parquet(staged.staging)
         return staged
 
-    def commit(self, staged: Staged, *, app_id: str | None = None, metadata: dict | None = None) -> WriteResult:
+    def commit(self, staged: Staged, *, app_id: str | None = None,
+               metadata: CommitMetadata | None = None) -> WriteResult:
         """Publish staged files in one commit carrying ``app_id``; the staging folder is removed either way."""
         try:
             if app_id and self.applied(staged.path, app_id):
@@ -163,12 +165,12 @@ class DeltaStore(ABC):
         finally:
             self.discard(staged)
 
-    def _publish(self, staged: Staged, app_id: str | None, metadata: dict | None) -> WriteResult:
+    def _publish(self, staged: Staged, app_id: str | None, metadata: CommitMetadata | None) -> WriteResult:
         with self._failing_write(staged.path):
             return self._commit(staged, app_id, metadata)
 
     @abstractmethod
-    def _commit(self, staged: Staged, app_id: str | None, metadata: dict | None) -> WriteResult:
+    def _commit(self, staged: Staged, app_id: str | None, metadata: CommitMetadata | None) -> WriteResult:
         """Publish ``staged`` as one commit (the staging folder is removed by the caller)."""
 
     def discard(self, staged: Staged) -> None:
@@ -178,7 +180,7 @@ class DeltaStore(ABC):
         _remove_empty_dir(staged.path)
 
     def merge(self, df: DataFrame, path: str, keys: tuple[str, ...], *, update: bool = False,
-              app_id: str | None = None, metadata: dict | None = None) -> WriteResult:
+              app_id: str | None = None, metadata: CommitMetadata | None = None) -> WriteResult:
         """Upsert ``df`` by ``keys`` (null-safe): insert new keys, update matched ones when ``update``."""
         if not self.exists(path):
             return self.write(df, path, app_id=app_id, metadata=metadata)
@@ -190,10 +192,10 @@ class DeltaStore(ABC):
 
     @abstractmethod
     def _merge(self, df: DataFrame, path: str, keys: tuple[str, ...], update: bool, app_id: str | None,
-               metadata: dict | None) -> WriteResult: ...
+               metadata: CommitMetadata | None) -> WriteResult: ...
 
     def delete(self, keys_df: DataFrame, path: str, keys: tuple[str, ...], *, app_id: str | None = None,
-               metadata: dict | None = None) -> WriteResult:
+               metadata: CommitMetadata | None = None) -> WriteResult:
         """Delete the rows whose ``keys`` (null-safe) appear in ``keys_df``."""
         if not self.exists(path):
             raise DeltaTableError(f"no Delta table at {path} to delete from: write it first", path=path)
@@ -204,10 +206,10 @@ class DeltaStore(ABC):
 
     @abstractmethod
     def _delete(self, keys_df: DataFrame, path: str, keys: tuple[str, ...], app_id: str | None,
-                metadata: dict | None) -> WriteResult: ...
+                metadata: CommitMetadata | None) -> WriteResult: ...
 
     def apply_changes(self, changes: DataFrame, path: str, key: str, *, order: str, deleted: str,
-                      app_id: str | None = None, metadata: dict | None = None) -> WriteResult:
+                      app_id: str | None = None, metadata: CommitMetadata | None = None) -> WriteResult:
         """Apply one change per ``key``: upsert, or delete where ``deleted`` is true.
 
         A change does not replace a row whose ``order`` value is newer (both non-null);
@@ -225,7 +227,7 @@ class DeltaStore(ABC):
 
     @abstractmethod
     def _apply_changes(self, changes: DataFrame, path: str, key: str, order: str, deleted: str,
-                       app_id: str | None, metadata: dict | None) -> WriteResult: ...
+                       app_id: str | None, metadata: CommitMetadata | None) -> WriteResult: ...
 
     # commit races ------------------------------------------------------------------------
     def _until_committed(self, path: str, attempt: Callable[[], WriteResult]) -> WriteResult:
@@ -308,9 +310,9 @@ class DeltaStore(ABC):
                 path=path) from exc
 
 
-def user_metadata(metadata: dict | None) -> str:
+def user_metadata(metadata: CommitMetadata | None) -> str:
     """The ``commitInfo.userMetadata`` both engines write: the metadata as sorted JSON."""
-    return json.dumps(metadata or {}, sort_keys=True)
+    return json.dumps(dict(metadata or {}), sort_keys=True)
 
 
 def collect_arrow(df: DataFrame) -> pa.Table:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -21,11 +22,16 @@ from deltalake import DeltaTable as RsTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
-from .base import DeltaStore, Staged, WriteResult, collect_arrow, user_metadata
+from .base import CommitMetadata, DeltaStore, Staged, WriteResult, collect_arrow, user_metadata
 
 if TYPE_CHECKING:
+    from deltalake.table import TableMerger
+    from deltalake.transaction import RemoveAction
     from pyspark.sql import DataFrame
     from pyspark.sql.types import StructType
+
+    # Shapes one MERGE: adds its when-matched and when-not-matched clauses to the merger.
+    MergeClauses = Callable[[TableMerger], TableMerger]
 
 
 class DeltaRsStore(DeltaStore):
@@ -77,12 +83,12 @@ class DeltaRsStore(DeltaStore):
     def partition_columns(self, path: str) -> list[str]:
         return list(self._open(path).metadata().partition_columns)
 
-    def last_commit(self, path: str) -> dict:
+    def last_commit(self, path: str) -> dict[str, Any]:
         (info,) = self._open(path).history(1)
         return info
 
     # writing -----------------------------------------------------------------------------
-    def _commit(self, staged: Staged, app_id: str | None, metadata: dict | None) -> WriteResult:
+    def _commit(self, staged: Staged, app_id: str | None, metadata: CommitMetadata | None) -> WriteResult:
         from pyspark.sql.pandas.types import to_arrow_schema
 
         path = staged.path
@@ -103,7 +109,8 @@ class DeltaRsStore(DeltaStore):
                                                   partition_by=list(staged.partition_by), commit_properties=props)
                 else:
                     filters = [(k, "=", v) for k, v in staged.replace] or None
-                    table.create_write_transaction(adds, mode=staged.mode, schema=schema,
+                    actions: list[AddAction | RemoveAction] = list(adds)  # list is invariant
+                    table.create_write_transaction(actions, mode=staged.mode, schema=schema,
                                                    partition_by=list(staged.partition_by), partition_filters=filters,
                                                    commit_properties=props)
                 committed = True
@@ -116,8 +123,8 @@ class DeltaRsStore(DeltaStore):
                     _remove_quietly(file)
 
     def _merge(self, df: DataFrame, path: str, keys: tuple[str, ...], update: bool, app_id: str | None,
-               metadata: dict | None) -> WriteResult:
-        def build(merger):
+               metadata: CommitMetadata | None) -> WriteResult:
+        def build(merger: TableMerger) -> TableMerger:
             if update:
                 merger = merger.when_matched_update_all()
             return merger.when_not_matched_insert_all()
@@ -125,12 +132,12 @@ class DeltaRsStore(DeltaStore):
         return self._merged(path, collect_arrow(df), keys, app_id, metadata, build)
 
     def _delete(self, keys_df: DataFrame, path: str, keys: tuple[str, ...], app_id: str | None,
-                metadata: dict | None) -> WriteResult:
+                metadata: CommitMetadata | None) -> WriteResult:
         return self._merged(path, collect_arrow(keys_df), keys, app_id, metadata,
                             lambda merger: merger.when_matched_delete())
 
     def _apply_changes(self, changes: DataFrame, path: str, key: str, order: str, deleted: str,
-                       app_id: str | None, metadata: dict | None) -> WriteResult:
+                       app_id: str | None, metadata: CommitMetadata | None) -> WriteResult:
         columns = [c for c in changes.columns if c != deleted]
         newer = f'(s."{order}" IS NULL OR t."{order}" IS NULL OR s."{order}" >= t."{order}")'
         values = {f'"{c}"': f's."{c}"' for c in columns}
@@ -140,7 +147,7 @@ class DeltaRsStore(DeltaStore):
             .when_not_matched_insert(values, predicate=f'NOT s."{deleted}"')))
 
     def _merged(self, path: str, source: pa.Table, keys: tuple[str, ...], app_id: str | None,
-                metadata: dict | None, build) -> WriteResult:
+                metadata: CommitMetadata | None, build: MergeClauses) -> WriteResult:
         """One MERGE of ``source`` by ``keys`` (null-safe), shaped by ``build``, committed race-safely."""
         predicate = " AND ".join(f"(t.\"{k}\" IS NOT DISTINCT FROM s.\"{k}\")" for k in keys)
 
@@ -159,14 +166,14 @@ class DeltaRsStore(DeltaStore):
         return isinstance(exc, CommitFailedError) or (
             isinstance(exc, DeltaError) and "already exists" in str(exc))
 
-    def _result(self, path: str, metrics: dict) -> WriteResult:
+    def _result(self, path: str, metrics: dict[str, Any]) -> WriteResult:
         return WriteResult(path, self.version(path), int(metrics.get("num_target_files_added", 0)),
                            int(metrics.get("num_source_rows", 0)), int(metrics.get("num_target_rows_inserted", 0)),
                            int(metrics.get("num_target_rows_updated", 0)),
                            int(metrics.get("num_target_rows_deleted", 0)))
 
 
-def _props(app_id: str | None, metadata: dict | None) -> CommitProperties:
+def _props(app_id: str | None, metadata: CommitMetadata | None) -> CommitProperties:
     # No retries inside delta-rs: it would rebase the commit onto a newer version without checking the
     # app transaction again (delta-rs accepts a repeated app id); DeltaStore._until_committed re-checks.
     return CommitProperties(custom_metadata={"userMetadata": user_metadata(metadata)}, max_commit_retries=0,
@@ -174,7 +181,9 @@ def _props(app_id: str | None, metadata: dict | None) -> CommitProperties:
 
 
 def _has_txn(table: RsTable | None, app_id: str | None) -> bool:
-    return bool(app_id) and table is not None and table.transaction_version(app_id) is not None
+    if not app_id or table is None:
+        return False
+    return table.transaction_version(app_id) is not None
 
 
 def _nullable(schema: pa.Schema) -> pa.Schema:
@@ -187,7 +196,8 @@ def _arrow_schema(table: RsTable) -> pa.Schema:
 
 
 def _move_into_place(staged: Staged, moved: list[str]) -> tuple[list[AddAction], int]:
-    adds, total = [], 0
+    adds: list[AddAction] = []
+    total = 0
     now = int(time.time() * 1000)
     for folder, _dirs, files in os.walk(staged.staging):
         for name in sorted(files):
@@ -198,8 +208,8 @@ def _move_into_place(staged: Staged, moved: list[str]) -> tuple[list[AddAction],
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.replace(os.path.join(folder, name), target)
             moved.append(target)
-            values = dict(part.split("=", 1) for part in os.path.dirname(relative).split(os.sep) if "=" in part)
-            values = {k: _unescape_partition(v) for k, v in values.items()}
+            escaped = dict(part.split("=", 1) for part in os.path.dirname(relative).split(os.sep) if "=" in part)
+            values = {k: _unescape_partition(v) for k, v in escaped.items()}
             rows, stats = _stats(target)
             total += rows
             adds.append(AddAction(relative.replace(os.sep, "/"), os.path.getsize(target),
@@ -210,9 +220,9 @@ def _move_into_place(staged: Staged, moved: list[str]) -> tuple[list[AddAction],
 def _stats(path: str) -> tuple[int, str]:
     """numRecords, min, max and null counts from a Parquet footer, in Delta's stats JSON."""
     meta = pq.read_metadata(path)
-    mins: dict = {}
-    maxs: dict = {}
-    nulls: dict = {}
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int | None] = {}
     for rg in range(meta.num_row_groups):
         group = meta.row_group(rg)
         for ci in range(group.num_columns):
@@ -224,9 +234,10 @@ def _stats(path: str) -> tuple[int, str]:
             if stats is None or not stats.has_null_count:
                 nulls[name] = None
                 continue
-            if name in nulls and nulls[name] is None:
+            counted = nulls.get(name, 0)
+            if counted is None:  # an earlier row group had no null count: the file gives none
                 continue
-            nulls[name] = nulls.get(name, 0) + stats.null_count
+            nulls[name] = counted + stats.null_count
             if stats.has_min_max and column.physical_type in ("INT32", "INT64", "DOUBLE", "FLOAT",
                                                               "BYTE_ARRAY") and stats.logical_type.type in (
                     "NONE", "STRING", "INT", "DATE"):
@@ -235,8 +246,8 @@ def _stats(path: str) -> tuple[int, str]:
                     lo, hi = lo.isoformat(), hi.isoformat()
                 mins[name] = lo if name not in mins else min(mins[name], lo)
                 maxs[name] = hi if name not in maxs else max(maxs[name], hi)
-    nulls = {k: v for k, v in nulls.items() if v is not None}
-    doc = {"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+    known = {k: v for k, v in nulls.items() if v is not None}
+    doc = {"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": known}
     return meta.num_rows, json.dumps(doc, default=str)
 
 

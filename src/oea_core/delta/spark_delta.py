@@ -10,21 +10,26 @@ refuses a second commit of the same batch. The local session gets Delta's jars f
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..errors import DeltaEngineError
-from .base import DeltaStore, Staged, WriteResult, collect_arrow, user_metadata
+from ..errors import DeltaEngineError, DeltaTableError
+from .base import CommitMetadata, DeltaStore, Staged, WriteResult, collect_arrow, user_metadata
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyspark.sql import DataFrame, SparkSession
+    from delta.tables import DeltaMergeBuilder, DeltaTable
+    from pyspark.sql import Column, DataFrame, Row, SparkSession
     from pyspark.sql.types import StructType
 
 # A MERGE takes its app transaction and metadata from session settings: one MERGE at a time per process.
 _SESSION_SETTINGS = threading.Lock()
 _TXN_SCHEMA = "txn struct<appId: string, version: long>"
+# WriteResult's counts and the commitInfo.operationMetrics they come from, per kind of commit
+_WRITE_METRICS = {"files": "numFiles", "rows": "numOutputRows"}
+_MERGE_METRICS = {"files": "numTargetFilesAdded", "rows": "numSourceRows", "inserted": "numTargetRowsInserted",
+                  "updated": "numTargetRowsUpdated", "deleted": "numTargetRowsDeleted"}
 
 
 def spark_has_delta(spark: SparkSession) -> bool:
@@ -47,7 +52,7 @@ class SparkDeltaStore(DeltaStore):
                 "--engine delta-rs (OEA_ENGINE=delta-rs)", engine=self.name)
         super().__init__(spark)
 
-    def _delta(self, path: str):
+    def _delta(self, path: str) -> DeltaTable:
         from delta.tables import DeltaTable
 
         self._require(path)
@@ -62,7 +67,7 @@ class SparkDeltaStore(DeltaStore):
     def version(self, path: str) -> int | None:
         if not self.exists(path):
             return None
-        return int(self._delta(path).history(1).select("version").first()[0])
+        return int(_first(self._delta(path).history(1).select("version"), path)[0])
 
     def applied(self, path: str, app_id: str) -> bool:
         return bool(self.applied_ids(path, (app_id,)))
@@ -99,13 +104,13 @@ class SparkDeltaStore(DeltaStore):
         return self.read(path).schema
 
     def partition_columns(self, path: str) -> list[str]:
-        return list(self._delta(path).detail().select("partitionColumns").first()[0])
+        return list(_first(self._delta(path).detail().select("partitionColumns"), path)[0])
 
-    def last_commit(self, path: str) -> dict:
-        return self._delta(path).history(1).first().asDict(recursive=True)
+    def last_commit(self, path: str) -> dict[str, Any]:
+        return _first(self._delta(path).history(1), path).asDict(recursive=True)
 
     # writing -----------------------------------------------------------------------------
-    def _commit(self, staged: Staged, app_id: str | None, metadata: dict | None) -> WriteResult:
+    def _commit(self, staged: Staged, app_id: str | None, metadata: CommitMetadata | None) -> WriteResult:
         names = [f.name for f in staged.schema.fields]
 
         def write() -> None:
@@ -121,9 +126,10 @@ class SparkDeltaStore(DeltaStore):
                 writer = writer.option("overwriteSchema", "true")
             writer.save(staged.path)
 
-        return self._race_safe(staged.path, app_id, write, ("numFiles", "numOutputRows"))
+        return self._race_safe(staged.path, app_id, write, _WRITE_METRICS)
 
-    def _race_safe(self, path: str, app_id: str | None, commit, metric_names: tuple[str, ...]) -> WriteResult:
+    def _race_safe(self, path: str, app_id: str | None, commit: Callable[[], None],
+                   metric_names: Mapping[str, str]) -> WriteResult:
         """``commit()`` until no concurrent writer beats it; a retry first checks ``app_id`` again."""
         tries = 0
 
@@ -137,7 +143,13 @@ class SparkDeltaStore(DeltaStore):
             version, metrics = self._commit_since(path, before)
             if metrics is None:
                 return WriteResult(path, version, 0, 0, skipped=True)
-            return WriteResult(path, version, *(int(metrics.get(name, 0)) for name in metric_names))
+
+            def count(field: str) -> int:
+                name = metric_names.get(field)
+                return int(metrics.get(name, 0)) if name else 0
+
+            return WriteResult(path, version, count("files"), count("rows"), count("inserted"), count("updated"),
+                               count("deleted"))
 
         return self._until_committed(path, attempt)
 
@@ -153,6 +165,8 @@ class SparkDeltaStore(DeltaStore):
     def discard(self, staged: Staged) -> None:
         """As :meth:`DeltaStore.discard`, through Hadoop's file system (abfss:// on Synapse, local here)."""
         jvm = self.spark.sparkContext._jvm
+        if jvm is None:
+            raise DeltaEngineError(f"cannot remove {staged.staging}: the Spark session has stopped", engine=self.name)
         staging = jvm.org.apache.hadoop.fs.Path(staged.staging)
         fs = staging.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
         fs.delete(staging, True)
@@ -161,36 +175,35 @@ class SparkDeltaStore(DeltaStore):
                 fs.delete(folder, False)
 
     def _merge(self, df: DataFrame, path: str, keys: tuple[str, ...], update: bool, app_id: str | None,
-               metadata: dict | None) -> WriteResult:
+               metadata: CommitMetadata | None) -> WriteResult:
         merger = self._delta(path).alias("t").merge(df.alias("s"), _null_safe(keys))
         if update:
             merger = merger.whenMatchedUpdateAll()
         return self._execute(merger.whenNotMatchedInsertAll(), path, app_id, metadata)
 
     def _delete(self, keys_df: DataFrame, path: str, keys: tuple[str, ...], app_id: str | None,
-                metadata: dict | None) -> WriteResult:
+                metadata: CommitMetadata | None) -> WriteResult:
         merger = self._delta(path).alias("t").merge(keys_df.alias("s"), _null_safe(keys)).whenMatchedDelete()
         return self._execute(merger, path, app_id, metadata)
 
     def _apply_changes(self, changes: DataFrame, path: str, key: str, order: str, deleted: str,
-                       app_id: str | None, metadata: dict | None) -> WriteResult:
+                       app_id: str | None, metadata: CommitMetadata | None) -> WriteResult:
         newer = f"(s.`{order}` IS NULL OR t.`{order}` IS NULL OR s.`{order}` >= t.`{order}`)"
-        values = {f"`{c}`": f"s.`{c}`" for c in changes.columns if c != deleted}
+        values: dict[str, str | Column] = {f"`{c}`": f"s.`{c}`" for c in changes.columns if c != deleted}
         merger = (self._delta(path).alias("t").merge(changes.alias("s"), _null_safe((key,)))
                   .whenMatchedDelete(f"s.`{deleted}` AND {newer}")
                   .whenMatchedUpdate(f"NOT s.`{deleted}` AND {newer}", values)
                   .whenNotMatchedInsert(f"NOT s.`{deleted}`", values))
         return self._execute(merger, path, app_id, metadata)
 
-    def _execute(self, merger, path: str, app_id: str | None, metadata: dict | None) -> WriteResult:
+    def _execute(self, merger: DeltaMergeBuilder, path: str, app_id: str | None, metadata: CommitMetadata | None) -> WriteResult:
         def merge() -> None:
             with self._session_settings(app_id, metadata):
                 merger.execute()
 
-        return self._race_safe(path, app_id, merge, ("numTargetFilesAdded", "numSourceRows", "numTargetRowsInserted",
-                                                     "numTargetRowsUpdated", "numTargetRowsDeleted"))
+        return self._race_safe(path, app_id, merge, _MERGE_METRICS)
 
-    def _commit_since(self, path: str, before: int | None) -> tuple[int, dict | None]:
+    def _commit_since(self, path: str, before: int | None) -> tuple[int, dict[str, Any] | None]:
         """The table version and the operation metrics of the commit just made (None: Delta made none,
         as when its app transaction was already there)."""
         info = self.last_commit(path)
@@ -200,7 +213,7 @@ class SparkDeltaStore(DeltaStore):
         return version, dict(info.get("operationMetrics") or {})
 
     @contextmanager
-    def _session_settings(self, app_id: str | None, metadata: dict | None) -> Iterator[None]:
+    def _session_settings(self, app_id: str | None, metadata: CommitMetadata | None) -> Iterator[None]:
         """The settings through which a MERGE carries its app transaction and commit metadata."""
         settings = {"spark.databricks.delta.commitInfo.userMetadata": user_metadata(metadata)}
         if app_id:
@@ -214,6 +227,14 @@ class SparkDeltaStore(DeltaStore):
             finally:
                 for key in settings:
                     self.spark.conf.unset(key)
+
+
+def _first(df: DataFrame, path: str) -> Row:
+    """The first row of a query on the log of table ``path``; raises DeltaTableError when there is none."""
+    row = df.first()
+    if row is None:
+        raise DeltaTableError(f"Delta table {path} has no commits in its log: rewrite it", path=path)
+    return row
 
 
 def _null_safe(keys: tuple[str, ...]) -> str:
