@@ -58,3 +58,14 @@ def peek(marker: str, context: dict) -> int:
     with open(os.path.join(os.path.dirname(context["run_dir"]), f"{marker}.json"), "w") as handle:
         json.dump({"pid": os.getpid(), "log": seen}, handle)
     return 1
+
+
+def span(marker: str, seconds: float, context: dict) -> int:
+    """Append ``{marker, start, end}`` (wall clock) to ``<run_dir>/../spans.jsonl`` around a ``seconds`` sleep."""
+    import time
+
+    start = time.time()
+    time.sleep(seconds)
+    with open(os.path.join(os.path.dirname(context["run_dir"]), "spans.jsonl"), "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"marker": marker, "start": start, "end": time.time()}) + "\n")
+    return 1

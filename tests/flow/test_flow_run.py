@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from oea_core.flow import FlowError, FlowRun, load_flow
+from oea_core.flow import FlowError, FlowRun, RunLog, load_flow
 
 REPO = Path(__file__).resolve().parents[2]
 DQ = REPO / "flows" / "dq"
@@ -262,9 +262,10 @@ def test_graph_is_drawn_and_coloured_by_the_run(tmp_path, lake):
     flow = load_flow(flow_file(tmp_path, BRANCHES.replace("FAILS", "9")))
     with pytest.raises(FlowError):
         FlowRun(flow, lake, batch_id="g1", sleep=lambda s: None).run()
-    log = json.loads((Path(lake.state_path("runs", "g1")) / "run_log.json").read_text())
-    svg, png = draw(flow, str(tmp_path / "graphs"), log)
+    run = RunLog.latest(lake.state_path("runs"), "t")
+    svg, png = draw(flow, str(tmp_path / "graphs"), run)
     text = Path(svg).read_text()
+    assert "batch g1: failed" in text
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert COLOURS["failed"] in text and COLOURS["skipped"] in text and COLOURS["success"] in text
     assert text.count("<title>a&#45;&gt;b</title>") == 1  # the a -> b edge

@@ -19,7 +19,7 @@ import pytest
 from test_flow_run import BRANCHES, flow_file, statuses
 
 from oea_core.cli import main
-from oea_core.flow import FlowError, FlowRun, load_flow
+from oea_core.flow import FlowError, FlowRun, RunLog, load_flow
 from oea_core.flow.process import hostname, pid_alive, wait_gone
 
 HERE = Path(__file__).resolve().parent
@@ -182,3 +182,65 @@ def test_a_failed_notification_is_recorded_and_does_not_change_the_run_outcome(t
             assert "s3cr3t" not in (Path(lake.state_path("runs", batch)) / "run_log.json").read_text()
     finally:
         server.shutdown()
+
+
+def _write_log(runs: Path, batch: str, doc: dict | str) -> Path:
+    path = runs / batch / "run_log.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(doc if isinstance(doc, str) else json.dumps({"batch_id": batch, **doc}), encoding="utf-8")
+    return path
+
+
+def _gone_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_status_lines_of_a_died_run_give_the_resume_hint(tmp_path):
+    pid = _gone_pid()
+    _write_log(tmp_path, "d1", {"pipeline": "clever", "status": "running", "started": "2026-01-02T03:04:05+00:00",
+                                "updated": "2026-01-02T03:09:00+00:00", "host": hostname(), "pid": pid,
+                                "steps": {"a": {"status": "success"}, "b": {"status": "running"},
+                                          "c": {"status": "pending"}}})
+    (run,) = RunLog.read_all(str(tmp_path))
+    assert run.state == "died" and run.doc["status"] == "running"
+    assert run.status_lines() == [
+        f"{'2026-01-02T03:04:05+00:00':<25} {'clever':<16} {'d1':<28} {'died':<11} 1 interrupted, 1 pending, 1 success",
+        (f"  its runner (pid {pid} on {hostname()}) is gone; last written 2026-01-02T03:09:00+00:00. "
+         "Rerun with --batch-id d1 to resume")]
+
+
+def test_status_lines_show_running_steps_failed_notifications_and_unreadable_logs(tmp_path):
+    _write_log(tmp_path, "r1", {"pipeline": "main", "status": "running", "started": "2026-01-03", "host": hostname(),
+                                "pid": os.getpid(), "steps": {"a": {
+                                    "status": "running", "started": "2026-01-03T10:00", "attempts": 2, "pid": 4242,
+                                    "host": "box", "timeout": 60.0}}})
+    _write_log(tmp_path, "f1", {"pipeline": "main", "status": "failed", "started": "2026-01-02",
+                                "steps": {"a": {"status": "failed"}}, "notifications": [
+                                    {"event": "on_failure", "kind": "webhook", "target": "http://hooks/…", "ok": False,
+                                     "error": "could not connect"},
+                                    {"event": "on_failure", "kind": "command", "target": "echo", "ok": True,
+                                     "error": None}]})
+    bad = _write_log(tmp_path, "x1", "{not json")
+    running, failed, unreadable = RunLog.read_all(str(tmp_path))  # newest first; unreadable has no start
+    assert running.status_lines()[1:] == [("  a: running since 2026-01-03T10:00, attempt 2 (pid 4242 on box, "
+                                           "timeout 60.0 s)")]
+    assert failed.status_lines()[0].split() == ["2026-01-02", "main", "f1", "failed", "1", "failed"]
+    assert failed.status_lines()[1:] == ["  on_failure notification (webhook http://hooks/…) failed: could not connect"]
+    assert unreadable.state == "unreadable" and unreadable.doc["batch_id"] == "x1"
+    assert unreadable.status_lines()[1].startswith(f"  {bad}: Expecting property name")
+
+
+def test_latest_is_the_newest_run_of_that_flow(tmp_path):
+    for batch, pipeline, started in [("b1", "clever", "2026-01-01"), ("b2", "edfi", "2026-01-03"),
+                                     ("b3", "clever", "2026-01-02")]:
+        _write_log(tmp_path, batch, {"pipeline": pipeline, "status": "success", "started": started, "steps": {}})
+    _write_log(tmp_path, "b4", "[]")
+    assert [r.doc["batch_id"] for r in RunLog.read_all(str(tmp_path))] == ["b2", "b3", "b1", "b4"]
+    latest = RunLog.latest(str(tmp_path), "clever")
+    assert latest is not None and latest.doc["batch_id"] == "b3"
+    assert latest.path == str(tmp_path / "b3" / "run_log.json")
+    assert RunLog.latest(str(tmp_path), "main") is None
+    assert RunLog.latest(str(tmp_path / "nowhere"), "clever") is None
+    assert RunLog.load(str(tmp_path / "b4" / "run_log.json")).doc["error"].endswith("not a JSON object")

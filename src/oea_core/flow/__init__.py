@@ -1,6 +1,10 @@
 """Flows: YAML-declared pipelines with dependencies, retries, checkpoints, data-quality checks and run logs."""
 
+from ..errors import FlowError
+from .model import Flow
+from .runlog import RunLog
 from .runner import FlowRun, runs_dir
-from .spec import Flow, FlowError, load_flow
+from .spec import load_flow
+from .steps import StepKind, step_kinds
 
-__all__ = ["Flow", "FlowError", "FlowRun", "load_flow", "runs_dir"]
+__all__ = ["Flow", "FlowError", "FlowRun", "RunLog", "StepKind", "load_flow", "runs_dir", "step_kinds"]

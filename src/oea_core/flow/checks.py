@@ -17,6 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Callable
+from typing import Any, cast
 
 import jinja2
 from jinja2 import nodes
@@ -35,21 +37,21 @@ class Sql(str):
     """SQL text safe to splice: a quoted identifier, a parameter marker or a view name."""
 
 
-def ident(value) -> Sql:
+def ident(value: object) -> Sql:
     """A column name, back-quoted; raises OEAError unless it matches the identifier rule."""
     if not isinstance(value, str) or not IDENTIFIER.match(value):
         raise OEAError(f"{value!r} is not a column name: use letters, digits and _, not starting with a digit")
     return Sql(f"`{value}`")
 
 
-def idents(value) -> Sql:
+def idents(value: object) -> Sql:
     """A non-empty list of column names, back-quoted and comma-separated."""
     if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
         raise OEAError(f"{value!r} is not a list of column names")
     return Sql(", ".join(ident(v) for v in value))
 
 
-def as_date(value) -> dt.date:
+def as_date(value: object) -> dt.date:
     """``value`` as a date (YYYY-MM-DD); raises OEAError if it is not a real date."""
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return value
@@ -61,7 +63,7 @@ def as_date(value) -> dt.date:
     raise OEAError(f"{value!r} is not a date: give YYYY-MM-DD")
 
 
-def as_number(value) -> int | float:
+def as_number(value: object) -> int | float:
     """``value`` as an int or a finite float; raises OEAError otherwise."""
     if isinstance(value, bool):
         raise OEAError(f"{value!r} is not a number")
@@ -72,28 +74,28 @@ def as_number(value) -> int | float:
     raise OEAError(f"{value!r} is not a number")
 
 
-def as_text(value) -> str:
+def as_text(value: object) -> str:
     """``value`` as text (a string or a number)."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise OEAError(f"{value!r} is not text")
     return str(value)
 
 
-_CONVERT = {"date": as_date, "number": as_number, "text": as_text}
+_CONVERT: dict[str, Callable[[object], object]] = {"date": as_date, "number": as_number, "text": as_text}
 
 
-def render_check(template: str, values: dict) -> tuple[str, dict]:
+def render_check(template: str, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Render a check; returns the SQL and its bound parameters. Raises OEAError naming a bad value."""
-    args: dict = {}
+    args: dict[str, Any] = {}
 
-    def bind(kind: str):
-        def bound(value) -> Sql:
+    def bind(kind: str) -> Callable[[object], Sql]:
+        def bound(value: object) -> Sql:
             name = f"p{len(args) + 1}"
             args[name] = _CONVERT[kind](value)
             return Sql(f":{name}")
         return bound
 
-    def finalize(value):
+    def finalize(value: object) -> Sql:
         if isinstance(value, Sql):
             return value
         raise OEAError(f"{str(value)[:80]!r} would be spliced into the SQL as it is: pass each parameter "
@@ -105,17 +107,17 @@ def render_check(template: str, values: dict) -> tuple[str, dict]:
     return sql, args
 
 
-def check_problems(template: str, params: dict) -> list[str]:
+def check_problems(template: str, params: dict[str, Any]) -> list[str]:
     """Problems with ``params`` for this check template, found without running it (templated values are skipped)."""
     env = jinja2.Environment()
     try:
         tree = env.parse(template)
     except jinja2.TemplateSyntaxError as exc:
         return [f"the check SQL is not a valid template: {exc}"]
-    checkers = {"ident": ident, "idents": idents, **_CONVERT}
+    checkers: dict[str, Callable[[object], object]] = {"ident": ident, "idents": idents, **_CONVERT}
     problems: list[str] = []
 
-    def given(name: str):
+    def given(name: str) -> object:
         value = params.get(name)
         templated = isinstance(value, str) and ("{{" in value or "{%" in value)
         return None if name not in params or templated else value
@@ -144,7 +146,7 @@ def check_problems(template: str, params: dict) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
-def _names(node) -> list[str]:
+def _names(node: nodes.Node | None) -> list[str]:
     """Parameter names whose value reaches ``node``, through ``| default(...)``."""
     if isinstance(node, nodes.Name):
         return [node.name]
@@ -153,17 +155,17 @@ def _names(node) -> list[str]:
     return []
 
 
-def _lake_name(name: str, value, position: int) -> list[str]:
+def _lake_name(name: str, value: object, position: int) -> list[str]:
     if position == 0:
         return [] if value in STAGES else [f"params.{name}: unknown stage {value!r}; the stages are {STAGES}"]
     try:
-        check_name(value, "source" if position == 1 else "table")
+        check_name(cast(str, value), "source" if position == 1 else "table")  # it refuses a value that is not text
     except LakePathError as exc:
         return [f"params.{name}: {exc}"]
     return []
 
 
-def _typed(node) -> bool:
+def _typed(node: nodes.Node) -> bool:
     if isinstance(node, nodes.Filter):
         return node.name in TYPE_FILTERS
     if isinstance(node, nodes.Call):
@@ -171,7 +173,7 @@ def _typed(node) -> bool:
     return isinstance(node, nodes.Name) and node.name == "output"  # the view of the step's output table
 
 
-def _source(node) -> str:
+def _source(node: nodes.Node) -> str:
     if isinstance(node, nodes.Name):
         return f"{{{{ {node.name} }}}}"
     if isinstance(node, nodes.Filter):

@@ -1,23 +1,26 @@
-"""Drawing a flow's DAG with Graphviz, steps coloured by a run's status."""
+"""Drawing a flow's DAG with Graphviz, steps coloured by a run's status (a ``RunLog``, or None for no colours)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from typing import Any
 
 from ..errors import OEAError
-from .spec import Flow
+from .model import Flow
+from .runlog import RunLog
 
 COLOURS = {"success": "#8fd19e", "cached": "#c9e7cf", "failed": "#f4a3a3", "skipped": "#d9d9d9",
            "running": "#ffe08a", "pending": "#ffffff", "not_selected": "#ffffff", "interrupted": "#f7c59f"}
 
 
-def flow_dot(flow: Flow, run_log: dict | None = None):
+def flow_dot(flow: Flow, run: RunLog | None = None) -> Any:
     """The flow as a ``graphviz.Digraph``: a cluster per stage, a node per step, edges for dependencies."""
     import graphviz
 
-    statuses = {n: s["status"] for n, s in (run_log or {}).get("steps", {}).items()}
-    title = flow.name + (f"  (batch {run_log['batch_id']}: {run_log['status']})" if run_log else "")
+    doc = run.doc if run is not None else {}
+    statuses = {n: s.get("status") for n, s in (doc.get("steps") or {}).items()}
+    title = flow.name + (f"  (batch {doc.get('batch_id')}: {doc.get('status')})" if run is not None else "")
     dot = graphviz.Digraph(flow.name, graph_attr={"rankdir": "LR", "label": title, "labelloc": "t",
                                                    "fontname": "Helvetica"},
                            node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica"})
@@ -26,7 +29,7 @@ def flow_dot(flow: Flow, run_log: dict | None = None):
             sub.attr(label=stage, style="dashed")
             for step in (s for s in flow.steps.values() if s.stage == stage):
                 status = statuses.get(step.name, "pending")
-                label = f"{step.name}\n{step.kind}" + (f"\n{status}" if run_log else "")
+                label = f"{step.name}\n{step.kind}" + (f"\n{status}" if run is not None else "")
                 sub.node(step.name, label=label, fillcolor=COLOURS.get(status, "#ffffff"))
     for step in flow.steps.values():
         for dep in sorted(step.depends_on):
@@ -34,11 +37,14 @@ def flow_dot(flow: Flow, run_log: dict | None = None):
     return dot
 
 
-def draw(flow: Flow, out_dir: str, run_log: dict | None = None) -> list[str]:
-    """Write ``<out_dir>/<flow>.svg`` and ``.png``; returns their paths."""
+def draw(flow: Flow, out_dir: str, run: RunLog | None = None) -> list[str]:
+    """Write ``<out_dir>/<flow>.svg`` and ``.png``, coloured by ``run`` when given; returns their paths.
+
+    Raises OEAError when Graphviz's ``dot`` is not installed.
+    """
     if shutil.which("dot") is None:
         raise OEAError("Graphviz's `dot` is not installed: apt-get install graphviz (scripts/setup.sh does it)")
     os.makedirs(out_dir, exist_ok=True)
-    dot = flow_dot(flow, run_log)
+    dot = flow_dot(flow, run)
     base = os.path.join(out_dir, flow.name)
-    return [dot.render(base, format=fmt, cleanup=True) for fmt in ("svg", "png")]
+    return [str(dot.render(base, format=fmt, cleanup=True)) for fmt in ("svg", "png")]

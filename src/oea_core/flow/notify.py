@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..salt import redact
@@ -19,7 +21,7 @@ log = logging.getLogger("oea")
 COMMAND_TIMEOUT = 300.0
 
 
-def summary_payload(run_log: dict) -> dict:
+def summary_payload(run_log: dict[str, Any]) -> dict[str, Any]:
     """What a notification carries: the run's status and each step's status (no data, no secrets)."""
     steps = run_log["steps"]
     return {"pipeline": run_log["pipeline"], "batch_id": run_log["batch_id"], "status": run_log["status"],
@@ -29,8 +31,8 @@ def summary_payload(run_log: dict) -> dict:
             "steps": {n: s["status"] for n, s in steps.items()}}
 
 
-def notify(target: dict, run_log: dict, run_log_path: str, *, event: str = "", timeout: float = 10.0,
-           command_timeout: float = COMMAND_TIMEOUT) -> list[dict]:
+def notify(target: dict[str, Any], run_log: dict[str, Any], run_log_path: str, *, event: str = "",
+           timeout: float = 10.0, command_timeout: float = COMMAND_TIMEOUT) -> list[dict[str, Any]]:
     """Send the notifications in ``target``; returns one record per notification (``ok``, ``error``). Never raises."""
     records = []
     payload = summary_payload(run_log)
@@ -45,7 +47,7 @@ def notify(target: dict, run_log: dict, run_log_path: str, *, event: str = "", t
     return records
 
 
-def _outcome(event: str, kind: str, target: str, send) -> dict:
+def _outcome(event: str, kind: str, target: str, send: Callable[[], str | None]) -> dict[str, Any]:
     try:
         error = send()
     except Exception as exc:  # noqa: BLE001 - a notification must not change the run's outcome
@@ -63,7 +65,7 @@ def _site(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/…"
 
 
-def _webhook(url: str, payload: dict, timeout: float) -> str | None:
+def _webhook(url: str, payload: dict[str, Any], timeout: float) -> str | None:
     import requests
 
     try:
@@ -79,7 +81,7 @@ def _webhook(url: str, payload: dict, timeout: float) -> str | None:
     return None
 
 
-def _command(command: str, env: dict, timeout: float) -> str | None:
+def _command(command: str, env: dict[str, str], timeout: float) -> str | None:
     code, stderr = run_command(command, env=env, timeout=timeout)
     if code is None:
         return stderr

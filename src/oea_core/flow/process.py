@@ -100,7 +100,7 @@ def pid_alive(pid: int, ticks: int | None = None) -> bool:
     """Is ``pid`` a live process (not a zombie), and the same one that started at ``ticks`` when given?"""
     if os.path.isdir(os.path.join(_PROC, "self")):
         stat = _stat(pid)
-        return bool(stat) and stat[2] not in ("Z", "X") and (ticks is None or stat[3] == ticks)
+        return stat is not None and stat[2] not in ("Z", "X") and (ticks is None or stat[3] == ticks)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -114,7 +114,7 @@ def hostname() -> str:
     return socket.gethostname()
 
 
-def run_command(command: str, *, env: dict, timeout: float) -> tuple[int | None, str]:
+def run_command(command: str, *, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
     """Run a shell command in its own session; on timeout kill it and all it started. Returns (exit code, stderr)."""
     with subprocess.Popen(command, shell=True, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:

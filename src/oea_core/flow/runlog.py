@@ -1,9 +1,10 @@
-"""The run log ``<runs>/<batch_id>/run_log.json``: written atomically, read back, and judged alive or dead.
+"""The run log ``<runs>/<batch_id>/run_log.json``: written atomically, read back as a ``RunLog``, judged alive or dead.
 
 The runner writes it when the run starts (status ``running``, steps ``pending``), as each step
 starts and ends, and when the run ends. Each write goes to a temporary file that replaces the log
 (``os.replace``), so a reader, or a run killed mid-write, never sees half a log. A log still
 ``running`` whose runner (host and pid) is no longer alive on this host is shown as ``died``.
+A log that cannot be read is listed with status ``unreadable`` and the reason in ``error``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
+from typing import Any
 
 from ..salt import redact
 from .process import hostname, pid_alive
@@ -18,7 +21,7 @@ from .process import hostname, pid_alive
 RUN_LOG = "run_log.json"
 
 
-def write_run_log(folder: str, doc: dict) -> None:
+def write_run_log(folder: str, doc: dict[str, Any]) -> None:
     """Replace ``<folder>/run_log.json`` with ``doc`` (secrets redacted) in one atomic step."""
     os.makedirs(folder, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{RUN_LOG}.", suffix=".tmp", dir=folder)
@@ -34,32 +37,70 @@ def write_run_log(folder: str, doc: dict) -> None:
         raise
 
 
-def read_run_logs(runs: str) -> list[dict]:
-    """Every run log under ``runs``, newest first; an unreadable log is listed with status ``unreadable``."""
-    logs = []
-    for batch in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
-        path = os.path.join(runs, batch, RUN_LOG)
-        if not os.path.isfile(path):
-            continue
+@dataclass(frozen=True)
+class RunLog:
+    """One run's log as read from ``path``: ``doc`` is its JSON object (see ``FlowRun`` for its keys)."""
+
+    doc: dict[str, Any]
+    path: str
+
+    @classmethod
+    def load(cls, path: str) -> RunLog:
+        """The run log at ``path``; one that cannot be read, or is not a JSON object, has status ``unreadable``."""
         try:
             with open(path, encoding="utf-8") as handle:
                 doc = json.load(handle)
         except (OSError, ValueError) as exc:
             doc = f"{path}: {exc}"
         if not isinstance(doc, dict):
+            batch = os.path.basename(os.path.dirname(os.path.abspath(path)))
             doc = {"batch_id": batch, "pipeline": "?", "status": "unreadable", "started": "", "steps": {},
                    "error": doc if isinstance(doc, str) else f"{path}: not a JSON object"}
-        logs.append(doc)
-    logs.sort(key=lambda d: d.get("started") or "", reverse=True)
-    return logs
+        return cls(doc, path)
 
+    @classmethod
+    def read_all(cls, runs: str) -> list[RunLog]:
+        """Every run log under ``runs`` (one folder per batch), newest first."""
+        logs = [cls.load(os.path.join(runs, batch, RUN_LOG)) for batch in sorted(os.listdir(runs))
+                if os.path.isfile(os.path.join(runs, batch, RUN_LOG))] if os.path.isdir(runs) else []
+        return sorted(logs, key=lambda log: str(log.doc.get("started") or ""), reverse=True)
 
-def run_state(doc: dict) -> str:
-    """The run's status, with ``died`` for a ``running`` log whose runner is gone (checked on its own host)."""
-    status = str(doc.get("status", "?"))
-    if status != "running":
+    @classmethod
+    def latest(cls, runs: str, pipeline: str) -> RunLog | None:
+        """The newest run of the flow called ``pipeline`` under ``runs``; None when it never ran there."""
+        return next((log for log in cls.read_all(runs) if log.doc.get("pipeline") == pipeline), None)
+
+    @property
+    def state(self) -> str:
+        """The run's status, with ``died`` for a ``running`` log whose runner is gone (checked on its own host)."""
+        status = str(self.doc.get("status", "?"))
+        if status != "running":
+            return status
+        pid, host = self.doc.get("pid"), self.doc.get("host")
+        if isinstance(pid, int) and host == hostname() and not pid_alive(pid, self.doc.get("pid_start")):
+            return "died"
         return status
-    pid, host = doc.get("pid"), doc.get("host")
-    if isinstance(pid, int) and host == hostname() and not pid_alive(pid, doc.get("pid_start")):
-        return "died"
-    return status
+
+    def status_lines(self) -> list[str]:
+        """What ``oea flow status`` prints for this run: a line with its step counts, then what needs attention."""
+        doc, state = self.doc, self.state
+        steps: dict[str, dict[str, Any]] = doc.get("steps") or {}
+        counts: dict[str, int] = {}
+        for step in steps.values():
+            status = "interrupted" if state == "died" and step.get("status") == "running" else str(step.get("status"))
+            counts[status] = counts.get(status, 0) + 1
+        batch = str(doc.get("batch_id", "?"))
+        lines = [f"{doc.get('started') or '?':<25} {doc.get('pipeline', '?')!s:<16} {batch:<28} {state:<11} "
+                 + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))]
+        if state == "died":
+            lines.append(f"  its runner (pid {doc.get('pid')} on {doc.get('host')}) is gone; last written "
+                         f"{doc.get('updated')}. Rerun with --batch-id {batch} to resume")
+        elif state == "unreadable":
+            lines.append(f"  {doc.get('error')}")
+        elif state == "running":
+            lines += [f"  {name}: running since {step.get('started')}, attempt {step.get('attempts')} "
+                      f"(pid {step.get('pid')} on {step.get('host')}, timeout {step.get('timeout')} s)"
+                      for name, step in steps.items() if step.get("status") == "running"]
+        lines += [f"  {note.get('event')} notification ({note.get('kind')} {note.get('target')}) failed: "
+                  f"{note.get('error')}" for note in doc.get("notifications") or () if not note.get("ok")]
+        return lines

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib
-import inspect
 import json
 import logging
 import os
@@ -29,18 +27,28 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from graphlib import TopologicalSorter
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
+from ..delta import delta_store
 from ..errors import FlowError, OEAError, StepFailed, StepTimeout
 from ..landing import new_batch_id
+from ..lock import lake_lock
 from ..paths import LakePaths, check_name
 from ..salt import redact
+from ..spark import get_spark
 from .checks import Sql, render_check
+from .model import Check, Flow, Step
+from .notify import notify
 from .process import hostname, kill_tree, start_ticks
 from .runlog import RUN_LOG, write_run_log
-from .spec import Check, Flow, Step
+from .steps import step_kinds
 from .worker import run_in_worker
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger("oea")
 DONE = ("success", "cached")
@@ -54,7 +62,7 @@ class StepRecord:
     ended: str | None = None
     duration: float | None = None
     rows: int | None = None
-    checks: list[dict] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     depends_on: list[str] = field(default_factory=list)
     timeout: float | None = None
@@ -75,12 +83,12 @@ class FlowRun:
 
     def __init__(self, flow: Flow, lake: LakePaths, *, batch_id: str | None = None,
                  sleep: Callable[[float], object] | None = None, max_parallel: int | None = None,
-                 spark=None) -> None:
+                 spark: SparkSession | None = None) -> None:
         self.flow = flow
         self.lake = lake
         self.batch_id = check_name(batch_id or flow.batch_id or new_batch_id(), "batch id")
         self._aborted = threading.Event()
-        self.sleep = self._aborted.wait if sleep is None else sleep  # an interrupted run ends a retry delay
+        self.sleep: Callable[[float], object] = self._aborted.wait if sleep is None else sleep  # ends on Ctrl-C
         self.max_parallel = max_parallel or flow.max_parallel
         self._spark = spark
         self.folder = os.path.join(runs_dir(lake), self.batch_id)
@@ -89,21 +97,19 @@ class FlowRun:
         self.started = _now()
         self.status = "running"
         self.error: str | None = None
-        self.notifications: list[dict] = []
+        self.notifications: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._workers: dict[str, subprocess.Popen] = {}
+        self._workers: dict[str, subprocess.Popen[bytes]] = {}
 
     # public ------------------------------------------------------------------------------------
-    def run(self, from_step: str | None = None, only: str | None = None) -> dict:
+    def run(self, from_step: str | None = None, only: str | None = None) -> dict[str, Any]:
         """Run the flow, holding its lake lock; returns the run log. Raises FlowError naming the failed
         steps at the end, LakeLockError when another run of this flow holds the lock (``--wait``)."""
-        from ..lock import lake_lock
-
         lock_name = "flow-" + re.sub(r"[^A-Za-z0-9_.=-]", "_", self.flow.name)
         with lake_lock(self.lake, lock_name, f"flow {self.flow.name}"):
             return self._run(from_step, only)
 
-    def _run(self, from_step: str | None, only: str | None) -> dict:
+    def _run(self, from_step: str | None, only: str | None) -> dict[str, Any]:
         for name in (from_step, only):
             if name is not None and name not in self.flow.steps:
                 raise FlowError(f"no step {name!r} in {self.flow.path}; steps: {', '.join(self.flow.steps)}")
@@ -145,7 +151,7 @@ class FlowRun:
 
     # scheduling --------------------------------------------------------------------------------
     def _execute(self, only: str | None) -> None:
-        running: dict[Future, str] = {}
+        running: dict[Future[None], str] = {}
         with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
             try:
                 self._schedule(pool, running, only)
@@ -153,31 +159,53 @@ class FlowRun:
                 self._abort()  # Ctrl-C or a bug: stop the running steps before the pool waits for them
                 raise
 
-    def _schedule(self, pool: ThreadPoolExecutor, running: dict[Future, str], only: str | None) -> None:
-        steps = self.flow.steps
+    def _schedule(self, pool: ThreadPoolExecutor, running: dict[Future[None], str], only: str | None) -> None:
+        """Start each step once all it depends on are done, up to ``max_parallel`` at once.
+
+        A step whose dependency did not succeed (failed, skipped, interrupted, or not selected) is
+        skipped, which in turn skips its own dependents. ``only`` runs that one step, whatever it
+        depends on. Cached and not selected steps are settled without running.
+        """
+        graph = {only: set()} if only else self.flow.graph()
+        order = {name: index for index, name in enumerate(self.flow.steps)}  # ready steps start in file order
+        sorter: TopologicalSorter[str] = TopologicalSorter(graph)
+        sorter.prepare()
+        ready: list[str] = []
         while True:
-            for name, record in self.records.items():
-                if record.status != "pending":
-                    continue
-                deps = [] if name == only else [self.records[d] for d in steps[name].depends_on]
-                blocked = [d for d in steps[name].depends_on if name != only
-                           and self.records[d].status in ("failed", "skipped", "not_selected", "interrupted")]
-                if blocked:
-                    record.status = "skipped"
-                    record.error = f"not run: {', '.join(sorted(blocked))} did not succeed"
-                    log.warning("%s: skipped (%s)", name, record.error)
-                    self._write_log()
-                elif all(d.status in DONE for d in deps) and len(running) < self.max_parallel:
-                    record.status = "running"
-                    running[pool.submit(self._run_step, steps[name])] = name
+            settled = False
+            for name in sorted(sorter.get_ready(), key=order.__getitem__):
+                if self._settle(name, graph[name]):
+                    sorter.done(name)
+                    settled = True
+                else:
+                    ready.append(name)
+            while ready and len(running) < self.max_parallel:
+                name = ready.pop(0)
+                self.records[name].status = "running"
+                running[pool.submit(self._run_step, self.flow.steps[name])] = name
+            if settled:
+                continue  # their dependents may be ready now
             if not running:
-                if any(r.status == "pending" for r in self.records.values()):
-                    continue  # newly unblocked or skipped steps: look again
                 return
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                running.pop(future)
+                name = running.pop(future)
                 future.result()
+                sorter.done(name)
+
+    def _settle(self, name: str, depends_on: set[str]) -> bool:
+        """Settle a step without running it when it is cached, not selected, or blocked; True if settled."""
+        record = self.records[name]
+        if record.status != "pending":
+            return True
+        blocked = sorted(d for d in depends_on if self.records[d].status not in DONE)
+        if not blocked:
+            return False
+        record.status = "skipped"
+        record.error = f"not run: {', '.join(blocked)} did not succeed"
+        log.warning("%s: skipped (%s)", name, record.error)
+        self._write_log()
+        return True
 
     def _abort(self) -> None:
         self._aborted.set()
@@ -204,7 +232,7 @@ class FlowRun:
             try:
                 log.info("%s: running (attempt %d of %d, timeout %s)", step.name, attempt, step.retry.attempts,
                          _seconds(step.timeout))
-                record.rows = self._dispatch(step, deadline)
+                record.rows = step_kinds.get(step.kind).run(self, step, deadline)
                 record.checks = self._checks(step, deadline)
                 failing = [c for c in record.checks if not c["passed"] and c["severity"] == "error"]
                 if failing:
@@ -236,21 +264,20 @@ class FlowRun:
 
     # steps -------------------------------------------------------------------------------------
     @property
-    def spark(self):
+    def spark(self) -> SparkSession:
+        """The Spark session sql steps and checks run in (started on first use, unless one was given)."""
         if self._spark is None:
-            from ..spark import get_spark
-
             self._spark = get_spark()
         return self._spark
 
-    def context(self, step: Step) -> dict:
+    def context(self, step: Step) -> dict[str, Any]:
         """What templates see: the run's values, then the flow's ``variables`` (rendered with those values)."""
         base = {"base_path": self.lake.root or self.lake.account, "batch_id": self.batch_id,
                 "pipeline": {"name": self.flow.name}, "stage": {"name": step.stage},
                 "group": {"name": step.group}, "name": step.name, "inputs": sorted(step.inputs),
                 "run_dir": self.folder, "flow_dir": self.flow.folder}
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-        variables = {}
+        variables: dict[str, Any] = {}
         for key, value in self.flow.variables.items():
             try:
                 variables[key] = env.from_string(value).render(base) if isinstance(value, str) else value
@@ -258,7 +285,7 @@ class FlowRun:
                 raise FlowError(f"flow variable {key!r}: {exc}; variables may use {', '.join(sorted(base))}") from None
         return {**variables, **base}
 
-    def render(self, step: Step, value, extra: dict | None = None):
+    def render(self, step: Step, value: Any, extra: dict[str, Any] | None = None) -> Any:
         """``value`` with every ``{{ template }}`` rendered; a missing variable names the step and variable."""
         if isinstance(value, dict):
             return {k: self.render(step, v, extra) for k, v in value.items()}
@@ -275,22 +302,16 @@ class FlowRun:
             raise FlowError(f"step {step.name}: template variable {variable!r} is not defined (in {value[:80]!r}); "
                             f"known: {', '.join(sorted({**self.context(step), **(extra or {})}))}") from None
 
-    def _dispatch(self, step: Step, deadline: float) -> int | None:
-        if step.kind == "python":
-            return self._in_worker(step, self._python(step), deadline)
-        if step.kind == "notebook":
-            return self._in_worker(step, self._notebook(step), deadline)
-        with self._spark_deadline(step, deadline):
-            return self._sql(step)
-
     def _timed_out(self, step: Step, what: str) -> str:
         return (f"step {step.name} timed out after {_seconds(step.timeout)} (attempt {self.records[step.name].attempts}"
                 f" of {step.retry.attempts}); {what}")
 
-    def _in_worker(self, step: Step, payload: dict, deadline: float) -> int | None:
+    def in_worker(self, step: Step, payload: dict[str, Any], deadline: float) -> int | None:
+        """Run ``payload`` (see ``worker.py``) in a worker process that is killed, with all it started, at
+        ``deadline``; returns its rows. Raises StepTimeout, or WorkerFailed with the step's error."""
         record = self.records[step.name]
 
-        def started(proc: subprocess.Popen) -> None:
+        def started(proc: subprocess.Popen[bytes]) -> None:
             with self._lock:
                 self._workers[step.name] = proc
             record.pid = proc.pid
@@ -308,8 +329,8 @@ class FlowRun:
             record.pid = os.getpid()
 
     @contextlib.contextmanager
-    def _spark_deadline(self, step: Step, deadline: float) -> Iterator[None]:
-        """Run Spark work in this thread under a job group that is cancelled at ``deadline``."""
+    def spark_deadline(self, step: Step, deadline: float) -> Iterator[None]:
+        """Run Spark work in this thread under a job group that is cancelled at ``deadline``; raises StepTimeout."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise StepTimeout(self._timed_out(step, "nothing was left of it for its checks"))
@@ -337,65 +358,19 @@ class FlowRun:
         finally:
             done.set()
             for key in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
-                context.setLocalProperty(key, None)
+                context.setLocalProperty(key, None)  # type: ignore[arg-type]  # None unsets it; the stub says str
 
-    def _python(self, step: Step) -> dict:
-        module, _, name = step.target.partition(":")
-        function = getattr(importlib.import_module(module), name)
-        takes_context = "context" in inspect.signature(function).parameters
-        return {"kind": "python", "target": step.target, "kwargs": self.render(step, step.parameters),
-                "context": {**self.context(step), "lake": self.lake} if takes_context else None}
+    def lake_view(self, stage: str, source: str, table: str, view: str | None = None) -> str:
+        """Register the lake table as a temporary view (``view``, else a name built from the checked lake
+        names) in the run's Spark session; returns the view's name."""
+        view = view or re.sub(r"[^A-Za-z0-9_]", "_", f"{stage}__{source}__{table}")
+        delta_store(self.spark).read(self.lake.table(stage, source, table)).createOrReplaceTempView(view)
+        return view
 
-    def _notebook(self, step: Step) -> dict:
-        import papermill as pm
-
-        source = self.render(step, step.target)
-        target = os.path.join(self.folder, "notebooks", f"{step.name}.ipynb")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        params = self.render(step, step.parameters)
-        declared = pm.inspect_notebook(source)
-        if "batch_id" in declared:
-            params.setdefault("batch_id", self.batch_id)  # the run's batch id reaches every notebook that takes one
-        unknown = sorted(set(params) - set(declared))
-        if unknown:
-            raise FlowError(f"step {step.name}: notebook {source} has no parameters {unknown}; "
-                            f"it declares {sorted(declared)}")
-        return {"kind": "notebook", "source": source, "target": target, "parameters": params}
-
-    def _table_function(self, step: Step):
-        from ..delta import delta_store
-
-        def table(stage: str, source: str, name: str) -> str:
-            view = re.sub(r"[^A-Za-z0-9_]", "_", f"{stage}__{source}__{name}")
-            delta_store(self.spark).read(self.lake.table(stage, source, name)).createOrReplaceTempView(view)
-            return view
-
-        return table
-
-    def _sql(self, step: Step) -> int:
-        from ..delta import delta_store
-
-        store = delta_store(self.spark)
-        table = self._table_function(step)
-        for view, ref in self.render(step, step.inputs).items():
-            stage, source, name = _ref(step, ref)
-            store.read(self.lake.table(stage, source, name)).createOrReplaceTempView(view)
-        with open(step.target, encoding="utf-8") as handle:
-            text = self.render(step, handle.read(), {"delta": table})
-        output = self.render(step, step.output)
-        path = self.lake.table(output["stage"], output["source"], output["table"])
-        app_id = f"oea.flow/{self.flow.name}/{step.name}/{self.batch_id}"
-        if store.applied(path, app_id):
-            log.info("%s: batch %s already written to %s", step.name, self.batch_id, path)
-            return 0
-        result = store.write(self.spark.sql(text), path, mode=output.get("mode", "overwrite"), app_id=app_id,
-                             metadata={"flow": self.flow.name, "step": step.name, "batch_id": self.batch_id})
-        return result.rows
-
-    def _checks(self, step: Step, deadline: float) -> list[dict]:
+    def _checks(self, step: Step, deadline: float) -> list[dict[str, Any]]:
         results = []
         for check in step.checks:
-            with self._spark_deadline(step, deadline):
+            with self.spark_deadline(step, deadline):
                 results.append(self._check(step, check))
             if not results[-1]["passed"]:
                 level = logging.ERROR if check.severity == "error" else logging.WARNING
@@ -403,13 +378,13 @@ class FlowRun:
                         results[-1]["value"])
         return results
 
-    def _check(self, step: Step, check: Check) -> dict:
+    def _check(self, step: Step, check: Check) -> dict[str, Any]:
         params = self.render(step, check.params)
-        table = self._table_function(step)
-        values = {**self.context(step), **params, "params": params, "delta": lambda *names: Sql(table(*names))}
+        values = {**self.context(step), **params, "params": params,
+                  "delta": lambda *names: Sql(self.lake_view(*names))}
         if step.output:
             output = self.render(step, step.output)
-            values["output"] = Sql(table(output["stage"], output["source"], output["table"]))
+            values["output"] = Sql(self.lake_view(output["stage"], output["source"], output["table"]))
         path = self.render(step, check.sql)
         with open(path, encoding="utf-8") as handle:
             template = handle.read()
@@ -427,7 +402,7 @@ class FlowRun:
                 "passed": value <= check.max}
 
     # log, checkpoint, notifications ------------------------------------------------------------
-    def _checkpoint(self) -> dict:
+    def _checkpoint(self) -> dict[str, Any]:
         path = os.path.join(self.folder, RUN_LOG)
         if not self.flow.checkpoint or not os.path.exists(path):
             return {}
@@ -436,9 +411,10 @@ class FlowRun:
         if previous.get("pipeline") != self.flow.name:
             raise FlowError(f"batch {self.batch_id} belongs to pipeline {previous.get('pipeline')!r}, not "
                             f"{self.flow.name!r}: use another --batch-id")
-        return previous.get("steps", {})
+        steps: dict[str, Any] = previous.get("steps", {})
+        return steps
 
-    def _write_log(self) -> dict:
+    def _write_log(self) -> dict[str, Any]:
         """Write the run log as it is now (atomically); returns it."""
         with self._lock:
             doc = {"pipeline": self.flow.name, "flow_file": os.path.abspath(self.flow.path),
@@ -450,19 +426,10 @@ class FlowRun:
             write_run_log(self.folder, doc)
             return doc
 
-    def _notify(self, summary: dict) -> list[dict]:
-        from .notify import notify
-
+    def _notify(self, summary: dict[str, Any]) -> list[dict[str, Any]]:
         event = "on_failure" if summary["status"] == "failed" else "on_success"
         target = self.flow.notifications.get(event)
         return notify(target, summary, os.path.join(self.folder, RUN_LOG), event=event) if target else []
-
-
-def _ref(step: Step, ref: str) -> tuple[str, str, str]:
-    parts = str(ref).strip("/").split("/")
-    if len(parts) != 3:
-        raise FlowError(f"step {step.name}: input {ref!r} must be <stage>/<source>/<table>")
-    return parts[0], parts[1], parts[2]
 
 
 def _seconds(value: float) -> str:

@@ -1,15 +1,14 @@
 """A python or notebook step runs in a worker process of its own, so that a timeout can kill it.
 
-The runner starts ``python -c <boot> RESULT_FILE`` in a new session, writes the step (pickled) to
-its stdin and keeps that pipe open. The worker runs the step, writes ``{"rows": n}`` or
-``{"error": "..."}`` to RESULT_FILE, and exits. If the pipe closes first, the runner is gone
-(killed, even with kill -9): the worker kills everything it started and exits, so no step
-outlives its run.
+The runner starts ``python -c <boot> RESULT_FILE`` in a new session, writes the step's payload
+(pickled) to its stdin and keeps that pipe open. The worker runs it with its kind's ``work`` (see
+``steps.py``), writes ``{"rows": n}`` or ``{"error": "..."}`` to RESULT_FILE, and exits. If the
+pipe closes first, the runner is gone (killed, even with kill -9): the worker kills everything it
+started and exits, so no step outlives its run.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -20,18 +19,23 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from typing import IO, Any
 
-from ..errors import StepFailed, StepTimeout, WorkerFailed
+from ..errors import FlowError, StepFailed, StepTimeout, WorkerFailed
 from ..salt import redact
 from .process import kill_tree, wait_gone
+from .steps import WorkerStepKind, step_kinds
 
 _BOOT = ("import os, sys; sys.path[:0] = os.environ.pop('OEA_FLOW_WORKER_PATH').split(os.pathsep); "
          "from oea_core.flow.worker import main; main(sys.argv[1])")
 
 
-def run_in_worker(step: dict, *, timeout: float, folder: str, on_start: Callable[[subprocess.Popen], None],
-                  timeout_message: str) -> int | None:
-    """Run ``step`` (see ``_run``) in a worker; returns its rows. Raises StepTimeout or WorkerFailed."""
+def run_in_worker(step: dict[str, Any], *, timeout: float, folder: str,
+                  on_start: Callable[[subprocess.Popen[bytes]], None], timeout_message: str) -> int | None:
+    """Run ``step`` (a ``WorkerStepKind``'s payload with its ``kind``) in a worker; returns its rows.
+
+    Raises StepTimeout when it runs past ``timeout`` seconds, WorkerFailed when the step fails.
+    """
     fd, result = tempfile.mkstemp(prefix=".worker-", suffix=".json", dir=folder)
     os.close(fd)
     env = {**os.environ, "OEA_FLOW_WORKER_PATH": os.pathsep.join(p for p in sys.path if p)}
@@ -39,6 +43,7 @@ def run_in_worker(step: dict, *, timeout: float, folder: str, on_start: Callable
         with subprocess.Popen([sys.executable, "-c", _BOOT, result], stdin=subprocess.PIPE, env=env,
                               start_new_session=True) as proc:
             on_start(proc)
+            assert proc.stdin is not None  # stdin=PIPE
             try:
                 proc.stdin.write(pickle.dumps({**step, "log_level": logging.getLogger("oea").getEffectiveLevel()}))
                 proc.stdin.flush()
@@ -62,7 +67,8 @@ def run_in_worker(step: dict, *, timeout: float, folder: str, on_start: Callable
     outcome = json.loads(text)
     if "error" in outcome:
         raise WorkerFailed(outcome["error"])
-    return outcome["rows"]
+    rows: int | None = outcome["rows"]
+    return rows
 
 
 def main(result: str) -> None:
@@ -77,7 +83,7 @@ def main(result: str) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_Redact())
     try:
-        outcome: dict = {"rows": _run(step)}
+        outcome: dict[str, Any] = {"rows": _run(step)}
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure goes back to the runner
         text = str(exc) if isinstance(exc, StepFailed) and not exc.prefix else f"{type(exc).__name__}: {exc}"
         outcome = {"error": redact(text)[:4000]}
@@ -96,7 +102,7 @@ class _Redact(logging.Filter):
         return True
 
 
-def _watch_runner(pipe) -> None:
+def _watch_runner(pipe: IO[bytes]) -> None:
     while pipe.read(65536):
         pass
     kill_tree(os.getpid(), include_root=False)  # the runner is gone: so is this step
@@ -104,37 +110,8 @@ def _watch_runner(pipe) -> None:
     os._exit(70)
 
 
-def _run(step: dict) -> int | None:
-    if step["kind"] == "python":
-        module, _, name = step["target"].partition(":")
-        function = getattr(importlib.import_module(module), name)
-        kwargs = dict(step["kwargs"])
-        if step.get("context") is not None:
-            kwargs["context"] = step["context"]
-        return _rows(function(**kwargs))
-    return _notebook(step)
-
-
-def _notebook(step: dict) -> None:
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
-    source, target = step["source"], step["target"]
-    try:
-        pm.execute_notebook(source, target, parameters=step["parameters"], progress_bar=False,
-                            kernel_name="python3", cwd=os.path.dirname(source))
-    except PapermillExecutionError as exc:
-        raise StepFailed(f"notebook {os.path.basename(source)} failed in cell {exc.exec_count}: {exc.ename}: "
-                         f"{exc.evalue} (executed copy: {target})") from None
-
-
-def _rows(result) -> int | None:
-    if isinstance(result, bool):
-        return None
-    if isinstance(result, int):
-        return result
-    if isinstance(result, (list, tuple)):
-        rows = [getattr(r, "rows", None) for r in result]
-        return sum(r for r in rows if isinstance(r, int)) if any(isinstance(r, int) for r in rows) else None
-    rows = getattr(result, "rows", None)
-    return rows if isinstance(rows, int) else None
+def _run(step: dict[str, Any]) -> int | None:
+    kind = step_kinds.get(step["kind"])
+    if not isinstance(kind, WorkerStepKind):
+        raise FlowError(f"step kind {kind.name!r} does not run in a worker process")
+    return kind.work(step)

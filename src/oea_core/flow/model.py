@@ -1,0 +1,80 @@
+"""What a flow file becomes: a ``Flow`` of ``Step``s with their dependencies expanded to step names.
+
+Only ``spec.load_flow`` builds these; everything past it (the runner, the graph) reads them, never
+the YAML.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
+from typing import Any
+
+DEFAULT_TIMEOUT = 3600.0  # seconds a step may run, unless the flow or the step says otherwise
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int = 1
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    sql: str
+    severity: str = "error"
+    params: dict[str, Any] = field(default_factory=dict)
+    max: int = 0
+
+
+@dataclass
+class Step:
+    """One step, with its dependencies expanded to step names; ``kind`` names its ``steps.StepKind``."""
+
+    name: str
+    kind: str
+    stage: str
+    group: str
+    target: str
+    parameters: dict[str, Any]
+    inputs: dict[str, Any]
+    output: dict[str, Any] | None
+    checks: list[Check]
+    retry: Retry
+    depends_on: set[str]
+    line: int
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass
+class Flow:
+    name: str
+    path: str
+    description: str
+    retry: Retry
+    notifications: dict[str, Any]
+    checkpoint: bool
+    batch_id: str | None
+    max_parallel: int
+    variables: dict[str, Any]
+    steps: dict[str, Step]
+    stages: list[str]
+    timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def folder(self) -> str:
+        return os.path.dirname(os.path.abspath(self.path))
+
+    def graph(self) -> dict[str, set[str]]:
+        """Each step's name -> the steps it depends on (what ``graphlib.TopologicalSorter`` takes)."""
+        return {name: step.depends_on for name, step in self.steps.items()}
+
+    def downstream(self, name: str) -> set[str]:
+        """``name`` and every step that depends on it, directly or not."""
+        found = {name}
+        for step in TopologicalSorter(self.graph()).static_order():  # a step comes after all it depends on
+            if self.steps[step].depends_on & found:
+                found.add(step)
+        return found

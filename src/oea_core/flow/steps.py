@@ -1,0 +1,232 @@
+"""Step kinds: each ``kind:`` of a flow step is one registered ``StepKind`` class that checks and runs it.
+
+A kind has a ``name`` (the YAML ``kind:``) and a ``target_key`` (the key naming what it runs). It
+owns two things:
+
+- ``validate(check, where, raw, folder)``: when the flow is loaded, check the step's own keys
+  (problems go to ``check`` with their lines) and return its target, or None when it has none;
+- ``run(run, step, deadline)``: one attempt of the step in a ``FlowRun``, to finish before
+  ``deadline`` (``time.monotonic()``); returns the rows it wrote, or None.
+
+Python and notebook steps run in a worker process (``WorkerStepKind``): ``payload`` builds, in the
+runner, the plain values the worker needs; ``work`` runs in the worker (see ``worker.py``).
+Register a new kind with ``@step_kinds.register``; ``step_kinds.get`` names the registered kinds
+when it does not know one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from ..delta import delta_store
+from ..errors import FlowError, NotebookRunError
+from ..notebook_run import check_parameters, execute_notebook, notebook_parameters
+from .model import Step
+from .problems import Checker, Node
+
+if TYPE_CHECKING:  # runner.py imports this module to run steps; this one needs FlowRun only for its types
+    from .runner import FlowRun
+
+log = logging.getLogger("oea")
+Kind = TypeVar("Kind", bound="type[StepKind]")
+
+
+class StepKind(ABC):
+    """How one kind of step is checked and run."""
+
+    name: ClassVar[str]
+    target_key: ClassVar[str]
+
+    @abstractmethod
+    def validate(self, check: Checker, where: str, raw: Node, folder: str) -> str | None:
+        """Check the step's own keys in ``raw``; returns its target (None when it has none)."""
+
+    @abstractmethod
+    def run(self, run: FlowRun, step: Step, deadline: float) -> int | None:
+        """Run one attempt of ``step``; returns the rows it wrote (None when it does not say)."""
+
+    def target(self, check: Checker, where: str, raw: Node) -> str | None:
+        """The value of ``target_key``; a problem when it is missing or not text."""
+        target = raw.get(self.target_key)
+        if not isinstance(target, str) or not target:
+            check.add(where, raw.line, f"a {self.name} step needs '{self.target_key}'")
+            return None
+        return target
+
+    def target_file(self, check: Checker, where: str, raw: Node, folder: str) -> str | None:
+        """The target as a file beside the flow; a problem when it is missing or does not exist."""
+        target = self.target(check, where, raw)
+        return None if target is None else check.file(where, raw.line_of(self.target_key), folder, target)
+
+
+class WorkerStepKind(StepKind):
+    """A kind whose steps run in a worker process, which a timeout kills with all it started."""
+
+    def run(self, run: FlowRun, step: Step, deadline: float) -> int | None:
+        return run.in_worker(step, {"kind": self.name, **self.payload(run, step)}, deadline)
+
+    @abstractmethod
+    def payload(self, run: FlowRun, step: Step) -> dict[str, Any]:
+        """What the worker needs to run ``step`` (plain values: it is pickled), built in the runner."""
+
+    @abstractmethod
+    def work(self, payload: dict[str, Any]) -> int | None:
+        """Run the step in the worker process; returns its rows."""
+
+
+class StepKinds:
+    """The step kinds by name, in the order they were registered."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, StepKind] = {}
+
+    def register(self, kind: Kind) -> Kind:
+        """Register ``kind`` (a class; usable as a decorator); a second kind of the same name is an error."""
+        if kind.name in self._kinds:
+            raise FlowError(f"a step kind named {kind.name!r} is already registered; give the new kind another name")
+        self._kinds[kind.name] = kind()
+        return kind
+
+    def unregister(self, name: str) -> None:
+        self._kinds.pop(name, None)
+
+    def get(self, name: str) -> StepKind:
+        """The kind called ``name``; raises FlowError naming the registered kinds."""
+        if name not in self._kinds:
+            raise FlowError(f"unknown step kind {name!r}; registered kinds: {', '.join(self.names())}")
+        return self._kinds[name]
+
+    def names(self) -> list[str]:
+        return list(self._kinds)
+
+    def target_keys(self) -> set[str]:
+        return {kind.target_key for kind in self._kinds.values()}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._kinds
+
+    def __iter__(self) -> Iterator[StepKind]:
+        return iter(list(self._kinds.values()))
+
+
+step_kinds = StepKinds()
+
+
+@step_kinds.register
+class NotebookStep(WorkerStepKind):
+    """Runs a notebook with ``notebook_run.execute_notebook``; the executed copy is kept in the run folder."""
+
+    name = "notebook"
+    target_key = "notebook"
+
+    def validate(self, check: Checker, where: str, raw: Node, folder: str) -> str | None:
+        return self.target_file(check, where, raw, folder)
+
+    def payload(self, run: FlowRun, step: Step) -> dict[str, Any]:
+        source = run.render(step, step.target)
+        if not os.path.isfile(source):
+            raise FlowError(f"step {step.name}: notebook {source} does not exist; fix 'notebook' in {run.flow.path}")
+        parameters = run.render(step, step.parameters)
+        try:
+            if "batch_id" in notebook_parameters(source):
+                parameters.setdefault("batch_id", run.batch_id)  # the run's batch id reaches every notebook taking one
+            check_parameters(source, parameters)
+        except NotebookRunError as exc:
+            raise FlowError(f"step {step.name}: {exc}") from exc
+        return {"source": source, "target": os.path.join(run.folder, "notebooks", f"{step.name}.ipynb"),
+                "parameters": parameters}
+
+    def work(self, payload: dict[str, Any]) -> int | None:
+        execute_notebook(payload["source"], payload["target"], payload["parameters"])
+        return None
+
+
+@step_kinds.register
+class SqlStep(StepKind):
+    """Renders a Jinja SQL file and writes its result to the Delta table ``output``, once per batch."""
+
+    name = "sql"
+    target_key = "sql"
+
+    def validate(self, check: Checker, where: str, raw: Node, folder: str) -> str | None:
+        target = self.target_file(check, where, raw, folder)
+        if target is not None and raw.get("output") is None:
+            check.add(where, raw.line, "a sql step needs 'output' (stage, source, table) for the Delta table it writes")
+        return target
+
+    def run(self, run: FlowRun, step: Step, deadline: float) -> int | None:
+        with run.spark_deadline(step, deadline):
+            return self._write(run, step)
+
+    def _write(self, run: FlowRun, step: Step) -> int:
+        for view, ref in run.render(step, step.inputs).items():
+            run.lake_view(*_ref(step, ref), view=view)
+        with open(step.target, encoding="utf-8") as handle:
+            text = run.render(step, handle.read(), {"delta": run.lake_view})
+        output = run.render(step, step.output)
+        path = run.lake.table(output["stage"], output["source"], output["table"])
+        app_id = f"oea.flow/{run.flow.name}/{step.name}/{run.batch_id}"
+        store = delta_store(run.spark)
+        if store.applied(path, app_id):
+            log.info("%s: batch %s already written to %s", step.name, run.batch_id, path)
+            return 0
+        result = store.write(run.spark.sql(text), path, mode=output.get("mode", "overwrite"), app_id=app_id,
+                             metadata={"flow": run.flow.name, "step": step.name, "batch_id": run.batch_id})
+        return result.rows
+
+
+@step_kinds.register
+class PythonStep(WorkerStepKind):
+    """Calls ``package.module:function`` with the step's parameters (and ``context``, if it takes one)."""
+
+    name = "python"
+    target_key = "callable"
+
+    def validate(self, check: Checker, where: str, raw: Node, folder: str) -> str | None:
+        target = self.target(check, where, raw)
+        if target is not None:
+            check.callable(where, raw.line_of(self.target_key), target)
+        return target
+
+    def payload(self, run: FlowRun, step: Step) -> dict[str, Any]:
+        takes_context = "context" in inspect.signature(_function(step.target)).parameters
+        return {"target": step.target, "kwargs": run.render(step, step.parameters),
+                "context": {**run.context(step), "lake": run.lake} if takes_context else None}
+
+    def work(self, payload: dict[str, Any]) -> int | None:
+        kwargs = dict(payload["kwargs"])
+        if payload.get("context") is not None:
+            kwargs["context"] = payload["context"]
+        return _rows(_function(payload["target"])(**kwargs))
+
+
+def _function(target: str) -> Callable[..., Any]:
+    module, _, name = target.partition(":")
+    function: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return function
+
+
+def _rows(result: object) -> int | None:
+    """The rows a python step's result says it wrote: an int, a result's ``rows``, or their sum for a list."""
+    if isinstance(result, bool):
+        return None
+    if isinstance(result, int):
+        return result
+    if isinstance(result, (list, tuple)):
+        rows = [r for r in (getattr(item, "rows", None) for item in result) if isinstance(r, int)]
+        return sum(rows) if rows else None
+    single = getattr(result, "rows", None)
+    return single if isinstance(single, int) else None
+
+
+def _ref(step: Step, ref: str) -> tuple[str, str, str]:
+    parts = str(ref).strip("/").split("/")
+    if len(parts) != 3:
+        raise FlowError(f"step {step.name}: input {ref!r} must be <stage>/<source>/<table>")
+    return parts[0], parts[1], parts[2]
