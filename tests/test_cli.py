@@ -61,10 +61,14 @@ def test_lake_comes_from_oea_lake_then_default(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["land", "clever", "/no/such/folder"], "oea: error: source folder /no/such/folder does not exist"),
-    (["land", "canvas", "x"], "oea: error: unknown source module 'canvas'; known modules: clever, edfi"),
+    (["land", "canvas", "x"], ("oea: error: argument MODULE: invalid choice: 'canvas' (choose from 'clever', "
+                               "'edfi') (see `oea land --help`)")),
+    (["ingest"], "oea: error: the following arguments are required: MODULE (see `oea ingest --help`)"),
     (["--lake", "s3://bucket/x", "land", "clever", "x"], "oea: error: lake 's3://bucket/x' uses an unsupported"),
     (["land", "edfi"], "oea: error: give an Ed-Fi export folder, or --api URL"),
-    (["land", "clever", "--api", "http://x"], "oea: error: oea land clever takes an export folder"),
+    (["land", "clever", "--api", "http://x"], "oea: error: unrecognized arguments: --api (see `oea --help`)"),
+    (["land", "clever"], "oea: error: give the Clever export folder to land (oea land clever FOLDER)"),
+    (["land", "edfi", "x", "--api", "http://x"], "oea: error: give either an Ed-Fi export folder or --api URL"),
     (["views", "clever", "--workspace", "Prod-1"], "oea: error: workspace 'Prod-1' cannot be used as a SQL name"),
 ])
 def test_errors_are_one_line_with_a_non_zero_exit(tmp_path, capsys, args, message):
@@ -80,9 +84,10 @@ def test_an_unknown_engine_setting_is_one_line_naming_the_known_engines(tmp_path
     assert capsys.readouterr().err.strip() == (
         "oea: error: unknown Delta engine 'polars' (from --engine or $OEA_ENGINE); known engines: delta-rs, "
         "spark-delta")
-    with pytest.raises(SystemExit):
-        main(["--engine", "polars", "ingest", "clever"])
-    assert "argument --engine: invalid choice: 'polars'" in capsys.readouterr().err
+    assert main(["--engine", "polars", "ingest", "clever"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "oea: error: argument --engine: invalid choice: 'polars' (choose from 'delta-rs', 'spark-delta') "
+        "(see `oea --help`)")
 
 
 def test_views_writes_the_script(tmp_path, capsys):

@@ -44,6 +44,7 @@ ENGINE_INFO = {"delta-rs": "delta-rs:py-", "spark-delta": "Delta-Lake/3.3"}
 OTHER = {"delta-rs": "spark-delta", "spark-delta": "delta-rs"}
 
 
+@pytest.mark.notebooks
 @pytest.mark.slow
 def test_oea_run_then_papermill_again_changes_nothing_and_never_saves_the_salt(tmp_path, monkeypatch):
     """`oea run` writes with the engine that is not the local default, then every notebook runs again on the
@@ -102,6 +103,7 @@ def test_oea_run_then_papermill_again_changes_nothing_and_never_saves_the_salt(t
         assert NOTEBOOK_SALT not in path.read_text(), f"the salt leaked into {path}"
 
 
+@pytest.mark.notebooks
 def test_class_notebook_lists_the_schemas_without_spark(tmp_path, monkeypatch):
     import papermill as pm
 
@@ -117,6 +119,7 @@ def test_class_notebook_lists_the_schemas_without_spark(tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "lake" / "stage2p")
 
 
+@pytest.mark.notebooks
 def test_edfi_class_notebook_lists_tables_and_protected_columns(tmp_path, monkeypatch):
     import papermill as pm
 

@@ -17,7 +17,7 @@ ADLS = LakePaths.from_setting("abfss://stage1np@districtlake01.dfs.core.windows.
 
 
 def clever_script(**kwargs) -> str:
-    return views_script(ADLS, "clever", CleverModule(ADLS).output_tables(), **kwargs)
+    return views_script(ADLS, "clever", CleverModule(ADLS).outputs(), **kwargs)
 
 
 def test_clever_script_matches_the_golden_file():
@@ -78,7 +78,7 @@ def test_write_names_the_file_after_the_source(tmp_path):
 def test_edfi_script_matches_the_golden_file():
     from oea_core.edfi import EdFiModule
 
-    tables = EdFiModule(ADLS).output_tables()
+    tables = EdFiModule(ADLS).outputs()
     assert ("stage2p", "students") in tables and ("stage2np", "students_lookup") in tables
     assert ("stage2np", "grades_lookup") not in tables  # no lookup without a `hash` column
     script = views_script(ADLS, "edfi", tables, workspace="prod")
@@ -147,10 +147,11 @@ def _scripts() -> dict[str, str]:
     repo = Path(__file__).parents[1]
     scripts = {p.name: p.read_text(encoding="utf-8") for p in sorted((repo / "sql_views").glob("*.sql"))}
     scripts["clever_data_source"] = clever_script(data_source=True)
-    scripts["edfi_data_source"] = views_script(ADLS, "edfi", EdFiModule(ADLS).output_tables(), data_source=True)
+    scripts["edfi_data_source"] = views_script(ADLS, "edfi", EdFiModule(ADLS).outputs(), data_source=True)
     return scripts
 
 
+@pytest.mark.slow  # sqlfluff takes seconds per script
 @pytest.mark.parametrize("name", ["clever_views.sql", "edfi_views.sql", "clever_data_source", "edfi_data_source"])
 def test_every_script_parses_as_tsql_with_nothing_unparsable(name):
     import sqlfluff
@@ -176,7 +177,7 @@ def test_lake_database_ddl_creates_one_database_per_stage_over_delta_locations()
 
     from oea_core.sql_views import lake_database_ddl
 
-    statements = lake_database_ddl(ADLS, "clever", CleverModule(ADLS).output_tables(), workspace="prod")
+    statements = lake_database_ddl(ADLS, "clever", CleverModule(ADLS).outputs(), workspace="prod")
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS `ldb_prod_s2p_clever`"
     assert ("CREATE TABLE IF NOT EXISTS `ldb_prod_s2np_clever`.`daily_participation_lookup` USING DELTA "
             "LOCATION 'abfss://stage2np@districtlake01.dfs.core.windows.net/clever/daily_participation_lookup'"

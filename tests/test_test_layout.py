@@ -1,14 +1,16 @@
-"""The test suite's own conventions: shared constants come from oea_testing."""
+"""The test suite's own conventions: shared constants come from oea_testing, markers are registered."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import oea_testing
 from oea_core.delta import engines
 
 TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -31,3 +33,26 @@ def test_the_engines_under_test_are_the_registered_ones():
     assert oea_testing.ENGINES == tuple(engines.names())
     assert len(oea_testing.ENGINES) >= 2  # tests that compare engines need two
 
+
+def test_the_default_run_leaves_out_every_heavy_marker(pytestconfig):
+    heavy = {"spark", "notebooks", "slow", "crash", "azurite", "postgres"}
+    assert heavy <= {line.split(":")[0] for line in pytestconfig.getini("markers")}  # --strict-markers
+    addopts = pytestconfig.getini("addopts")
+    default_expr = addopts[addopts.index("-m") + 1]
+    assert default_expr.startswith("not (") and set(re.findall(r"\w+", default_expr)) - {"not", "or"} == heavy
+
+
+def test_every_test_marked_by_node_id_exists(pytestconfig):
+    registered = {line.split(":")[0] for line in pytestconfig.getini("markers")}
+    for node_id, marks in oea_testing.MARKS_BY_TEST.items():
+        file, name = node_id.split("::")
+        assert f"\ndef {name}(" in (REPO / file).read_text(encoding="utf-8"), f"{node_id} is gone: update MARKS_BY_TEST"
+        assert set(marks) <= registered, node_id
+
+
+def test_ci_and_the_readme_run_everything_with_one_command():
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if " -m pytest" in line]
+    assert len(ci) == 1, ci
+    command = ci[0].strip()
+    assert ' -m ""' in command and "--nbmake tests notebooks" in command  # -m "" drops the default -m
+    assert f"./scripts/setup.sh && {command}\n" in (REPO / "README.md").read_text()

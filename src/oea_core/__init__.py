@@ -21,6 +21,7 @@ from .errors import (
                      SaltError,
                      SchemaError,
                      SqlPreviewError,
+                     UsageError,
 )
 from .ingest import CsvTableDef, IngestResult, ingest_csv_table
 from .landing import LandResult, land_folder
@@ -28,16 +29,62 @@ from .paths import STAGES, LakePaths
 from .pseudonymize import pseudonym, to_lookup, to_pseudonymized
 from .salt import Salt, get_salt
 from .schema import ColumnSpec, PseudoOp, TableSchema, safe_column_name, safe_table_name
-from .sources import sources
+from .source_module import CliOption, ModuleDescriptor, NotebookStep, SourceModule
+from .sources import SourceRegistry, sources
 from .spark import get_spark
 from .sql_preview import SqlPreview
 from .sql_views import lake_database_ddl, views_script
 
 __all__ = [
-    "STAGES", "ColumnSpec", "CommitConflictError", "CsvTableDef", "DeltaEngineError", "DeltaRsStore", "DeltaStore", "DeltaTableError", "EdFiApiError", "FlowError", "IngestError", "IngestResult",
-    "LakeLockError", "LakePathError", "LakePaths", "LandResult", "LandingError", "MissingExtraError", "ModuleNotFoundInCatalog", "NotebookRunError",
-    "OEAError", "PseudoOp", "RejectedRowsError", "Salt", "SaltError", "SchemaError", "SparkDeltaStore", "SqlPreview", "SqlPreviewError",
-    "TableSchema",
-    "WriteResult", "delta_store", "engine_name", "get_salt", "get_spark", "ingest_csv_table", "lake_database_ddl", "land_folder", "pseudonym",
-    "safe_column_name", "safe_table_name", "sources", "to_lookup", "to_pseudonymized", "views_script",
+                     "STAGES",
+                     "CliOption",
+                     "ColumnSpec",
+                     "CommitConflictError",
+                     "CsvTableDef",
+                     "DeltaEngineError",
+                     "DeltaRsStore",
+                     "DeltaStore",
+                     "DeltaTableError",
+                     "EdFiApiError",
+                     "FlowError",
+                     "IngestError",
+                     "IngestResult",
+                     "LakeLockError",
+                     "LakePathError",
+                     "LakePaths",
+                     "LandResult",
+                     "LandingError",
+                     "MissingExtraError",
+                     "ModuleDescriptor",
+                     "ModuleNotFoundInCatalog",
+                     "NotebookRunError",
+                     "NotebookStep",
+                     "OEAError",
+                     "PseudoOp",
+                     "RejectedRowsError",
+                     "Salt",
+                     "SaltError",
+                     "SchemaError",
+                     "SourceModule",
+                     "SourceRegistry",
+                     "SparkDeltaStore",
+                     "SqlPreview",
+                     "SqlPreviewError",
+                     "TableSchema",
+                     "UsageError",
+                     "WriteResult",
+                     "delta_store",
+                     "engine_name",
+                     "get_salt",
+                     "get_spark",
+                     "ingest_csv_table",
+                     "lake_database_ddl",
+                     "land_folder",
+                     "pseudonym",
+                     "safe_column_name",
+                     "safe_table_name",
+                     "sources",
+                     "to_lookup",
+                     "to_pseudonymized",
+                     "views_script",
 ]

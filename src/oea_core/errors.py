@@ -133,3 +133,7 @@ class WorkerFailed(StepFailed):
 
 class MissingExtraError(OEAError):
     """An optional package is not installed; the message names the extra to install."""
+
+
+class UsageError(OEAError):
+    """A command line that does not parse: an unknown command, module or option, or a missing argument."""

@@ -83,10 +83,20 @@ class IngestResult:
     rows: int = 0
     rejected: int = 0
     versions: dict[str, int | None] = field(default_factory=dict)
+    kind: str = "ingested"  # "ingested": landed batches into a table; "refined": a table rebuilt from another
 
     @property
     def nothing_new(self) -> bool:
         return not self.batches
+
+    def describe(self) -> str:
+        """One line for the terminal: the table, what was written and what was set aside."""
+        label = f"{self.table} ({self.kind})" if self.kind != "ingested" else self.table
+        if self.nothing_new:
+            return f"{label}: nothing new"
+        if self.kind == "refined":
+            return f"{label}: {self.rows} rows written, {self.rejected} set aside"
+        return f"{label}: {len(self.batches)} batches, {self.rows} rows written, {self.rejected} rejected"
 
 
 def app_id(source: str, table: str, batch_id: str) -> str:

@@ -56,6 +56,13 @@ class LandResult:
     ignored: tuple[str, ...] = ()
     tables: tuple[str, ...] = field(default=())
 
+    def summary(self) -> str:
+        """One line: the files landed, as which batch, and what had been landed before."""
+        if self.batch_id:
+            return (f"landed {len(self.landed)} files as batch {self.batch_id} "
+                    f"({len(self.already_landed)} already landed)")
+        return f"nothing new: all {len(self.already_landed)} files were landed before"
+
 
 def new_batch_id(now: dt.datetime | None = None) -> str:
     """A sortable UTC batch id such as ``20260115T101502123456Z``."""

@@ -148,9 +148,9 @@ def _named_files(table: str, log_dir: str) -> set[str]:
             import pyarrow.parquet as pq
 
             columns = [c for c in ("add", "remove") if c in pq.read_schema(path).names]
-            table = pq.read_table(path, columns=columns)
+            actions = pq.read_table(path, columns=columns)
             for column in columns:
-                named.update(_relative(table, item["path"]) for item in table.column(column).to_pylist() if item)
+                named.update(_relative(table, item["path"]) for item in actions.column(column).to_pylist() if item)
     return named
 
 

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .errors import LakeLockError
+from .leftovers import clean_source
 from .paths import LakePaths, check_name
 
 log = logging.getLogger("oea")
@@ -165,8 +166,6 @@ def _read(fd: int) -> dict | None:
 def source_run(lake: LakePaths, source: str, operation: str, *, wait: float | None = None) -> Iterator[dict]:
     """Hold ``source``'s lock for ``operation``; the outermost holder removes the source's leftovers
     (:mod:`oea_core.leftovers`) before the work and after it, so no run leaves uncommitted files."""
-    from .leftovers import clean_source
-
     with _REGISTRY:
         outer = not lake.is_local or lock_path(lake, source) not in _HELD
     with lake_lock(lake, source, operation, wait=wait) as me:

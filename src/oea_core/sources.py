@@ -1,52 +1,50 @@
-"""The registry of source modules (Clever, Ed-Fi)."""
+"""The registry of source modules: one ``ModuleDescriptor`` per module, one line each below."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
 
-from .errors import ModuleNotFoundInCatalog
+from . import clever, edfi
+from .errors import ModuleNotFoundInCatalog, OEAError
+from .source_module import ModuleDescriptor, SourceModule
 
 
 class SourceRegistry:
-    """Holds source module factories by name."""
+    """Module descriptors by name."""
 
     def __init__(self) -> None:
-        self._factories: dict[str, Callable] = {}
-        self._notebooks: dict[str, tuple[str, ...]] = {}
+        self._descriptors: dict[str, ModuleDescriptor] = {}
 
-    def register(self, name: str, factory: Callable, notebooks: tuple[str, ...] = ()) -> None:
-        """Register ``factory(lake=..., spark=...)`` and the notebooks ``oea run`` executes, in order."""
-        self._factories[name] = factory
-        self._notebooks[name] = notebooks
+    def register(self, descriptor: ModuleDescriptor) -> ModuleDescriptor:
+        """Add ``descriptor``; a second module of the same name is an error."""
+        if descriptor.name in self._descriptors:
+            raise OEAError(f"a source module named {descriptor.name!r} is already registered; give the new "
+                           "module another name")
+        self._descriptors[descriptor.name] = descriptor
+        return descriptor
 
-    def get(self, name: str) -> Callable:
-        """The factory for ``name``; raises ModuleNotFoundInCatalog listing the known modules."""
-        if name not in self._factories:
+    def unregister(self, name: str) -> None:
+        self._descriptors.pop(name, None)
+
+    def get(self, name: str) -> ModuleDescriptor:
+        """The descriptor of ``name``; raises ModuleNotFoundInCatalog listing the known modules."""
+        if name not in self._descriptors:
             raise ModuleNotFoundInCatalog(
-                f"unknown source module {name!r}; known modules: {', '.join(sorted(self._factories))}")
-        return self._factories[name]
+                f"unknown source module {name!r}; known modules: {', '.join(self.names())}")
+        return self._descriptors[name]
 
-    def notebooks(self, name: str) -> tuple[str, ...]:
-        self.get(name)
-        return self._notebooks[name]
+    def create(self, name: str, **kwargs: Any) -> SourceModule:
+        """The module ``name`` over ``lake=`` (and ``spark=``, ``salt=``, ``engine=``)."""
+        return self.get(name).create(**kwargs)
 
     def names(self) -> list[str]:
-        return sorted(self._factories)
+        return sorted(self._descriptors)
 
-
-def _clever(**kwargs):
-    from .clever import CleverModule
-
-    return CleverModule(**kwargs)
-
-
-def _edfi(**kwargs):
-    from .edfi import EdFiModule
-
-    return EdFiModule(**kwargs)
+    def __iter__(self) -> Iterator[ModuleDescriptor]:
+        return iter([self._descriptors[name] for name in self.names()])
 
 
 sources = SourceRegistry()
-sources.register("clever", _clever, notebooks=("clever/Clever_module_ingestion.ipynb",))
-sources.register("edfi", _edfi, notebooks=("edfi/EdFi_1_land.ipynb", "edfi/EdFi_2_ingest.ipynb",
-                                           "edfi/EdFi_3_refine.ipynb"))
+sources.register(clever.DESCRIPTOR)
+sources.register(edfi.DESCRIPTOR)

@@ -19,6 +19,7 @@ import tempfile
 
 from .errors import SqlPreviewError
 from .paths import LakePaths
+from .sources import sources
 from .sql_views import ViewDef, view_defs
 
 # serverless SQL type -> DuckDB type (the casts keep the preview's types those Power BI sees)
@@ -56,15 +57,13 @@ class SqlPreview:
         import duckdb
         from deltalake import DeltaTable
 
-        from .sources import sources
-
         if not lake.is_local:
             raise SqlPreviewError(f"the SQL preview reads a local lake; {lake.account!r} is an ADLS account: "
                                   "pass --lake with a local folder")
         self.con = duckdb.connect()
         self.views: dict[str, list[str]] = {}
         for name in modules or sources.names():
-            tables = sources.get(name)(lake=lake).output_tables()
+            tables = sources.create(name, lake=lake).outputs()
             for view in view_defs(lake, name, tables, workspace=workspace):
                 if view.columns is None:
                     continue

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
 
 from oea_core.edfi import generate_edfi, write_edfi_export
@@ -20,6 +21,8 @@ def oea(*args: str, env=None) -> subprocess.CompletedProcess:
                           text=True, env={**os.environ, **(env or {})}, timeout=900)
 
 
+@pytest.mark.spark  # `oea ingest edfi` starts its own session
+@pytest.mark.slow
 def test_land_api_ingest_and_views(tmp_path):
     dataset = generate_edfi(students=8, staff=2, schools=1, batches=2, seed=3)
     lake = str(tmp_path / "lake")

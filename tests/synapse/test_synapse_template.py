@@ -152,6 +152,7 @@ def test_a_notebook_that_drifted_from_the_repository_is_caught(tmp_path):
     assert any("has drifted" in p for p in validate_template(files, str(tmp_path / "notebooks")))
 
 
+@pytest.mark.slow  # sqlfluff takes seconds per script
 @pytest.mark.parametrize("module", MODULES)
 def test_view_scripts_in_the_pipeline_parse_as_tsql_once_parameters_are_filled(module):
     import sqlfluff
@@ -169,13 +170,14 @@ def test_view_scripts_in_the_pipeline_parse_as_tsql_once_parameters_are_filled(m
 
 
 def test_unknown_module_and_missing_notebook_say_what_to_do(tmp_path):
-    with pytest.raises(OEAError, match="no Synapse pipeline for module 'nope'; modules with one: clever, edfi"):
+    with pytest.raises(OEAError, match="unknown source module 'nope'; known modules: clever, edfi"):
         build_template("nope")
     (tmp_path / "nb").mkdir()
     with pytest.raises(OEAError, match="runs notebook clever/Clever_module_ingestion.ipynb, which is not in"):
         build_template("clever", notebooks_dir=str(tmp_path / "nb"), views_sql="")
 
 
+@pytest.mark.slow  # builds the wheel
 def test_cli_writes_the_template_and_builds_the_wheel(tmp_path, capsys):
     assert main(["synapse", "template", "edfi", "--out", str(tmp_path / "t")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "t" / "edfi" / "edfi_pipeline_template.zip")

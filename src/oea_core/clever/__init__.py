@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .descriptor import DESCRIPTOR
 from .module import SCHEMAS, CleverModule, classify, role_from_path, table_defs
 
-__all__ = ["SCHEMAS", "CleverModule", "classify", "role_from_path", "table_defs"]
+__all__ = ["DESCRIPTOR", "SCHEMAS", "CleverModule", "classify", "role_from_path", "table_defs"]

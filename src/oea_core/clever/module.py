@@ -12,17 +12,17 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from ..delta import DeltaStore, delta_store, read_table
 from ..errors import LandingError
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, CsvTableDef, IngestResult, ingest_csv_table
 from ..landing import LandResult, land_folder
 from ..lock import source_run
 from ..paths import LakePaths
-from ..salt import Salt, check_salt_fingerprint, get_salt
+from ..salt import Salt
 from ..schema import TableSchema, safe_table_name
+from ..source_module import SourceModule
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger("oea")
 SOURCE = "clever"
@@ -97,41 +97,26 @@ def classify(relative_path: str) -> tuple[str, str] | None:
     return report, f"{role}/{parts[-1]}"
 
 
-class CleverModule:
+class CleverModule(SourceModule):
     """Land, ingest and query the Clever module's tables in one lake."""
 
     source = SOURCE
 
     def __init__(self, lake: LakePaths | str | None = None, spark: SparkSession | None = None,
                  salt: Salt | None = None, engine: str | None = None) -> None:
-        self.lake = lake if isinstance(lake, LakePaths) else LakePaths.from_setting(lake)
-        self._spark = spark
-        self._salt = salt
-        self.engine = engine  # None: --engine / $OEA_ENGINE / the session's default (oea_core.delta)
+        super().__init__(lake, spark, salt, engine)
         self.tables = table_defs()
 
-    @property
-    def spark(self) -> SparkSession:
-        if self._spark is None:
-            from ..spark import get_spark
-
-            self._spark = get_spark()
-        return self._spark
-
-    @property
-    def store(self) -> DeltaStore:
-        return delta_store(self.spark, self.engine)
-
-    def land(self, src: str | os.PathLike, batch_id: str | None = None) -> LandResult:
+    def land(self, src: str | os.PathLike[str] | None = None, *, batch_id: str | None = None) -> LandResult:
         """Copy a Clever export folder into ``stage1np/clever/<report>/<batch>/<role>/``."""
+        if src is None:
+            raise LandingError("give the Clever export folder to land (oea land clever FOLDER)")
         with source_run(self.lake, SOURCE, "clever land"):
             return land_folder(self.lake, SOURCE, os.fspath(src), classify, batch_id=batch_id)
 
     def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
         """Ingest every new landed batch of every report."""
-        salt = self._salt or get_salt(self.lake)
-        if self._salt is not None:  # get_salt checks the salts it finds; one given here is checked too
-            check_salt_fingerprint(self.lake, salt)
+        salt = self.salt()
         with source_run(self.lake, SOURCE, "clever ingest"):
             store = self.store
             log.info("clever ingest with the %s Delta engine", store.name)
@@ -139,13 +124,9 @@ class CleverModule:
                                      max_reject_share=max_reject_share)
                     for table_def in self.tables.values()]
 
-    def output_tables(self) -> list[tuple[str, str]]:
+    def outputs(self) -> list[tuple[str, str]]:
         """``(stage, table)`` of every table the module writes for analysts (for SQL views)."""
         tables = []
         for table_def in self.tables.values():
             tables += [("stage2p", table_def.pseudo_table), ("stage2np", table_def.lookup_table)]
         return tables
-
-    def read(self, stage: str, table: str) -> DataFrame:
-        """A module table as a Spark DataFrame, e.g. ``read("stage2p", "daily_participation_pseudo")``."""
-        return read_table(self.spark, self.lake.table(stage, SOURCE, table))

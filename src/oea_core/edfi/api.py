@@ -19,6 +19,7 @@ from ..salt import redact, remember_secret
 log = logging.getLogger("oea")
 CLIENT_ID_ENV = "OEA_EDFI_CLIENT_ID"
 CLIENT_SECRET_ENV = "OEA_EDFI_CLIENT_SECRET"
+DEFAULT_PAGE_SIZE = 500
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class EdFiClient:
     """
 
     def __init__(self, base_url: str, client_id: str | None = None, client_secret: str | None = None, *,
-                 page_size: int = 500, max_retries: int = 5, backoff: float = 1.0, timeout: float = 60.0,
+                 page_size: int = DEFAULT_PAGE_SIZE, max_retries: int = 5, backoff: float = 1.0, timeout: float = 60.0,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
         import requests
 

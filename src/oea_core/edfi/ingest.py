@@ -353,7 +353,7 @@ def refine_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, met
     targets = {e: prefix + metadata.schema(e).table for e in entities}
     if all(store.applied(lake.table("stage2p", SOURCE, t), app) for t in targets.values()):
         log.info("%s: refined tables are up to date (state version %d)", table, version)
-        return [IngestResult(f"{t} (refined)", skipped=(str(version),)) for t in targets.values()]
+        return [IngestResult(t, skipped=(str(version),), kind="refined") for t in targets.values()]
     specs = {e: tuple((c.name, c.type) for c in metadata.schema(e).columns) for e in entities}
     state = store.read(state_path).select("id", "_record").persist(StorageLevel.DISK_ONLY)
     found = None
@@ -395,8 +395,8 @@ def refine_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, met
                             app_id=app, metadata=meta)
             written = store.write(to_pseudonymized(typed, schema, salt), lake.table("stage2p", SOURCE, target),
                                   mode="overwrite", app_id=app, metadata=meta)
-            results.append(IngestResult(f"{target} (refined)", (str(version),), rows=written.rows,
-                                        rejected=rejected.get(entity, 0)))
+            results.append(IngestResult(target, (str(version),), rows=written.rows,
+                                        rejected=rejected.get(entity, 0), kind="refined"))
             log.info("%s: %d rows refined into stage2p/%s/%s", entity, written.rows, SOURCE, target)
         return results
     finally:

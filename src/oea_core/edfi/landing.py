@@ -67,10 +67,21 @@ class EdFiLandResult:
     already_landed: tuple[str, ...] = ()
     empty: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
+    from_api: bool = False
 
     @property
     def batch_ids(self) -> list[str]:
         return sorted({b.batch_id for b in self.batches})
+
+    def summary(self) -> str:
+        """One line: what was landed, as which batches, and what had been landed before."""
+        if not self.batches:
+            return "nothing new" + (f": all {len(self.already_landed)} files were landed before"
+                                    if self.already_landed else "")
+        records = sum(sum(b.records.values()) for b in self.batches)
+        return (f"landed {len(self.batches)} resource batches ({sum(b.files for b in self.batches)} files"
+                + (f", {records} records" if self.from_api else "") + f") as {', '.join(self.batch_ids)}"
+                + (f"; {len(self.already_landed)} files already landed" if self.already_landed else ""))
 
 
 def resource_root(lake: LakePaths, namespace: str, resource: str) -> str:
@@ -294,7 +305,7 @@ def land_api(lake: LakePaths, client: EdFiClient, resources: list[str] | None = 
         batch = _land_resource(lake, client, resource, base, newest)
         if batch is not None:
             landed.append(batch)
-    return EdFiLandResult(tuple(landed))
+    return EdFiLandResult(tuple(landed), from_api=True)
 
 
 def _land_resource(lake: LakePaths, client: EdFiClient, resource: Resource, batch_id: str,

@@ -14,20 +14,20 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from ..delta import DeltaStore, delta_store, read_table
+from ..errors import LandingError
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, IngestResult
 from ..lock import source_run
 from ..paths import LakePaths
-from ..salt import Salt, check_salt_fingerprint, get_salt
+from ..salt import Salt
 from ..schema import PseudoOp
+from ..source_module import SourceModule
 from . import landing
+from .api import DEFAULT_PAGE_SIZE, EdFiClient
 from .ingest import SOURCE, ingest_resource, refine_resource
 from .metadata import EdFiMetadata, is_descriptor, table_name
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-
-    from .api import EdFiClient
 
 log = logging.getLogger("oea")
 # Descriptors that the supported resources use; landed from the API by default with them.
@@ -40,51 +40,35 @@ DESCRIPTORS = (
 )
 
 
-class EdFiModule:
+class EdFiModule(SourceModule):
     """Land, ingest, refine and query the Ed-Fi module's tables in one lake."""
 
     source = SOURCE
 
     def __init__(self, lake: LakePaths | str | None = None, spark: SparkSession | None = None,
                  salt: Salt | None = None, engine: str | None = None, metadata: EdFiMetadata | str | None = None) -> None:
-        self.lake = lake if isinstance(lake, LakePaths) else LakePaths.from_setting(lake)
-        self._spark = spark
-        self._salt = salt
-        self.engine = engine  # None: --engine / $OEA_ENGINE / the session's default (oea_core.delta)
+        super().__init__(lake, spark, salt, engine)
         self.metadata = metadata if isinstance(metadata, EdFiMetadata) else EdFiMetadata.load(metadata)
-
-    @property
-    def spark(self) -> SparkSession:
-        if self._spark is None:
-            from ..spark import get_spark
-
-            self._spark = get_spark()
-        return self._spark
-
-    @property
-    def store(self) -> DeltaStore:
-        return delta_store(self.spark, self.engine)
 
     def supported_resources(self) -> list[str]:
         return [*self.metadata.resources(), *DESCRIPTORS]
 
     # land ----------------------------------------------------------------------------------------
-    def land(self, src: str | os.PathLike | None = None, *, api: str | None = None, client: EdFiClient | None = None,
-             resources: list[str] | None = None, batch_id: str | None = None) -> landing.EdFiLandResult:
+    def land(self, src: str | os.PathLike[str] | None = None, *, batch_id: str | None = None, api: str | None = None,
+             client: EdFiClient | None = None, resources: list[str] | None = None,
+             page_size: int = DEFAULT_PAGE_SIZE) -> landing.EdFiLandResult:
         """Land an export folder ``src``, or from the API at ``api`` (credentials from the environment).
 
         From the API, ``resources`` defaults to the module's supported resources and descriptors.
         """
+        if src is not None and (client is not None or api):
+            raise LandingError("give either an Ed-Fi export folder or --api URL, not both")
         if client is not None or api:
-            from .api import EdFiClient
-
-            client = client or EdFiClient(api)
+            client = client or EdFiClient(str(api), page_size=page_size)
             with source_run(self.lake, SOURCE, "edfi land"):
                 return landing.land_api(self.lake, client, resources or self.supported_resources(),
                                         batch_id=batch_id, strict=resources is not None)
         if src is None:
-            from ..errors import LandingError
-
             raise LandingError("give an Ed-Fi export folder, or --api URL to land from an Ed-Fi API")
         with source_run(self.lake, SOURCE, "edfi land"):
             return landing.land_files(self.lake, os.fspath(src), batch_id=batch_id)
@@ -111,9 +95,7 @@ class EdFiModule:
         """Rebuild the refined tables of every resource whose current state changed."""
         if not landing.landed_resources(self.lake):
             return []
-        salt = self._salt or get_salt(self.lake)
-        if self._salt is not None:  # get_salt checks the salts it finds; one given here is checked too
-            check_salt_fingerprint(self.lake, salt)
+        salt = self.salt()
         results = []
         unsupported = []
         with source_run(self.lake, SOURCE, "edfi refine"):
@@ -130,7 +112,7 @@ class EdFiModule:
         return results
 
     # outputs -------------------------------------------------------------------------------------
-    def output_tables(self) -> list[tuple[str, str]]:
+    def outputs(self) -> list[tuple[str, str]]:
         """``(stage, table)`` of every refined table and lookup (for SQL views).
 
         On a local lake that has been refined, only the tables that exist (a view over a
@@ -147,10 +129,6 @@ class EdFiModule:
         if refined and os.path.isdir(refined):
             tables = [(stage, t) for stage, t in tables if os.path.isdir(self.lake.table(stage, SOURCE, t))]
         return tables
-
-    def read(self, stage: str, table: str) -> DataFrame:
-        """A module table as a Spark DataFrame, e.g. ``read("stage2p", "students")``."""
-        return read_table(self.spark, self.lake.table(stage, SOURCE, table))
 
     def current(self, resource: str) -> DataFrame:
         """The current state of a resource (``stage2np/edfi/<resource>``)."""

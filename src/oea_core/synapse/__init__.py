@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .template import build_template, module_pipeline, read_template, write_template
+from .template import build_template, read_template, write_template
 from .wheel import build_wheel
 
-__all__ = ["build_template", "build_wheel", "module_pipeline", "read_template", "write_template"]
+__all__ = ["build_template", "build_wheel", "read_template", "write_template"]

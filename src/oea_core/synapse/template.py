@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 
 from ..errors import OEAError
 from ..notebook_run import default_notebooks_dir
+from ..source_module import ModuleDescriptor, Pipeline
+from ..sources import sources
 from .notebooks import notebook_parameters, synapse_notebook
+from .validate import validate_template
 
 SCHEMA = "https://schema.management.azure.com/schemas/2015-01-01/deploymentTemplate.json#"
 API_VERSION = "2019-06-01-preview"
@@ -23,14 +26,13 @@ POOL = "spark3p5sm"
 WHEEL = "oea_core-0.1.0-py3-none-any.whl"
 LS_ADLS, LS_SQL, LS_SFTP = "LS_ADLS", "LS_SQL_Serverless", "LS_SFTP"
 LINKED_SERVICE_TYPES = {LS_ADLS: "AzureBlobFS", LS_SQL: "AzureSqlDatabase", LS_SFTP: "Sftp"}
-ACCOUNT = "pipeline().parameters.storageAccount"
+ACCOUNT = Pipeline.ACCOUNT
 LAKE_PATH = f"@concat('abfss://stage1np@', {ACCOUNT}, '.dfs.core.windows.net')"
-SOURCE_ROOT = f"concat('abfss://', pipeline().parameters.sourceContainer, '@', {ACCOUNT}, '.dfs.core.windows.net/')"
 
 
-@dataclass
-class NotebookStep:
-    """A notebook the pipeline runs: its repository path and the parameters the pipeline passes."""
+@dataclass(frozen=True)
+class _Notebook:
+    """A notebook activity: its repository path and the values the pipeline passes."""
 
     activity: str
     path: str  # relative to notebooks/
@@ -41,59 +43,26 @@ class NotebookStep:
         return os.path.splitext(os.path.basename(self.path))[0]
 
 
-@dataclass
-class ModulePipeline:
-    """What a module's main pipeline does: where it can land from, and its notebooks in order."""
-
-    module: str
-    title: str
-    land_from: tuple[str, ...]
-    steps: list[NotebookStep]
-    extra_parameters: dict[str, dict] = field(default_factory=dict)
-
-    @property
-    def linked_services(self) -> list[str]:
-        return [LS_ADLS, LS_SQL] + ([LS_SFTP] if "sftp" in self.land_from else [])
-
-
 def _expr(value: str) -> dict:
     return {"value": value, "type": "Expression"}
 
 
-def _common(batch: bool = True) -> dict[str, object]:
-    params: dict[str, object] = {"lake_path": _expr(LAKE_PATH), "keyvault_name":
-                                 _expr("@pipeline().parameters.keyVaultName")}
-    if batch:
-        params["batch_id"] = _expr("@pipeline().RunId")
-    return params
+def _value(value: object) -> object:
+    return _expr(value) if isinstance(value, str) and value.startswith("@") else value
 
 
-def module_pipeline(module: str) -> ModulePipeline:
-    """The pipeline definition of a registered module; raises OEAError naming the known ones."""
-    if module == "clever":
-        source = _expr(f"@if(equals(pipeline().parameters.landFrom, 'sftp'), concat({SOURCE_ROOT}, "
-                       "'inbox/clever/', pipeline().RunId), "
-                       f"concat({SOURCE_ROOT}, pipeline().parameters.sourceFolder))")
-        return ModulePipeline("clever", "Clever participation and resource usage", ("test_data", "sftp"), [
-            NotebookStep("Land and ingest Clever", "clever/Clever_module_ingestion.ipynb",
-                         {**_common(), "source_path": source, "land": True,
-                          "max_reject_share": _expr("@pipeline().parameters.maxRejectShare")}),
-        ])
-    if module == "edfi":
-        source = _expr(f"@concat({SOURCE_ROOT}, pipeline().parameters.sourceFolder)")
-        api = _expr("@if(equals(pipeline().parameters.landFrom, 'api'), pipeline().parameters.apiUrl, '')")
-        reject = _expr("@pipeline().parameters.maxRejectShare")
-        return ModulePipeline("edfi", "Ed-Fi ODS/API student records", ("test_data", "api"), [
-            NotebookStep("Land Ed-Fi", "edfi/EdFi_1_land.ipynb", {**_common(), "source_path": source, "api_url": api}),
-            NotebookStep("Ingest Ed-Fi", "edfi/EdFi_2_ingest.ipynb",
-                         {**_common(batch=False), "max_reject_share": reject}),
-            NotebookStep("Refine Ed-Fi", "edfi/EdFi_3_refine.ipynb",
-                         {**_common(batch=False), "max_reject_share": reject}),
-        ], {"apiUrl": {"type": "string", "defaultValue": ""}})
-    raise OEAError(f"no Synapse pipeline for module {module!r}; modules with one: clever, edfi")
+def module_steps(descriptor: ModuleDescriptor) -> list[_Notebook]:
+    """The module's notebook activities in order, from its descriptor (lake and Key Vault passed to each)."""
+    common = {"lake_path": _expr(LAKE_PATH), "keyvault_name": _expr("@pipeline().parameters.keyVaultName")}
+    return [_Notebook(step.activity, step.path, {**common, **{k: _value(v) for k, v in step.synapse.items()}})
+            for step in descriptor.notebooks]
 
 
-LAKE_DB_STEP = NotebookStep("Create lake database", "oea/OEA_lake_database.ipynb", {
+def linked_services(descriptor: ModuleDescriptor) -> list[str]:
+    return [LS_ADLS, LS_SQL] + ([LS_SFTP] if "sftp" in descriptor.land_from else [])
+
+
+LAKE_DB_STEP = _Notebook("Create lake database", "oea/OEA_lake_database.ipynb", {
     "lake_path": _expr(LAKE_PATH), "module": "", "storage_account": _expr(f"@{ACCOUNT}"),
     "workspace": _expr("@pipeline().parameters.workspace"), "keyvault_name": _expr("@pipeline().parameters.keyVaultName"),
 })
@@ -118,7 +87,7 @@ def _ls(name: str, **parameters: object) -> dict:
     return ref
 
 
-def _notebook_activity(step: NotebookStep, depends_on: list[dict]) -> dict:
+def _notebook_activity(step: _Notebook, depends_on: list[dict]) -> dict:
     return {
         "name": step.activity, "type": "SynapseNotebook", "dependsOn": depends_on,
         "policy": {"timeout": "0.12:00:00", "retry": 0, "retryIntervalInSeconds": 30, "secureOutput": False,
@@ -201,8 +170,8 @@ def _views_activities(views_sql: str, after: str) -> list[dict]:
     return activities
 
 
-def _pipeline(pipeline: ModulePipeline, views_sql: str) -> dict:
-    m = pipeline.module
+def _pipeline(pipeline: ModuleDescriptor, views_sql: str) -> dict:
+    m = pipeline.name
     activities: list[dict] = [{
         "name": "Check source folder", "type": "IfCondition", "dependsOn": [], "userProperties": [],
         "typeProperties": {
@@ -254,10 +223,10 @@ def _pipeline(pipeline: ModulePipeline, views_sql: str) -> dict:
                                                                          "copyBehavior": "PreserveHierarchy"}},
                         "enableStaging": False}}]}})
         last = "Land from SFTP"
-    for step in pipeline.steps:
+    for step in module_steps(pipeline):
         activities.append(_notebook_activity(step, _after(last)))
         last = step.activity
-    lake_db = NotebookStep(LAKE_DB_STEP.activity, LAKE_DB_STEP.path, {**LAKE_DB_STEP.parameters, "module": m})
+    lake_db = _Notebook(LAKE_DB_STEP.activity, LAKE_DB_STEP.path, {**LAKE_DB_STEP.parameters, "module": m})
     activities.append({
         "name": "If createLakeDb", "type": "IfCondition", "dependsOn": _after(last), "userProperties": [],
         "typeProperties": {"expression": _expr("@pipeline().parameters.createLakeDb"),
@@ -276,7 +245,7 @@ def _pipeline(pipeline: ModulePipeline, views_sql: str) -> dict:
         "createLakeDb": {"type": "bool", "defaultValue": True},
         "createS2pDb": {"type": "bool", "defaultValue": True},
         "createS2npDb": {"type": "bool", "defaultValue": True},
-        **pipeline.extra_parameters,
+        **pipeline.pipeline_parameters,
     }
     return {
         "description": f"{pipeline.title}: land ({' or '.join(pipeline.land_from)}), ingest with the module "
@@ -320,7 +289,10 @@ def build_template(module: str, notebooks_dir: str | None = None, views_sql: str
     ``views_sql`` defaults to the committed ``sql_views/<module>_views.sql`` next to the notebooks,
     whose typed views ``oea run`` writes from the sample lake.
     """
-    pipeline = module_pipeline(module)
+    pipeline = sources.get(module)
+    if not pipeline.notebooks:
+        raise OEAError(f"module {module} declares no notebooks, and a Synapse pipeline runs a module's notebooks: "
+                       "add them to its descriptor (see docs/adding_a_module.md)")
     notebooks_dir = notebooks_dir or default_notebooks_dir()
     if views_sql is None:
         path = os.path.join(os.path.dirname(os.path.abspath(notebooks_dir)), "sql_views", f"{module}_views.sql")
@@ -331,7 +303,7 @@ def build_template(module: str, notebooks_dir: str | None = None, views_sql: str
     name = f"{module}_main_pipeline"
     pool_ref = _ref("bigDataPools", POOL)
     resources = []
-    steps = pipeline.steps + [LAKE_DB_STEP]
+    steps = [*module_steps(pipeline), LAKE_DB_STEP]
     for step in steps:
         path = os.path.join(notebooks_dir, step.path)
         if not os.path.exists(path):
@@ -357,7 +329,7 @@ def build_template(module: str, notebooks_dir: str | None = None, views_sql: str
     parameters = {"workspaceName": {"type": "string", "metadata": "Workspace name"},
                   "location": {"type": "string", "defaultValue": "[resourceGroup().location]",
                                "metadata": "Region of the Spark pool"}}
-    for ls in pipeline.linked_services:
+    for ls in linked_services(pipeline):
         parameters[ls] = {"type": "string", "metadata": f"{LINKED_SERVICE_TYPES[ls]} linked service"}
     arm = {"$schema": SCHEMA, "contentVersion": "1.0.0.0", "parameters": parameters,
            "variables": {"workspaceId": "[concat('Microsoft.Synapse/workspaces/', parameters('workspaceName'))]"},
@@ -368,9 +340,9 @@ def build_template(module: str, notebooks_dir: str | None = None, views_sql: str
         "image": "",
         "icons": [],
         "requires": {"linkedservices": {ls: {"supportTypes": [LINKED_SERVICE_TYPES[ls]]}
-                                        for ls in pipeline.linked_services}},
+                                        for ls in linked_services(pipeline)}},
         "author": "oea-core",
-        "annotations": ["OEA", pipeline.module],
+        "annotations": ["OEA", pipeline.name],
         "services": ["Azure Synapse Analytics", "Azure Data Lake Storage Gen2"],
         "categories": ["Education"],
         "documentation": "docs/synapse.md",
@@ -384,8 +356,6 @@ def template_path(module: str, out_dir: str) -> str:
 
 def write_template(module: str, out_dir: str = "pipeline_templates", notebooks_dir: str | None = None) -> str:
     """Validate and write ``<out_dir>/<module>/<module>_pipeline_template.zip``; returns its path."""
-    from .validate import validate_template
-
     files = build_template(module, notebooks_dir)
     problems = validate_template(files, notebooks_dir or default_notebooks_dir())
     if problems:
@@ -413,4 +383,5 @@ def read_template(path: str) -> dict[str, dict]:
                 if not name.endswith("/")}
 
 
-__all__ = ["build_template", "module_pipeline", "notebook_parameters", "read_template", "write_template"]
+__all__ = ["build_template", "linked_services", "module_steps", "notebook_parameters", "read_template",
+           "write_template"]
