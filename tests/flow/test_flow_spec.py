@@ -154,3 +154,27 @@ def test_a_timeout_that_is_not_a_positive_duration_is_refused_with_its_line(tmp_
         load_flow(path)
     (problem,) = info.value.problems
     assert problem.startswith(f"{path}:10: step a.timeout: timeout must be seconds (a number above 0) or a duration")
+
+
+def test_a_value_of_the_wrong_shape_is_a_problem_with_its_line_not_a_crash(tmp_path):
+    path = write(tmp_path, """\
+        pipeline: [not, a, mapping]
+        stages:
+          - name: s
+            groups:
+              - name: g
+                steps:
+                  - {name: a, kind: python, callable: "flow_helpers:record", parameters: [x]}
+                  - just text
+        """)
+    with pytest.raises(FlowError) as info:
+        load_flow(path)
+    assert info.value.problems == [
+        f"{path}:1: pipeline: expected a mapping, got list",
+        f"{path}:1: pipeline.name: give the pipeline a name (letters, digits, _ . -), not ''",
+        f"{path}:7: step a.parameters: parameters must be a mapping",
+        f"{path}:5: stages[0].groups[0].steps[1]: expected a mapping, got str"]
+    variables = write(tmp_path, "pipeline: {name: v, variables: [a]}\nstages: [{name: s, groups: [{name: g, steps: [\n"
+                                "  {name: a, kind: python, callable: 'flow_helpers:record'}]}]}]\n")
+    with pytest.raises(FlowError, match=r"flow.yaml:1: pipeline.variables: variables must be a mapping"):
+        load_flow(variables)

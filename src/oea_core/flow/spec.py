@@ -112,9 +112,10 @@ def load_flow(path: str | os.PathLike[str]) -> Flow:
     if check.problems:
         raise FlowError(f"flow file {path} has {len(check.problems)} problem(s):\n  " + "\n  ".join(check.problems),
                         check.problems, path=path)
-    p = graph.pipeline
-    return Flow(p.name, path, p.description, p.retry, p.notifications, p.checkpoint, p.batch_id, p.max_parallel,
-                p.variables, graph.steps, graph.stages, p.timeout)
+    pipeline = graph.pipeline
+    return Flow(pipeline.name, path, pipeline.description, pipeline.retry, pipeline.notifications,
+                pipeline.checkpoint, pipeline.batch_id, pipeline.max_parallel, pipeline.variables, graph.steps,
+                graph.stages, pipeline.timeout)
 
 
 def _read(path: str) -> Node:
@@ -150,7 +151,7 @@ def _pipeline(check: Checker, doc: Node) -> _Pipeline:
         max_parallel = 1
     return _Pipeline(name, str(pipeline.get("description") or ""), retry, timeout, _notifications(check, pipeline),
                      bool(pipeline.get("checkpoint", True)), pipeline.get("batch_id"), max_parallel,
-                     dict(pipeline.get("variables") or {}))
+                     _mapping(check, pipeline, "variables", "pipeline", "variables must be a mapping"))
 
 
 def _notifications(check: Checker, pipeline: Node) -> dict[str, Any]:
