@@ -40,6 +40,7 @@ def test_the_guide_shows_the_example_as_it_is():
         assert code == (REPO / path).read_text(encoding="utf-8"), f"{path} in the guide differs from the file"
 
 
+@pytest.mark.spark  # the command starts the local Spark session itself
 def test_the_example_is_a_module_of_the_cli_once_registered(attendance, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OEA_SALT", "attendance-example-salt-0f3")
     lake = tmp_path / "lake"
@@ -66,6 +67,7 @@ def test_the_example_is_a_module_of_the_cli_once_registered(attendance, tmp_path
     assert "stage2p/attendance/daily_attendance_pseudo/" in script
 
 
+@pytest.mark.spark  # the command starts the local Spark session itself
 def test_oea_run_runs_a_module_without_notebooks_through_its_own_land_and_ingest(attendance, tmp_path, monkeypatch):
     monkeypatch.setenv("OEA_SALT", "attendance-example-salt-0f3")
     lake = tmp_path / "lake"
