@@ -26,7 +26,6 @@ import csv
 import functools
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,6 +34,8 @@ from .schema import TableSchema, safe_column_name
 from .spark_paths import file_uri, literal_path, shown, spark_skips, unreadable_reason
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql import types as T
 

@@ -16,7 +16,6 @@ text is a rejected row, counted under ``max_reject_share`` and named in the erro
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,14 +23,17 @@ from .csv_source import RAW_LINE, RAW_PREFIX, REASON, SOURCE_FILE, read_csv_file
 from .delta import DeltaStore, Staged, delta_store
 from .errors import RejectedRowsError
 from .landing import batch_files, list_batches
-from .paths import LakePaths
 from .pseudonymize import PSEUDONYM_SUFFIX, identity_columns, to_lookup, to_pseudonymized
-from .salt import Salt
 from .schema import PseudoOp, TableSchema
 from .spark_paths import shown
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyspark.sql import DataFrame, SparkSession
+
+    from .paths import LakePaths
+    from .salt import Salt
 
 log = logging.getLogger("oea")
 BATCH = "_batch_id"

@@ -23,13 +23,15 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import LandingError
 from .paths import LakePaths, check_name
 from .spark_paths import shown, unreadable_reason
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger("oea")
 MANIFEST = "_manifest.json"

@@ -18,9 +18,11 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from .paths import LakePaths
+if TYPE_CHECKING:
+    from .paths import LakePaths
 
 log = logging.getLogger("oea")
 DELTA_STAGES = ("stage2np", "stage2p", "stage3np", "stage3p")

@@ -25,12 +25,15 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from .errors import LakeLockError
 from .leftovers import clean_source
 from .paths import LakePaths, check_name
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 log = logging.getLogger("oea")
 WAIT_SETTING = "OEA_LOCK_WAIT"

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import MissingExtraError, NotebookRunError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 log = logging.getLogger("oea")
 

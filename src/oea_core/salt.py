@@ -22,11 +22,13 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Mapping
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from .errors import SaltError
 from .paths import STAGES, LakePaths
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 KEYVAULT_SECRET_NAME = "oeaSalt"
 MIN_SALT_LENGTH = 16

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import clever, edfi
 from .errors import ModuleNotFoundInCatalog, OEAError
-from .source_module import ModuleDescriptor, SourceModule
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from .source_module import ModuleDescriptor, SourceModule
 
 
 class SourceRegistry:

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import re
 import tempfile
+from typing import TYPE_CHECKING
 
 from .errors import SqlPreviewError
-from .paths import LakePaths
 from .sources import sources
 from .sql_views import ViewDef, view_defs
+
+if TYPE_CHECKING:
+    from .paths import LakePaths
 
 # serverless SQL type -> DuckDB type (the casts keep the preview's types those Power BI sees)
 _DUCK_TYPES = {"VARCHAR": "VARCHAR", "BIGINT": "BIGINT", "INT": "INTEGER", "SMALLINT": "SMALLINT",

@@ -13,9 +13,12 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import LakePathError
-from .paths import LakePaths
+
+if TYPE_CHECKING:
+    from .paths import LakePaths
 
 _SQL_NAME = re.compile(r"^[a-z0-9_]{1,100}$")
 _COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")

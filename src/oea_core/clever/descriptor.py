@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
 from ..source_module import CliOption, ModuleDescriptor, NotebookStep, Pipeline
 from .generator import generate_clever_export
 from .module import CleverModule
+
+if TYPE_CHECKING:
+    import argparse
 
 # Synapse lands from the source folder, or from the copy of the SFTP export the pipeline made for this run.
 _SOURCE = (f"@if(equals(pipeline().parameters.landFrom, 'sftp'), concat({Pipeline.SOURCE_ROOT}, "

@@ -16,13 +16,14 @@ from ..errors import LandingError
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, CsvTableDef, IngestResult, ingest_csv_table
 from ..landing import LandResult, land_folder
 from ..lock import source_run
-from ..paths import LakePaths
-from ..salt import Salt
 from ..schema import TableSchema, safe_table_name
 from ..source_module import SourceModule
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from ..paths import LakePaths
+    from ..salt import Salt
 
 log = logging.getLogger("oea")
 SOURCE = "clever"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -25,6 +24,8 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 from .base import CommitMetadata, DeltaStore, Staged, WriteResult, collect_arrow, user_metadata
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from deltalake.table import TableMerger
     from deltalake.transaction import RemoveAction
     from pyspark.sql import DataFrame

@@ -10,7 +10,6 @@ refuses a second commit of the same batch. The local session gets Delta's jars f
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,8 @@ from ..errors import DeltaEngineError, DeltaTableError
 from .base import CommitMetadata, DeltaStore, Staged, WriteResult, collect_arrow, user_metadata
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+
     import pyarrow as pa
     from delta.tables import DeltaMergeBuilder, DeltaTable
     from pyspark.sql import Column, DataFrame, Row, SparkSession

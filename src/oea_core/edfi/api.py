@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import EdFiApiError
 from ..salt import redact, remember_secret
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 log = logging.getLogger("oea")
 CLIENT_ID_ENV = "OEA_EDFI_CLIENT_ID"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
 from ..source_module import CliOption, ModuleDescriptor, NotebookStep, Pipeline
 from .api import DEFAULT_PAGE_SIZE
 from .generator import generate_edfi, write_edfi_export
 from .module import EdFiModule
+
+if TYPE_CHECKING:
+    import argparse
 
 _API = "@if(equals(pipeline().parameters.landFrom, 'api'), pipeline().parameters.apiUrl, '')"
 

@@ -25,12 +25,9 @@ from itertools import accumulate, islice
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from ..delta import DeltaStore
 from ..errors import RejectedRowsError
 from ..ingest import IngestResult
-from ..paths import LakePaths
 from ..pseudonymize import to_lookup, to_pseudonymized
-from ..salt import Salt
 from ..spark_paths import file_uri, literal_path
 from . import landing
 from .flatten import MAX_DEPTH, coerce, flatten_record
@@ -38,6 +35,10 @@ from .metadata import EdFiMetadata, table_name
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+    from ..delta import DeltaStore
+    from ..paths import LakePaths
+    from ..salt import Salt
 
 log = logging.getLogger("oea")
 SOURCE = "edfi"

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import LandingError
 from ..landing import (
@@ -35,7 +36,9 @@ from ..landing import (
 )
 from ..paths import LakePaths, check_name
 from ..spark_paths import shown
-from .api import EdFiClient, Resource
+
+if TYPE_CHECKING:
+    from .api import EdFiClient, Resource
 
 log = logging.getLogger("oea")
 SOURCE = "edfi"

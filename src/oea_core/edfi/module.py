@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 from ..errors import LandingError
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, IngestResult
 from ..lock import source_run
-from ..paths import LakePaths
-from ..salt import Salt
 from ..schema import PseudoOp
 from ..source_module import SourceModule
 from . import landing
@@ -28,6 +26,9 @@ from .metadata import EdFiMetadata, is_descriptor, table_name
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+    from ..paths import LakePaths
+    from ..salt import Salt
 
 log = logging.getLogger("oea")
 # Descriptors that the supported resources use; landed from the API by default with them.

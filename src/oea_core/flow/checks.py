@@ -17,14 +17,16 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import jinja2
 from jinja2 import nodes
 
 from ..errors import LakePathError, OEAError
 from ..paths import STAGES, check_name
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -159,7 +161,7 @@ def _lake_name(name: str, value: object, position: int) -> list[str]:
     if position == 0:
         return [] if value in STAGES else [f"params.{name}: unknown stage {value!r}; the stages are {STAGES}"]
     try:
-        check_name(cast(str, value), "source" if position == 1 else "table")  # it refuses a value that is not text
+        check_name(cast("str", value), "source" if position == 1 else "table")  # it refuses a value that is not text
     except LakePathError as exc:
         return [f"params.{name}: {exc}"]
     return []

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import OEAError
-from .model import Flow
-from .runlog import RunLog
+
+if TYPE_CHECKING:
+    from .model import Flow
+    from .runlog import RunLog
 
 COLOURS = {"success": "#8fd19e", "cached": "#c9e7cf", "failed": "#f4a3a3", "skipped": "#d9d9d9",
            "running": "#ffe08a", "pending": "#ffffff", "not_selected": "#ffffff", "interrupted": "#f7c59f"}

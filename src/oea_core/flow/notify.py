@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..salt import redact
 from .process import run_command
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger("oea")
 COMMAND_TIMEOUT = 300.0

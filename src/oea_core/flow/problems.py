@@ -10,12 +10,13 @@ import importlib
 import math
 import os
 import re
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 from .model import Retry
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import yaml
 
 _SECONDS = re.compile(r"^\d+(?:\.\d+)?$")

@@ -20,11 +20,9 @@ import json
 import logging
 import os
 import re
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from graphlib import TopologicalSorter
@@ -40,7 +38,6 @@ from ..paths import LakePaths, check_name
 from ..salt import redact
 from ..spark import get_spark
 from .checks import Sql, render_check
-from .model import Check, Flow, Step
 from .notify import notify
 from .process import hostname, kill_tree, start_ticks
 from .runlog import RUN_LOG, write_run_log
@@ -48,7 +45,12 @@ from .steps import step_kinds
 from .worker import run_in_worker
 
 if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Callable, Iterator
+
     from pyspark.sql import SparkSession
+
+    from .model import Check, Flow, Step
 
 log = logging.getLogger("oea")
 DONE = ("success", "cached")

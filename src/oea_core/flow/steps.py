@@ -21,16 +21,17 @@ import inspect
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..delta import delta_store
 from ..errors import FlowError, NotebookRunError
 from ..notebook_run import check_parameters, execute_notebook, notebook_parameters
-from .model import Step
-from .problems import Checker, Node
 
 if TYPE_CHECKING:  # runner.py imports this module to run steps; this one needs FlowRun only for its types
+    from collections.abc import Callable, Iterator
+
+    from .model import Step
+    from .problems import Checker, Node
     from .runner import FlowRun
 
 log = logging.getLogger("oea")

@@ -18,13 +18,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import FlowError, StepFailed, StepTimeout, WorkerFailed
 from ..salt import redact
 from .process import kill_tree, wait_gone
 from .steps import WorkerStepKind, step_kinds
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _BOOT = ("import os, sys; sys.path[:0] = os.environ.pop('OEA_FLOW_WORKER_PATH').split(os.pathsep); "
          "from oea_core.flow.worker import main; main(sys.argv[1])")
