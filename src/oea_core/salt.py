@@ -25,6 +25,7 @@ import socket
 from typing import TYPE_CHECKING, TypedDict
 
 from .errors import SaltError
+from .extras import require
 from .paths import STAGES, LakePaths
 
 if TYPE_CHECKING:
@@ -115,14 +116,8 @@ def redact(text: str) -> str:
 
 
 def _from_keyvault(url: str) -> str:
-    try:
-        from azure.identity import DefaultAzureCredential
-        from azure.keyvault.secrets import SecretClient
-    except ImportError as exc:
-        raise SaltError(
-            "OEA_KEYVAULT_URL is set but the Key Vault client is missing: "
-            "pip install azure-identity azure-keyvault-secrets"
-        ) from exc
+    DefaultAzureCredential = require("azure.identity").DefaultAzureCredential
+    SecretClient = require("azure.keyvault.secrets").SecretClient
     try:
         value = SecretClient(vault_url=url, credential=DefaultAzureCredential()).get_secret(
             KEYVAULT_SECRET_NAME

@@ -19,6 +19,7 @@ import tempfile
 from typing import TYPE_CHECKING
 
 from .errors import SqlPreviewError
+from .extras import require
 from .sources import sources
 from .sql_views import ViewDef, view_defs
 
@@ -57,7 +58,7 @@ class SqlPreview:
     """A DuckDB connection holding every module's views over a local lake."""
 
     def __init__(self, lake: LakePaths, modules: list[str] | None = None, workspace: str = "dev") -> None:
-        import duckdb
+        duckdb = require("duckdb")
         from deltalake import DeltaTable
 
         if not lake.is_local:
@@ -122,8 +123,7 @@ class SqlPreview:
     def query(self, sql: str) -> tuple[list[str], list[tuple]]:
         """Run one read-only query; returns ``(column names, rows)``. Raises SqlPreviewError, in one line,
         for anything but one SELECT-type statement or when DuckDB fails (a file read, a bad column)."""
-        import duckdb
-
+        duckdb = require("duckdb")
         try:
             result = self.con.sql(_one_select(sql))
             return list(result.columns), result.fetchall()
@@ -132,8 +132,7 @@ class SqlPreview:
 
     def show(self, sql: str, max_rows: int = 40) -> None:
         """Print one read-only query's result as a terminal table; raises like :meth:`query`."""
-        import duckdb
-
+        duckdb = require("duckdb")
         try:
             self.con.sql(_one_select(sql)).show(max_rows=max_rows, max_width=10_000)
         except duckdb.Error as error:
@@ -142,8 +141,7 @@ class SqlPreview:
 
 def _one_select(sql: str) -> str:
     """``sql`` when DuckDB's own parser reads it as exactly one SELECT-type statement; else a refusal."""
-    import duckdb
-
+    duckdb = require("duckdb")
     try:
         statements = duckdb.extract_statements(sql)
         kinds = [statement.type.name for statement in statements]

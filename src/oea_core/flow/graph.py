@@ -7,6 +7,7 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OEAError
+from ..extras import require
 
 if TYPE_CHECKING:
     from .model import Flow
@@ -18,8 +19,7 @@ COLOURS = {"success": "#8fd19e", "cached": "#c9e7cf", "failed": "#f4a3a3", "skip
 
 def flow_dot(flow: Flow, run: RunLog | None = None) -> Any:
     """The flow as a ``graphviz.Digraph``: a cluster per stage, a node per step, edges for dependencies."""
-    import graphviz
-
+    graphviz = require("graphviz")
     doc = run.doc if run is not None else {}
     statuses = {n: s.get("status") for n, s in (doc.get("steps") or {}).items()}
     title = flow.name + (f"  (batch {doc.get('batch_id')}: {doc.get('status')})" if run is not None else "")

@@ -12,6 +12,7 @@ import copy
 import os
 import re
 
+from ..extras import require
 from .notebooks import notebook_parameters
 
 _NAME = re.compile(r"^\[concat\(parameters\('workspaceName'\), '/([A-Za-z0-9_ -]+)'\)\]$")
@@ -21,8 +22,7 @@ _KINDS = {"pipelines", "notebooks", "datasets", "bigDataPools"}
 
 
 def _models():
-    from azure.synapse.artifacts import models
-
+    models = require("azure.synapse.artifacts").models
     return {"pipelines": models.PipelineResource, "notebooks": models.NotebookResource,
             "datasets": models.DatasetResource, "bigDataPools": models.BigDataPoolResourceInfo}
 

@@ -1,0 +1,31 @@
+"""Optional packages: each is imported where it is needed, and its absence names the extra to install."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .errors import MissingExtraError
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+# package -> (extra of oea-core that installs it, what needs it)
+EXTRAS = {
+    "duckdb": ("preview", "the SQL preview (oea sql)"),
+    "azure.identity": ("azure", "reading the salt from Azure Key Vault (OEA_KEYVAULT_URL)"),
+    "azure.keyvault.secrets": ("azure", "reading the salt from Azure Key Vault (OEA_KEYVAULT_URL)"),
+    "azure.synapse.artifacts": ("synapse", "validating Synapse pipeline templates (oea synapse template)"),
+    "graphviz": ("flows", "drawing flows (oea flow graph)"),
+}
+
+
+def require(package: str) -> ModuleType:
+    """Import optional ``package`` (a key of ``EXTRAS``); MissingExtraError names the extra when it is missing."""
+    extra, purpose = EXTRAS[package]
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise MissingExtraError(f"{purpose} needs the {package.split('.')[0]} package, which is not installed: "
+                                f"pip install 'oea-core[{extra}]' (or ./scripts/setup.sh, which installs "
+                                "everything)") from None
