@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
-
-import nbformat
+from typing import Any
 
 from ..errors import OEAError
 
@@ -28,9 +27,17 @@ SESSION = {"driverMemory": "28g", "driverCores": 4, "executorMemory": "28g", "ex
            "numExecutors": 2}
 
 
+def _read(path: str) -> Any:
+    # nbformat is imported here, not at the top: its jsonschema import takes over 2 s (measured with
+    # `python -X importtime -c "import oea_core.cli"`), which every `oea` command would otherwise pay.
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
+
+
 def notebook_parameters(path: str) -> dict[str, object]:
     """The names and default values assigned in a notebook's ``parameters`` cell."""
-    nb = nbformat.read(path, as_version=4)
+    nb = _read(path)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     if len(cells) != 1:
         raise OEAError(f"notebook {path} needs exactly one cell tagged 'parameters' (found {len(cells)})")
@@ -49,7 +56,7 @@ def _lines(text: str) -> list[str]:
 def synapse_notebook(path: str, pool: str, folder: str) -> dict:
     """Synapse notebook JSON for the notebook at ``path``: no outputs, a ``keyvault_name`` parameter
     and the Key Vault set-up cell after the parameters cell, run on ``pool``."""
-    nb = nbformat.read(path, as_version=4)
+    nb = _read(path)
     cells = []
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
