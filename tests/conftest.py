@@ -2,8 +2,8 @@
 
 Also marks tests by what they need, so the default run (see ``addopts`` in pyproject.toml) can leave them
 out: ``spark`` for tests that take the spark, engine or store fixture, ``notebooks`` for every notebook
-that nbmake collects, and the marks ``oea_testing.MARKS_BY_TEST`` lists by node id. The constants tests
-share are in ``oea_testing``, not here.
+that nbmake collects. Tests that start Spark or a kernel themselves (in a subprocess, through a flow) are
+marked by hand. The constants tests share are in ``oea_testing``, not here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import pytest
 
 from oea_core import LakePaths, Salt
-from oea_testing import ENGINES, MARKS_BY_TEST, TEST_SALT
+from oea_testing import ENGINES, TEST_SALT
 
 SPARK_FIXTURES = {"spark", "engine", "store"}
 
@@ -24,8 +24,6 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.spark)
         if item.path.suffix == ".ipynb":  # nbmake's items, one per notebook
             item.add_marker(pytest.mark.notebooks)
-        for name in MARKS_BY_TEST.get(item.nodeid.split("[")[0], ()):
-            item.add_marker(getattr(pytest.mark, name))
 
 
 @pytest.fixture(scope="session")

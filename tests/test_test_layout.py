@@ -42,13 +42,6 @@ def test_the_default_run_leaves_out_every_heavy_marker(pytestconfig):
     assert default_expr.startswith("not (") and set(re.findall(r"\w+", default_expr)) - {"not", "or"} == heavy
 
 
-def test_every_test_marked_by_node_id_exists(pytestconfig):
-    registered = {line.split(":")[0] for line in pytestconfig.getini("markers")}
-    for node_id, marks in oea_testing.MARKS_BY_TEST.items():
-        file, name = node_id.split("::")
-        assert f"\ndef {name}(" in (REPO / file).read_text(encoding="utf-8"), f"{node_id} is gone: update MARKS_BY_TEST"
-        assert set(marks) <= registered, node_id
-
 
 def test_ci_and_the_readme_run_everything_with_one_command():
     ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if " -m pytest" in line]

@@ -6,6 +6,8 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from oea_core.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,6 +43,9 @@ def test_validate_run_status_graph(tmp_path, capsys):
     assert "give a list of stages" in capsys.readouterr().err
 
 
+@pytest.mark.spark
+@pytest.mark.notebooks
+@pytest.mark.slow
 def test_shipped_clever_flow_runs_with_its_checks(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OEA_SALT", SALT)
     lake = tmp_path / "lake"
