@@ -212,9 +212,9 @@ def _generate(lake: LakePaths, args: argparse.Namespace) -> int:
 
 
 # the parser ------------------------------------------------------------------------------------
-def _command(commands: argparse._SubParsersAction, name: str, handler: Handler, **kwargs: str
+def _command(commands: argparse._SubParsersAction, name: str, handler: Handler, *, help: str
              ) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = commands.add_parser(name, **kwargs)
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help)
     parser.set_defaults(handler=handler)
     return parser
 

@@ -173,7 +173,7 @@ def _read_target(paths: list[str]) -> tuple[str | list[str], dict]:
     if len(paths) < 2 or any("://" in p for p in paths):
         return [literal_path(p) for p in paths], {}
     folder = os.path.commonpath(paths)
-    found = set()
+    found: set[str] = set()
     for parent, dirs, names in os.walk(folder):  # what Spark lists: it skips hidden files and folders
         dirs[:] = [d for d in dirs if not spark_skips(d)]
         found.update(os.path.join(parent, n) for n in names if n.endswith(".csv") and not spark_skips(n))
@@ -204,11 +204,10 @@ def _file_literals(paths: list[str], file_columns: Callable[[str], dict[str, str
         if len(groups) == 1:
             columns.append(F.lit(next(iter(groups))).cast("string").alias(name))
             continue
-        column = None
-        for value, uris in groups.items():
-            hit = F.input_file_name().isin(uris)
-            literal = F.lit(value).cast("string")
-            column = F.when(hit, literal) if column is None else column.when(hit, literal)
+        (first_value, first_uris), *other_groups = groups.items()
+        column = F.when(F.input_file_name().isin(first_uris), F.lit(first_value).cast("string"))
+        for value, uris in other_groups:
+            column = column.when(F.input_file_name().isin(uris), F.lit(value).cast("string"))
         unknown = F.raise_error(F.concat(F.lit("read a file that is not in the batch: "), F.input_file_name()))
         columns.append(column.otherwise(unknown).alias(name))
     return columns

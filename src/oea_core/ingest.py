@@ -219,8 +219,11 @@ def _commit_batch(spark: SparkSession, store: DeltaStore, lake: LakePaths, table
         ids = spark.createDataFrame([(item.identities,)], "ids string").select(
             F.explode(F.from_json("ids", f"array<struct<{fields}>>", _JSON)).alias("i")).select("i.*")
         keys = tuple(c.name + PSEUDONYM_SUFFIX for c in table_def.schema.with_ops(PseudoOp.HASH))
-        store.merge(to_lookup(ids, table_def.schema, salt), lake.table("stage2np", source, table_def.lookup_table),
-                    keys, app_id=txn, metadata=meta)
+        lookup = to_lookup(ids, table_def.schema, salt)
+        # never None here: identities are collected exactly when a column is hashed with a lookup
+        if lookup is not None:
+            store.merge(lookup, lake.table("stage2np", source, table_def.lookup_table), keys, app_id=txn,
+                        metadata=meta)
     result = store.commit(item.pseudo, app_id=txn, metadata=meta)
     log.info("%s batch %s: %d rows written, %d rejected (version %s)", table, batch, item.rows - item.rejected,
              item.rejected, result.version)

@@ -67,8 +67,8 @@ class SqlPreview:
         self.con = duckdb.connect()
         self.views: dict[str, list[str]] = {}
         for name in modules or sources.names():
-            tables = sources.create(name, lake=lake).outputs()
-            for view in view_defs(lake, name, tables, workspace=workspace):
+            outputs = sources.create(name, lake=lake).outputs()
+            for view in view_defs(lake, name, outputs, workspace=workspace):
                 if view.columns is None:
                     continue
                 path = lake.table(view.stage, name, view.table)

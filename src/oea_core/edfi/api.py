@@ -160,6 +160,7 @@ class EdFiClient:
                 if self._token is None or self.clock() >= self._expires_at:
                     self._renew_token()
                 headers["Authorization"] = f"Bearer {self._token}"
+            response: requests.Response | None
             try:
                 response = self.session.request(method, url, params=params, data=data, auth=basic,
                                                 headers=headers, timeout=self.timeout)

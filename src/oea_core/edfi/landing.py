@@ -135,7 +135,7 @@ def last_change_version(lake: LakePaths, namespace: str, resource: str) -> int |
 
 
 def _landed_hashes(lake: LakePaths) -> set[str]:
-    hashes = set()
+    hashes: set[str] = set()
     for namespace, resource in landed_resources(lake):
         for batch_id in batches(lake, namespace, resource):
             hashes.update(f["sha256"] for f in manifest(lake, namespace, resource, batch_id)["files"])

@@ -143,6 +143,7 @@ def _views_activities(views_sql: str, after: str) -> list[dict]:
     for switch, sensitivity in (("createS2pDb", "p"), ("createS2npDb", "np")):
         inner: list[dict] = []
         for database, batches in groups:
+            target: str | dict
             if database == "master":
                 batches = [b for b in batches if _sensitivity(b) == sensitivity]
                 name, target = f"Create {sensitivity} databases", "master"
@@ -324,8 +325,9 @@ def build_template(module: str, notebooks_dir: str | None = None, views_sql: str
                        "customLibraries": [{"name": WHEEL, "path": f"libraries/{WHEEL}", "containerName": "prep",
                                             "type": "whl"}]},
         "dependsOn": []})
-    resources.append(_resource("pipelines", name, _pipeline(pipeline, views_sql),
-                               [_ref("notebooks", s.name) for s in steps] + [_ref("datasets", d) for d in datasets]))
+    pipeline_resource = _resource("pipelines", name, _pipeline(pipeline, views_sql),
+                                  [_ref("notebooks", s.name) for s in steps] + [_ref("datasets", d) for d in datasets])
+    resources.append(pipeline_resource)
     parameters = {"workspaceName": {"type": "string", "metadata": "Workspace name"},
                   "location": {"type": "string", "defaultValue": "[resourceGroup().location]",
                                "metadata": "Region of the Spark pool"}}
@@ -336,7 +338,7 @@ def build_template(module: str, notebooks_dir: str | None = None, views_sql: str
            "resources": resources}
     manifest = {
         "name": f"OEA {pipeline.title}",
-        "description": arm["resources"][-1]["properties"]["description"],
+        "description": pipeline_resource["properties"]["description"],
         "image": "",
         "icons": [],
         "requires": {"linkedservices": {ls: {"supportTypes": [LINKED_SERVICE_TYPES[ls]]}

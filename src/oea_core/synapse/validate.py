@@ -136,8 +136,8 @@ def validate_template(files: dict[str, dict], notebooks_dir: str | None = None) 
         _walk_models(model, where, problems)
         _lost_keys(body, model.serialize(keep_readonly=True), where, problems)
         for dep in res.get("dependsOn", []):
-            ref = _REF.match(dep)
-            if not ref or (ref.group(1), ref.group(2)) not in resources:
+            dep_match = _REF.match(dep)
+            if not dep_match or (dep_match.group(1), dep_match.group(2)) not in resources:
                 problems.append(f"{where}: dependsOn {dep!r} is not a resource in the template")
         for ls in _dict_refs(res["properties"], "LinkedServiceReference", []):
             match = _LS.match(str(ls["referenceName"]))
@@ -181,7 +181,7 @@ def _check_pipeline(where: str, res: dict, resources: dict, notebooks_dir: str |
     props = res["properties"]
     declared = set(props.get("parameters", {}))
     names_seen: set[str] = set()
-    all_names = set()
+    all_names: set[str] = set()
     for _, siblings in _activity_lists(props.get("activities", []), where):
         all_names.update(a["name"] for a in siblings)
     for place, siblings in _activity_lists(props.get("activities", []), where):
