@@ -2,8 +2,8 @@
 
 from ..errors import FlowError
 from .model import Flow
-from .runlog import RunLog
-from .runner import FlowRun, runs_dir
+from .runlog import RunLog, runs_dir
+from .runner import FlowRun
 from .spec import load_flow
 from .steps import StepKind, step_kinds
 

@@ -9,16 +9,49 @@ A log that cannot be read is listed with status ``unreadable`` and the reason in
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import tempfile
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from ..errors import FlowError
 from ..salt import redact
 from .process import hostname, pid_alive
 
+if TYPE_CHECKING:
+    from ..paths import LakePaths
+
 RUN_LOG = "run_log.json"
+
+
+@dataclass
+class StepRecord:
+    """A step's entry under ``steps`` in the run log, as the runner updates it."""
+
+    status: str = "pending"
+    attempts: int = 0
+    started: str | None = None
+    ended: str | None = None
+    duration: float | None = None
+    rows: int | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    depends_on: list[str] = field(default_factory=list)
+    timeout: float | None = None
+    host: str | None = None  # where the running attempt runs: the worker's pid, or the runner's
+    pid: int | None = None
+
+
+def runs_dir(lake: LakePaths) -> str:
+    """The folder of the run logs (one folder per batch): in the lake's state when it is local, else ``./runs``."""
+    return lake.state_path("runs") if lake.is_local else os.path.abspath("runs")
+
+
+def utc_now() -> str:
+    """The time now, as the run log writes it (UTC, ISO 8601, whole seconds)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def write_run_log(folder: str, doc: dict[str, Any]) -> None:
@@ -37,9 +70,26 @@ def write_run_log(folder: str, doc: dict[str, Any]) -> None:
         raise
 
 
+def checkpoint_steps(folder: str, pipeline: str, batch_id: str) -> dict[str, Any]:
+    """The steps of the run log in ``folder``, to resume from (empty when there is none).
+
+    Raises FlowError when that batch is a run of another pipeline."""
+    path = os.path.join(folder, RUN_LOG)
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        previous = json.load(handle)
+    if previous.get("pipeline") != pipeline:
+        raise FlowError(f"batch {batch_id} belongs to pipeline {previous.get('pipeline')!r}, not "
+                        f"{pipeline!r}: use another --batch-id")
+    steps: dict[str, Any] = previous.get("steps", {})
+    return steps
+
+
 @dataclass(frozen=True)
 class RunLog:
-    """One run's log as read from ``path``: ``doc`` is its JSON object (see ``FlowRun`` for its keys)."""
+    """One run's log as read from ``path``: ``doc`` is its JSON object (written by ``FlowRun``; a step's keys are
+    a ``StepRecord``'s)."""
 
     doc: dict[str, Any]
     path: str

@@ -10,74 +10,54 @@ The run log ``<runs>/<batch_id>/run_log.json`` is written when the run starts an
 starts and ends (see ``runlog.py``). It is also the checkpoint: running the same batch id again
 skips the steps that succeeded and reruns the others. A notification that cannot be sent is
 recorded in it and does not change the run's outcome.
+
+The runner holds the run's state; the rest is beside it: ``schedule.py`` (dependency order),
+``templates.py`` (what ``{{ ... }}`` sees), ``step_checks.py`` (data-quality checks) and
+``spark_jobs.py`` (cancelling Spark work at a deadline).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import logging
 import os
 import re
 import threading
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
-from graphlib import TopologicalSorter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-import jinja2
-
 from ..delta import delta_store
-from ..errors import FlowError, OEAError, StepFailed, StepTimeout
+from ..errors import FlowError, StepFailed, StepTimeout
 from ..landing import new_batch_id
 from ..lock import lake_lock
-from ..paths import LakePaths, check_name
+from ..paths import check_name
 from ..salt import redact
 from ..spark import get_spark
-from .checks import Sql, render_check
 from .notify import notify
 from .process import hostname, kill_tree, start_ticks
-from .runlog import RUN_LOG, write_run_log
+from .runlog import RUN_LOG, StepRecord, checkpoint_steps, runs_dir, utc_now, write_run_log
+from .schedule import run_in_order
+from .spark_jobs import job_group_until
+from .step_checks import run_checks
 from .steps import step_kinds
+from .templates import Templates
 from .worker import run_in_worker
 
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable, Iterator
+    from concurrent.futures import Future
 
     from pyspark.sql import SparkSession
 
-    from .model import Check, Flow, Step
+    from ..paths import LakePaths
+    from .model import Flow, Step
 
 log = logging.getLogger("oea")
 DONE = ("success", "cached")
-
-
-@dataclass
-class StepRecord:
-    status: str = "pending"
-    attempts: int = 0
-    started: str | None = None
-    ended: str | None = None
-    duration: float | None = None
-    rows: int | None = None
-    checks: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    depends_on: list[str] = field(default_factory=list)
-    timeout: float | None = None
-    host: str | None = None  # where the running attempt runs: the worker's pid, or the runner's
-    pid: int | None = None
-
-
-def runs_dir(lake: LakePaths) -> str:
-    return lake.state_path("runs") if lake.is_local else os.path.abspath("runs")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 class FlowRun:
@@ -94,9 +74,10 @@ class FlowRun:
         self.max_parallel = max_parallel or flow.max_parallel
         self._spark = spark
         self.folder = os.path.join(runs_dir(lake), self.batch_id)
+        self.templates = Templates(flow, lake, self.batch_id, self.folder)
         self.records: dict[str, StepRecord] = {n: StepRecord(depends_on=sorted(s.depends_on))
                                                for n, s in flow.steps.items()}
-        self.started = _now()
+        self.started = utc_now()
         self.status = "running"
         self.error: str | None = None
         self.notifications: list[dict[str, Any]] = []
@@ -115,7 +96,7 @@ class FlowRun:
         for name in (from_step, only):
             if name is not None and name not in self.flow.steps:
                 raise FlowError(f"no step {name!r} in {self.flow.path}; steps: {', '.join(self.flow.steps)}")
-        previous = self._checkpoint()
+        previous = checkpoint_steps(self.folder, self.flow.name, self.batch_id) if self.flow.checkpoint else {}
         rerun = self.flow.downstream(from_step) if from_step else set()
         todo = {only} if only else set(self.flow.steps)
         for name, record in self.records.items():
@@ -153,47 +134,25 @@ class FlowRun:
 
     # scheduling --------------------------------------------------------------------------------
     def _execute(self, only: str | None) -> None:
-        running: dict[Future[None], str] = {}
-        with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
-            try:
-                self._schedule(pool, running, only)
-            except BaseException:
-                self._abort()  # Ctrl-C or a bug: stop the running steps before the pool waits for them
-                raise
-
-    def _schedule(self, pool: ThreadPoolExecutor, running: dict[Future[None], str], only: str | None) -> None:
-        """Start each step once all it depends on are done, up to ``max_parallel`` at once.
+        """Run the steps in dependency order, up to ``max_parallel`` at once (see ``schedule.py``).
 
         A step whose dependency did not succeed (failed, skipped, interrupted, or not selected) is
         skipped, which in turn skips its own dependents. ``only`` runs that one step, whatever it
         depends on. Cached and not selected steps are settled without running.
         """
         graph = {only: set()} if only else self.flow.graph()
-        order = {name: index for index, name in enumerate(self.flow.steps)}  # ready steps start in file order
-        sorter: TopologicalSorter[str] = TopologicalSorter(graph)
-        sorter.prepare()
-        ready: list[str] = []
-        while True:
-            settled = False
-            for name in sorted(sorter.get_ready(), key=order.__getitem__):
-                if self._settle(name, graph[name]):
-                    sorter.done(name)
-                    settled = True
-                else:
-                    ready.append(name)
-            while ready and len(running) < self.max_parallel:
-                name = ready.pop(0)
+        with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
+
+            def start(name: str) -> Future[None]:
                 self.records[name].status = "running"
-                running[pool.submit(self._run_step, self.flow.steps[name])] = name
-            if settled:
-                continue  # their dependents may be ready now
-            if not running:
-                return
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                name = running.pop(future)
-                future.result()
-                sorter.done(name)
+                return pool.submit(self._run_step, self.flow.steps[name])
+
+            try:
+                run_in_order(graph, list(self.flow.steps), self.max_parallel,
+                             settle=lambda name: self._settle(name, graph[name]), start=start)
+            except BaseException:
+                self._abort()  # Ctrl-C or a bug: stop the running steps before the pool waits for them
+                raise
 
     def _settle(self, name: str, depends_on: set[str]) -> bool:
         """Settle a step without running it when it is cached, not selected, or blocked; True if settled."""
@@ -220,7 +179,7 @@ class FlowRun:
 
     def _run_step(self, step: Step) -> None:
         record = self.records[step.name]
-        record.started, record.timeout = _now(), step.timeout
+        record.started, record.timeout = utc_now(), step.timeout
         begin = time.perf_counter()
         outcome = "failed"  # the record stays 'running' until the last attempt, so dependents wait
         for attempt in range(1, step.retry.attempts + 1):
@@ -235,7 +194,7 @@ class FlowRun:
                 log.info("%s: running (attempt %d of %d, timeout %s)", step.name, attempt, step.retry.attempts,
                          _seconds(step.timeout))
                 record.rows = step_kinds.get(step.kind).run(self, step, deadline)
-                record.checks = self._checks(step, deadline)
+                record.checks = run_checks(self, step, deadline)
                 failing = [c for c in record.checks if not c["passed"] and c["severity"] == "error"]
                 if failing:
                     names = ", ".join(f"{c['name']} ({c['value']} offending)" for c in failing)
@@ -253,7 +212,7 @@ class FlowRun:
                     log.warning("%s: attempt %d failed (%s); retrying in %.0f s", step.name, attempt,
                                 record.error.splitlines()[0], step.retry.delay)
                     self.sleep(step.retry.delay)
-        record.ended = _now()
+        record.ended = utc_now()
         record.duration = round(time.perf_counter() - begin, 3)
         record.status = outcome
         record.host = record.pid = None
@@ -273,36 +232,12 @@ class FlowRun:
         return self._spark
 
     def context(self, step: Step) -> dict[str, Any]:
-        """What templates see: the run's values, then the flow's ``variables`` (rendered with those values)."""
-        base = {"base_path": self.lake.root or self.lake.account, "batch_id": self.batch_id,
-                "pipeline": {"name": self.flow.name}, "stage": {"name": step.stage},
-                "group": {"name": step.group}, "name": step.name, "inputs": sorted(step.inputs),
-                "run_dir": self.folder, "flow_dir": self.flow.folder}
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-        variables: dict[str, Any] = {}
-        for key, value in self.flow.variables.items():
-            try:
-                variables[key] = env.from_string(value).render(base) if isinstance(value, str) else value
-            except jinja2.UndefinedError as exc:
-                raise FlowError(f"flow variable {key!r}: {exc}; variables may use {', '.join(sorted(base))}") from None
-        return {**variables, **base}
+        """What templates see (see ``templates.py``); raises FlowError for a flow variable that is not defined."""
+        return self.templates.context(step)
 
     def render(self, step: Step, value: Any, extra: dict[str, Any] | None = None) -> Any:
         """``value`` with every ``{{ template }}`` rendered; a missing variable names the step and variable."""
-        if isinstance(value, dict):
-            return {k: self.render(step, v, extra) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.render(step, v, extra) for v in value]
-        if not isinstance(value, str) or "{{" not in value and "{%" not in value:
-            return value
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-        try:
-            return env.from_string(value).render({**self.context(step), **(extra or {})})
-        except jinja2.UndefinedError as exc:
-            match = re.search(r"'([^']+)' is undefined", str(exc))
-            variable = match.group(1) if match else str(exc)
-            raise FlowError(f"step {step.name}: template variable {variable!r} is not defined (in {value[:80]!r}); "
-                            f"known: {', '.join(sorted({**self.context(step), **(extra or {})}))}") from None
+        return self.templates.render(step, value, extra)
 
     def _timed_out(self, step: Step, what: str) -> str:
         return (f"step {step.name} timed out after {_seconds(step.timeout)} (attempt {self.records[step.name].attempts}"
@@ -336,31 +271,11 @@ class FlowRun:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise StepTimeout(self._timed_out(step, "nothing was left of it for its checks"))
-        context = self.spark.sparkContext
-        group = f"oea-flow-{self.batch_id}-{step.name}-{uuid.uuid4().hex[:8]}"
-        fired, done = threading.Event(), threading.Event()
-
-        def cancel() -> None:
-            if done.wait(remaining):
-                return
-            fired.set()
-            while not done.is_set():  # again and again: a job submitted after a cancel is not cancelled by it
-                context.cancelJobGroup(group)
-                done.wait(0.5)
-
-        watchdog = threading.Thread(target=cancel, name=f"timeout-{step.name}", daemon=True)
-        context.setJobGroup(group, f"flow {self.flow.name} step {step.name}", interruptOnCancel=True)
-        watchdog.start()
-        try:
+        with job_group_until(self.spark.sparkContext, f"oea-flow-{self.batch_id}-{step.name}-{uuid.uuid4().hex[:8]}",
+                             f"flow {self.flow.name} step {step.name}", seconds=remaining,
+                             watchdog=f"timeout-{step.name}",
+                             timeout_message=self._timed_out(step, "its Spark jobs were cancelled")):
             yield
-        except Exception as exc:
-            if fired.is_set():
-                raise StepTimeout(self._timed_out(step, "its Spark jobs were cancelled")) from exc
-            raise
-        finally:
-            done.set()
-            for key in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
-                context.setLocalProperty(key, None)  # type: ignore[arg-type]  # None unsets it; the stub says str
 
     def lake_view(self, stage: str, source: str, table: str, view: str | None = None) -> str:
         """Register the lake table as a temporary view (``view``, else a name built from the checked lake
@@ -369,59 +284,13 @@ class FlowRun:
         delta_store(self.spark).read(self.lake.table(stage, source, table)).createOrReplaceTempView(view)
         return view
 
-    def _checks(self, step: Step, deadline: float) -> list[dict[str, Any]]:
-        results = []
-        for check in step.checks:
-            with self.spark_deadline(step, deadline):
-                results.append(self._check(step, check))
-            if not results[-1]["passed"]:
-                level = logging.ERROR if check.severity == "error" else logging.WARNING
-                log.log(level, "%s: check %s (%s) found %s offending", step.name, check.name, check.severity,
-                        results[-1]["value"])
-        return results
-
-    def _check(self, step: Step, check: Check) -> dict[str, Any]:
-        params = self.render(step, check.params)
-        values = {**self.context(step), **params, "params": params,
-                  "delta": lambda *names: Sql(self.lake_view(*names))}
-        if step.output:
-            output = self.render(step, step.output)
-            values["output"] = Sql(self.lake_view(output["stage"], output["source"], output["table"]))
-        path = self.render(step, check.sql)
-        with open(path, encoding="utf-8") as handle:
-            template = handle.read()
-        try:
-            text, args = render_check(template, values)
-        except (OEAError, jinja2.UndefinedError) as exc:
-            raise FlowError(f"step {step.name}: check {check.name} ({path}): {exc}") from exc
-        frame = self.spark.sql(text, args=args or None)
-        if frame.columns == ["count"]:
-            value = int(frame.collect()[0][0] or 0)
-        else:
-            value = frame.count()
-        # only the count is kept: offending rows may hold identifiers, which do not belong in a run log
-        return {"name": check.name, "severity": check.severity, "value": value, "max": check.max,
-                "passed": value <= check.max}
-
-    # log, checkpoint, notifications ------------------------------------------------------------
-    def _checkpoint(self) -> dict[str, Any]:
-        path = os.path.join(self.folder, RUN_LOG)
-        if not self.flow.checkpoint or not os.path.exists(path):
-            return {}
-        with open(path, encoding="utf-8") as handle:
-            previous = json.load(handle)
-        if previous.get("pipeline") != self.flow.name:
-            raise FlowError(f"batch {self.batch_id} belongs to pipeline {previous.get('pipeline')!r}, not "
-                            f"{self.flow.name!r}: use another --batch-id")
-        steps: dict[str, Any] = previous.get("steps", {})
-        return steps
-
+    # log, notifications ------------------------------------------------------------------------
     def _write_log(self) -> dict[str, Any]:
         """Write the run log as it is now (atomically); returns it."""
         with self._lock:
             doc = {"pipeline": self.flow.name, "flow_file": os.path.abspath(self.flow.path),
                    "batch_id": self.batch_id, "status": self.status, "started": self.started,
-                   "ended": None if self.status == "running" else _now(), "updated": _now(),
+                   "ended": None if self.status == "running" else utc_now(), "updated": utc_now(),
                    "lake": self.lake.root or self.lake.account, "host": hostname(), "pid": os.getpid(),
                    "pid_start": start_ticks(os.getpid()), "error": self.error,
                    "steps": {n: asdict(r) for n, r in self.records.items()}, "notifications": self.notifications}
