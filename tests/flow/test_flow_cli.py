@@ -43,6 +43,19 @@ def test_validate_run_status_graph(tmp_path, capsys):
     assert "give a list of stages" in capsys.readouterr().err
 
 
+
+def test_validate_reports_a_stage_name_used_twice_with_its_line(tmp_path, capsys):
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(textwrap.dedent("""\
+        pipeline: {name: twice}
+        stages:
+          - {name: load, groups: [{name: g1, steps: [{name: a, kind: python, callable: "flow_helpers:record"}]}]}
+          - {name: load, groups: [{name: g2, steps: [{name: b, kind: python, callable: "flow_helpers:record"}]}]}
+        """), encoding="utf-8")
+    assert main(["flow", "validate", str(flow)]) == 1
+    assert (f"{flow}:4: stages[1]: duplicate stage name 'load', already the name of the stage at line 3"
+            in capsys.readouterr().err)
+
 @pytest.mark.spark
 @pytest.mark.notebooks
 @pytest.mark.slow

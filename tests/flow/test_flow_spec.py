@@ -178,3 +178,38 @@ def test_a_value_of_the_wrong_shape_is_a_problem_with_its_line_not_a_crash(tmp_p
                                 "  {name: a, kind: python, callable: 'flow_helpers:record'}]}]}]\n")
     with pytest.raises(FlowError, match=r"flow.yaml:1: pipeline.variables: variables must be a mapping"):
         load_flow(variables)
+
+
+def test_a_stage_group_or_step_name_used_twice_is_a_problem_at_each_second_use(tmp_path):
+    path = write(tmp_path, """\
+        pipeline: {name: names}
+        stages:
+          - name: load
+            groups:
+              - name: g
+                steps:
+                  - {name: a, kind: python, callable: "flow_helpers:record"}
+              - name: g
+                steps:
+                  - {name: b, kind: python, callable: "flow_helpers:record"}
+          - name: load
+            groups:
+              - name: h
+                steps:
+                  - {name: a, kind: python, callable: "flow_helpers:record"}
+                  - {name: h2, kind: python, callable: "flow_helpers:record"}
+          - name: b
+            groups:
+              - name: k
+                steps:
+                  - {name: c, kind: python, callable: "flow_helpers:record"}
+        """)
+    with pytest.raises(FlowError) as info:
+        load_flow(path)
+    advice = "give each stage, group and step a name of its own (depends_on refers to them by name)"
+    assert info.value.problems == [
+        f"{path}:8: stages[0].groups[1]: duplicate group name 'g', already the name of the group at line 5; {advice}",
+        f"{path}:11: stages[1]: duplicate stage name 'load', already the name of the stage at line 3; {advice}",
+        (f"{path}:15: stages[1].groups[0].steps[0]: duplicate step name 'a', already the name of the step at line 7; "
+         f"{advice}"),
+        f"{path}:17: stages[2]: duplicate stage name 'b', already the name of the step at line 10; {advice}"]

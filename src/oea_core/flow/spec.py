@@ -23,9 +23,10 @@ stages:
 ```
 
 Dependencies: a step depends on the steps it names in ``depends_on`` (step, group or stage
-names); in a group with ``parallel: false`` (the default) each step follows the one before;
-in a stage with ``parallel: false`` each group follows the one before (default: groups run
-side by side); a stage follows the stage before unless it gives its own ``depends_on``.
+names, so no two of these may share a name); in a group with ``parallel: false`` (the
+default) each step follows the one before; in a stage with ``parallel: false`` each group
+follows the one before (default: groups run side by side); a stage follows the stage before
+unless it gives its own ``depends_on``.
 Every problem in the file is reported at once, each with its line, including check parameters
 that are not the type their check SQL takes (see ``checks.py``). Each level (pipeline, stage,
 group, step) is read by a function of its own below.
@@ -88,6 +89,7 @@ class _Graph:
     pipeline: _Pipeline
     steps: dict[str, Step] = field(default_factory=dict)
     stages: list[str] = field(default_factory=list)
+    names: dict[str, tuple[str, int]] = field(default_factory=dict)  # stage, group or step name -> what, line
     members: dict[str, list[str]] = field(default_factory=dict)  # stage or group name -> its steps
     stage_deps: dict[str, Named] = field(default_factory=dict)
     group_deps: dict[str, Named] = field(default_factory=dict)
@@ -171,13 +173,14 @@ def _stage(check: Checker, graph: _Graph, index: int, stage: object, line: int) 
         return
     check.keys(stage, _KEYS["stage"], where)
     name = str(stage.get("name") or f"stage{index + 1}")
+    _claim(check, graph, "stage", name, where, stage.line_of("name"))
     before = graph.stages[-1] if graph.stages else None
     graph.stages.append(name)
-    graph.members[name] = []
+    graph.members.setdefault(name, [])  # a second use of the name is a problem; its steps join the first's
     if "depends_on" in stage:
-        graph.stage_deps[name] = [(d, stage.line) for d in _names(stage.get("depends_on"))]
+        graph.stage_deps.setdefault(name, [(d, stage.line) for d in _names(stage.get("depends_on"))])
     else:
-        graph.stage_deps[name] = [(before, stage.line)] if before else []
+        graph.stage_deps.setdefault(name, [(before, stage.line)] if before else [])
     previous: str | None = None
     for group_index, group in enumerate(stage.get("groups") or []):
         after = previous if stage.get("parallel", True) is False else None
@@ -193,12 +196,10 @@ def _group(check: Checker, graph: _Graph, stage: Node, where: str, group: object
     check.keys(group, _KEYS["group"], where)
     stage_name = graph.stages[-1]
     name = str(group.get("name") or default_name)
-    if name in graph.members:
-        check.add(where, group.line, f"name {name!r} is used twice")
-    graph.members[name] = []
-    graph.group_deps[name] = [(d, group.line) for d in _names(group.get("depends_on"))]
-    if after:
-        graph.group_deps[name].append((after, group.line))
+    _claim(check, graph, "group", name, where, group.line_of("name"))
+    graph.members.setdefault(name, [])
+    deps = [(d, group.line) for d in _names(group.get("depends_on"))]
+    graph.group_deps.setdefault(name, deps + ([(after, group.line)] if after else []))
     previous: str | None = None
     for index, raw in enumerate(group.get("steps") or []):
         step_where = f"{where}.steps[{index}]"
@@ -206,9 +207,6 @@ def _group(check: Checker, graph: _Graph, stage: Node, where: str, group: object
             continue
         step = _step(check, raw, step_where, stage_name, name, graph)
         if step is None:
-            continue
-        if step.name in graph.steps or step.name in graph.members:
-            check.add(step_where, raw.line, f"duplicate step name {step.name!r}")
             continue
         graph.steps[step.name] = step
         graph.members[stage_name].append(step.name)
@@ -221,12 +219,13 @@ def _group(check: Checker, graph: _Graph, stage: Node, where: str, group: object
 
 
 def _step(check: Checker, raw: Node, where: str, stage: str, group: str, graph: _Graph) -> Step | None:
-    """The step in ``raw``; None when it cannot be one (no name, an unknown kind, no target)."""
+    """The step in ``raw``; None when it cannot be one (no name, a name in use, an unknown kind, no target)."""
     check.keys(raw, _KEYS["step"] | step_kinds.target_keys(), where)
     name = str(raw.get("name") or "")
     if not _NAME.match(name):
         check.add(where, raw.line, f"give the step a name (letters, digits, _ . -), not {name!r}")
         return None
+    unique = _claim(check, graph, "step", name, where, raw.line_of("name"))
     kind, who = raw.get("kind"), f"step {name}"
     if not isinstance(kind, str) or kind not in step_kinds:
         check.add(who, raw.line_of("kind"), f"kind must be one of {', '.join(step_kinds.names())}, not {kind!r}")
@@ -235,13 +234,25 @@ def _step(check: Checker, raw: Node, where: str, stage: str, group: str, graph: 
     if target is None:
         return None
     pipeline = graph.pipeline
-    return Step(name, kind, stage, group, target,
+    step = Step(name, kind, stage, group, target,
                 parameters=_mapping(check, raw, "parameters", who, "parameters must be a mapping"),
                 inputs=_mapping(check, raw, "inputs", who, "inputs must map view names to stage/source/table paths"),
                 output=_output(check, raw, who), checks=_checks(check, raw, who, graph.folder),
                 retry=check.retry(raw.get("retry"), f"{who}.retry", raw.line, pipeline.retry), depends_on=set(),
                 line=raw.line, timeout=check.duration(raw.get("timeout", pipeline.timeout), f"{who}.timeout",
                                                       raw.line_of("timeout"), pipeline.timeout, "timeout", 1e-9))
+    return step if unique else None  # read all the same, so that all its problems are reported
+
+
+def _claim(check: Checker, graph: _Graph, what: str, name: str, where: str, line: int) -> bool:
+    """Record ``name`` as the name of a ``what`` (stage, group or step) at ``line``; a problem if it is taken."""
+    if name in graph.names:
+        other, first = graph.names[name]
+        check.add(where, line, f"duplicate {what} name {name!r}, already the name of the {other} at line {first}; "
+                  "give each stage, group and step a name of its own (depends_on refers to them by name)")
+        return False
+    graph.names[name] = (what, line)
+    return True
 
 
 def _mapping(check: Checker, raw: Node, key: str, where: str, message: str) -> dict[str, Any]:
