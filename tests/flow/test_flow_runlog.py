@@ -20,6 +20,7 @@ from test_flow_run import BRANCHES, flow_file, statuses
 
 from oea_core.cli import main
 from oea_core.flow import FlowError, FlowRun, RunLog, load_flow
+from oea_core.flow.graph import COLOURS
 from oea_core.flow.process import hostname, pid_alive, wait_gone
 
 HERE = Path(__file__).resolve().parent
@@ -210,6 +211,21 @@ def test_status_lines_of_a_died_run_give_the_resume_hint(tmp_path):
         (f"  its runner (pid {pid} on {hostname()}) is gone; last written 2026-01-02T03:09:00+00:00. "
          "Rerun with --batch-id d1 to resume")]
 
+
+
+def test_flow_graph_shows_a_died_run_as_died_and_its_running_step_as_interrupted(tmp_path):
+    flow = flow_file(tmp_path, BRANCHES.replace("FAILS", "0"))
+    log = _write_log(tmp_path / "runs", "d1", {
+        "pipeline": "t", "status": "running", "started": "2026-01-02T03:04:05+00:00", "host": hostname(),
+        "pid": _gone_pid(), "steps": {"a": {"status": "success"}, "b": {"status": "running"},
+                                      "c": {"status": "running"}, "d": {"status": "pending"}}})
+    assert RunLog.load(str(log)).step_statuses() == {"a": "success", "b": "interrupted", "c": "interrupted",
+                                                     "d": "pending"}
+    assert main(["--lake", str(tmp_path / "lake"), "flow", "graph", str(flow), "--run-log", str(log),
+                 "--out", str(tmp_path / "graphs")]) == 0
+    svg = (tmp_path / "graphs" / "t.svg").read_text()
+    assert "batch d1: died" in svg and "running" not in svg
+    assert svg.count(">interrupted</text>") == 2 and COLOURS["interrupted"] in svg
 
 def test_status_lines_show_running_steps_failed_notifications_and_unreadable_logs(tmp_path):
     _write_log(tmp_path, "r1", {"pipeline": "main", "status": "running", "started": "2026-01-03", "host": hostname(),

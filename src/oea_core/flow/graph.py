@@ -1,4 +1,8 @@
-"""Drawing a flow's DAG with Graphviz, steps coloured by a run's status (a ``RunLog``, or None for no colours)."""
+"""Drawing a flow's DAG with Graphviz, steps coloured by a run's status (a ``RunLog``, or None for no colours).
+
+The run's status and its steps' are shown as ``oea flow status`` shows them: a run whose runner is
+gone is ``died``, and its steps that were running are ``interrupted`` (see ``RunLog.state``).
+"""
 
 from __future__ import annotations
 
@@ -20,9 +24,8 @@ COLOURS = {"success": "#8fd19e", "cached": "#c9e7cf", "failed": "#f4a3a3", "skip
 def flow_dot(flow: Flow, run: RunLog | None = None) -> Any:
     """The flow as a ``graphviz.Digraph``: a cluster per stage, a node per step, edges for dependencies."""
     graphviz = require("graphviz")
-    doc = run.doc if run is not None else {}
-    statuses = {n: s.get("status") for n, s in (doc.get("steps") or {}).items()}
-    title = flow.name + (f"  (batch {doc.get('batch_id')}: {doc.get('status')})" if run is not None else "")
+    statuses = run.step_statuses() if run is not None else {}
+    title = flow.name + (f"  (batch {run.doc.get('batch_id')}: {run.state})" if run is not None else "")
     dot = graphviz.Digraph(flow.name, graph_attr={"rankdir": "LR", "label": title, "labelloc": "t",
                                                    "fontname": "Helvetica"},
                            node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica"})

@@ -131,13 +131,16 @@ class RunLog:
             return "died"
         return status
 
+    def step_statuses(self) -> dict[str, str]:
+        """Each step's status, with ``interrupted`` for a step still ``running`` in a run that ``died``."""
+        return _step_statuses(self.doc, self.state)
+
     def status_lines(self) -> list[str]:
         """What ``oea flow status`` prints for this run: a line with its step counts, then what needs attention."""
         doc, state = self.doc, self.state
         steps: dict[str, dict[str, Any]] = doc.get("steps") or {}
         counts: dict[str, int] = {}
-        for step in steps.values():
-            status = "interrupted" if state == "died" and step.get("status") == "running" else str(step.get("status"))
+        for status in _step_statuses(doc, state).values():
             counts[status] = counts.get(status, 0) + 1
         batch = str(doc.get("batch_id", "?"))
         lines = [f"{doc.get('started') or '?':<25} {doc.get('pipeline', '?')!s:<16} {batch:<28} {state:<11} "
@@ -154,3 +157,9 @@ class RunLog:
         lines += [f"  {note.get('event')} notification ({note.get('kind')} {note.get('target')}) failed: "
                   f"{note.get('error')}" for note in doc.get("notifications") or () if not note.get("ok")]
         return lines
+
+
+def _step_statuses(doc: dict[str, Any], state: str) -> dict[str, str]:
+    steps: dict[str, dict[str, Any]] = doc.get("steps") or {}
+    return {name: "interrupted" if state == "died" and step.get("status") == "running" else str(step.get("status"))
+            for name, step in steps.items()}
