@@ -96,6 +96,11 @@ def test_a_record_nested_past_the_limit_is_refused_not_recursed(levels):
     assert rows["schools"][0]["id"] == "deep"
 
 
+@pytest.mark.parametrize("ext, kept", [(5, "5"), (True, "true"), ("x", '"x"'), ({"a": [1]}, '{"a": [1]}')])
+def test_an_ext_that_is_not_an_object_is_kept_as_json(ext, kept):
+    assert flatten_record("schools", {"id": "s", "_ext": ext})["schools"] == [{"id": "s", "_ext": kept}]
+
+
 def test_descriptor_codes():
     assert descriptor_code("uri://ed-fi.org/GradeLevelDescriptor#Tenth grade") == "Tenth grade"
     assert descriptor_code("uri://tx.gov/X#A#B") == "A#B"
@@ -115,6 +120,7 @@ def test_coerce(value, sql_type, expected):
 @pytest.mark.parametrize("value, sql_type", [
     ("x", "int", ), (True, "int"), (2**31, "int"), ("2024-13-01", "date"), ("01/02/2024", "date"),
     ("yes", "boolean"), (0.1234, "decimal(9,3)"), (12345.0, "decimal(5,2)"), ("abc", "decimal(9,2)"),
+    ([1.5, 2.5], "double"), ({"a": 1}, "float"),  # an array item that is an array: ValueError, never TypeError
 ])
 def test_coerce_refuses(value, sql_type):
     with pytest.raises(ValueError):
@@ -143,8 +149,17 @@ def test_shipped_metadata_covers_the_resources_and_protects_people():
         if entity.startswith(("students", "staffs", "student", "staff", "grades")):
             assert ops["id"] is not PseudoOp.NO_OP, entity
     assert metadata.schema("students").table == "students"
+    assert metadata.schema("gradeLevelDescriptors").table == "grade_level_descriptors"
     assert table_name("studentSchoolAssociations_alternativeGraduationPlans") == \
         "student_school_associations_alternative_graduation_plans"
+
+
+def test_an_entity_the_metadata_does_not_declare_is_an_error_naming_the_file_and_the_resources():
+    metadata = EdFiMetadata.load()
+    with pytest.raises(SchemaError, match=r"declares no entity 'bellSchedules'.* add its attributes to the "
+                       r"metadata CSV \(declared resources: students, schools, ") as info:
+        metadata.schema("bellSchedules")
+    assert info.value.table == "bellSchedules" and str(metadata.source) in str(info.value)
 
 
 @pytest.mark.parametrize("content, message", [

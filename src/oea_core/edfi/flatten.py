@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 DROPPED = frozenset({"_etag", "link"})
 EXT = "_ext"
@@ -89,13 +93,18 @@ def _too_deep(depth: int) -> None:
 
 
 def _check_depth(value: object, depth: int) -> object:
-    """``value`` (an object or array at level ``depth``, kept whole as JSON) after checking, without
-    recursion, that nothing in it nests past ``MAX_DEPTH``."""
+    """``value`` (at level ``depth``, kept whole as JSON) after checking, without recursion, that nothing
+    in it nests past ``MAX_DEPTH``. It is usually an object or array; ``_ext`` may be any JSON value."""
     stack = [(value, depth)]
     while stack:
         item, level = stack.pop()
         _too_deep(level)
-        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
         stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
     return value
 
@@ -178,7 +187,8 @@ def coerce(value: object, sql_type: str) -> object:
             raise ValueError(value)
         return number
     if sql_type in ("double", "float"):
-        if isinstance(value, bool):
+        # an array item that is itself an array reaches here as a list: float() would raise TypeError
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError(value)
         return float(value)
     if sql_type == "boolean":
@@ -198,15 +208,15 @@ def coerce(value: object, sql_type: str) -> object:
     if sql_type.startswith("decimal("):
         precision, scale = (int(p) for p in sql_type[8:-1].split(","))
         try:
-            number = Decimal(str(value)) if not isinstance(value, bool) else _fail(value)
+            decimal = Decimal(str(value)) if not isinstance(value, bool) else _fail(value)
         except InvalidOperation:
             raise ValueError(value) from None
-        quantized = number.quantize(Decimal(1).scaleb(-scale))
-        if quantized != number or len(quantized.as_tuple().digits) > precision:
+        quantized = decimal.quantize(Decimal(1).scaleb(-scale))
+        if quantized != decimal or len(quantized.as_tuple().digits) > precision:
             raise ValueError(value)
         return quantized
     raise ValueError(f"unknown type {sql_type}")
 
 
-def _fail(value: object):
+def _fail(value: object) -> NoReturn:
     raise ValueError(value)

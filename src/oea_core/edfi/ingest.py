@@ -226,11 +226,12 @@ def ingest_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, nam
     applied = store.applied_ids(state_path, [ingest_app_id(namespace, resource, b) for b in all_batches])
     done = [b for b in all_batches if ingest_app_id(namespace, resource, b) in applied]
     pending = [b for b in all_batches if b not in done and landing.batch_files(lake, namespace, resource, b)]
-    if not pending:
+    new_events = read_events(spark, lake, namespace, resource, pending)  # None exactly when nothing is pending
+    if new_events is None:
         log.info("%s: nothing new (%d batches already ingested)", table, len(done))
         return IngestResult(table, skipped=tuple(done), versions={f"stage2np/{SOURCE}/{table}":
                                                                    store.version(state_path)})
-    events = read_events(spark, lake, namespace, resource, pending).persist(StorageLevel.DISK_ONLY)
+    events = new_events.persist(StorageLevel.DISK_ONLY)
     try:
         counts = {r["_batch_id"]: (r["rows"], r["rejected"]) for r in events.groupBy("_batch_id").agg(
             F.count(F.lit(1)).alias("rows"), F.count("_reject_reason").alias("rejected")).collect()}
@@ -307,12 +308,16 @@ def _entity_rows(resource: str, entity: str, columns: tuple, row) -> list[tuple]
     return out
 
 
-def _diagnose(resource: str, specs: dict, row) -> list[tuple]:
+# (kind, entity, id, detail, raw): one row of what _diagnose found
+_Finding = tuple[str, str, str | None, str | None, str | None]
+
+
+def _diagnose(resource: str, specs: dict, row) -> list[_Finding]:
     """``(kind, entity, id, detail, raw)``: 'rows' per entity, 'rejected' rows, 'undeclared' columns/entities."""
     flat_rows, problem = _flat_rows(resource, row)
     if problem:
         return [("rows", resource, None, None, None), ("rejected", resource, row["id"], problem, None)]
-    found = []
+    found: list[_Finding] = []
     for entity, rows in flat_rows.items():
         columns = specs.get(entity)
         if columns is None:

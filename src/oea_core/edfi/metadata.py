@@ -90,13 +90,18 @@ class EdFiMetadata:
             return [resource]
         return [e for e in self.schemas if e == resource or e.startswith(resource + "_")]
 
-    def schema(self, entity: str) -> TableSchema | None:
-        """The entity's schema; descriptor resources fall back to the shared descriptor schema."""
+    def schema(self, entity: str) -> TableSchema:
+        """The entity's schema; descriptor resources fall back to the shared descriptor schema.
+
+        Raises SchemaError for an entity the metadata does not declare.
+        """
         if entity in self.schemas:
             return self.schemas[entity]
         if is_descriptor(entity):
             return TableSchema.parse(table_name(entity), DESCRIPTOR_SPEC)
-        return None
+        raise SchemaError(f"Ed-Fi metadata file {self.source} declares no entity {entity!r}, and it is not a "
+                          f"descriptor resource: add its attributes to the metadata CSV (declared resources: "
+                          f"{', '.join(self.resources())})", table=entity)
 
     def supports(self, resource: str) -> bool:
         return resource in self.schemas or is_descriptor(resource)
