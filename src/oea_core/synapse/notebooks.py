@@ -32,7 +32,7 @@ def _read(path: str) -> Any:
     # `python -X importtime -c "import oea_core.cli"`), which every `oea` command would otherwise pay.
     import nbformat
 
-    return nbformat.read(path, as_version=4)
+    return nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]  # nbformat.read has no annotations
 
 
 def notebook_parameters(path: str) -> dict[str, object]:
@@ -53,7 +53,7 @@ def _lines(text: str) -> list[str]:
     return lines or [""]
 
 
-def synapse_notebook(path: str, pool: str, folder: str) -> dict:
+def synapse_notebook(path: str, pool: str, folder: str) -> dict[str, Any]:
     """Synapse notebook JSON for the notebook at ``path``: no outputs, a ``keyvault_name`` parameter
     and the Key Vault set-up cell after the parameters cell, run on ``pool``."""
     nb = _read(path)

@@ -12,6 +12,7 @@ import os
 import re
 import zipfile
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import OEAError
 from ..notebook_run import default_notebooks_dir
@@ -28,6 +29,7 @@ LS_ADLS, LS_SQL, LS_SFTP = "LS_ADLS", "LS_SQL_Serverless", "LS_SFTP"
 LINKED_SERVICE_TYPES = {LS_ADLS: "AzureBlobFS", LS_SQL: "AzureSqlDatabase", LS_SFTP: "Sftp"}
 ACCOUNT = Pipeline.ACCOUNT
 LAKE_PATH = f"@concat('abfss://stage1np@', {ACCOUNT}, '.dfs.core.windows.net')"
+_Json = dict[str, Any]  # an object of the template's JSON
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class _Notebook:
         return os.path.splitext(os.path.basename(self.path))[0]
 
 
-def _expr(value: str) -> dict:
+def _expr(value: str) -> _Json:
     return {"value": value, "type": "Expression"}
 
 
@@ -68,7 +70,7 @@ LAKE_DB_STEP = _Notebook("Create lake database", "oea/OEA_lake_database.ipynb", 
 })
 
 
-def _notebook_parameter(value: object) -> dict:
+def _notebook_parameter(value: object) -> _Json:
     if isinstance(value, dict):
         return {"value": value, "type": "string"}
     if isinstance(value, bool):
@@ -80,14 +82,14 @@ def _notebook_parameter(value: object) -> dict:
     return {"value": value, "type": "string"}
 
 
-def _ls(name: str, **parameters: object) -> dict:
-    ref: dict = {"referenceName": f"[parameters('{name}')]", "type": "LinkedServiceReference"}
+def _ls(name: str, **parameters: object) -> _Json:
+    ref: _Json = {"referenceName": f"[parameters('{name}')]", "type": "LinkedServiceReference"}
     if parameters:
         ref["parameters"] = parameters
     return ref
 
 
-def _notebook_activity(step: _Notebook, depends_on: list[dict]) -> dict:
+def _notebook_activity(step: _Notebook, depends_on: list[_Json]) -> _Json:
     return {
         "name": step.activity, "type": "SynapseNotebook", "dependsOn": depends_on,
         "policy": {"timeout": "0.12:00:00", "retry": 0, "retryIntervalInSeconds": 30, "secureOutput": False,
@@ -101,7 +103,7 @@ def _notebook_activity(step: _Notebook, depends_on: list[dict]) -> dict:
     }
 
 
-def _after(*names: str) -> list[dict]:
+def _after(*names: str) -> list[_Json]:
     return [{"activity": n, "dependencyConditions": ["Succeeded"]} for n in names]
 
 
@@ -123,7 +125,7 @@ def split_views_script(script: str) -> list[tuple[str, list[str]]]:
     return [(db, batches) for db, batches in groups if batches]
 
 
-def _interpolate(sql: str) -> dict:
+def _interpolate(sql: str) -> _Json:
     """The batch as a pipeline string whose account and workspace come from the parameters."""
     text = sql.replace("@", "@@")
     text = text.replace("https://yourstorageaccount.", "https://@{pipeline().parameters.storageAccount}.")
@@ -136,14 +138,14 @@ def _sensitivity(database: str) -> str:
     return "np" if re.search(r"_s[23]np_", database) else "p"
 
 
-def _views_activities(views_sql: str, after: str) -> list[dict]:
+def _views_activities(views_sql: str, after: str) -> list[_Json]:
     """One IfCondition per sensitivity: create its databases on master, then the views in each."""
     groups = split_views_script(views_sql)
     activities = []
     for switch, sensitivity in (("createS2pDb", "p"), ("createS2npDb", "np")):
-        inner: list[dict] = []
+        inner: list[_Json] = []
         for database, batches in groups:
-            target: str | dict
+            target: str | _Json
             if database == "master":
                 batches = [b for b in batches if _sensitivity(b) == sensitivity]
                 name, target = f"Create {sensitivity} databases", "master"
@@ -171,9 +173,9 @@ def _views_activities(views_sql: str, after: str) -> list[dict]:
     return activities
 
 
-def _pipeline(pipeline: ModuleDescriptor, views_sql: str) -> dict:
+def _pipeline(pipeline: ModuleDescriptor, views_sql: str) -> _Json:
     m = pipeline.name
-    activities: list[dict] = [{
+    activities: list[_Json] = [{
         "name": "Check source folder", "type": "IfCondition", "dependsOn": [], "userProperties": [],
         "typeProperties": {
             "expression": _expr("@equals(pipeline().parameters.landFrom, 'test_data')"),
@@ -259,7 +261,7 @@ def _pipeline(pipeline: ModuleDescriptor, views_sql: str) -> dict:
     }
 
 
-def _dataset_folder(m: str) -> dict:
+def _dataset_folder(m: str) -> _Json:
     return {"linkedServiceName": _ls(LS_ADLS), "parameters": {"fileSystem": {"type": "string"},
                                                               "directory": {"type": "string"}},
             "annotations": [], "folder": {"name": f"OEA/{m}"}, "type": "Binary",
@@ -268,13 +270,13 @@ def _dataset_folder(m: str) -> dict:
                                             "folderPath": _expr("@dataset().directory")}}}
 
 
-def _dataset_sftp(m: str) -> dict:
+def _dataset_sftp(m: str) -> _Json:
     return {"linkedServiceName": _ls(LS_SFTP), "parameters": {"directory": {"type": "string"}},
             "annotations": [], "folder": {"name": f"OEA/{m}"}, "type": "Binary",
             "typeProperties": {"location": {"type": "SftpLocation", "folderPath": _expr("@dataset().directory")}}}
 
 
-def _resource(kind: str, name: str, properties: dict, depends_on: list[str]) -> dict:
+def _resource(kind: str, name: str, properties: _Json, depends_on: list[str]) -> _Json:
     return {"name": f"[concat(parameters('workspaceName'), '/{name}')]",
             "type": f"Microsoft.Synapse/workspaces/{kind}", "apiVersion": API_VERSION,
             "properties": properties, "dependsOn": depends_on}
@@ -284,7 +286,8 @@ def _ref(kind: str, name: str) -> str:
     return f"[concat(variables('workspaceId'), '/{kind}/{name}')]"
 
 
-def build_template(module: str, notebooks_dir: str | None = None, views_sql: str | None = None) -> dict[str, dict]:
+def build_template(module: str, notebooks_dir: str | None = None,
+                   views_sql: str | None = None) -> dict[str, dict[str, Any]]:
     """``{"manifest.json": ..., "<pipeline>.json": ...}`` for a module's pipeline template.
 
     ``views_sql`` defaults to the committed ``sql_views/<module>_views.sql`` next to the notebooks,
@@ -375,7 +378,7 @@ def write_template(module: str, out_dir: str = "pipeline_templates", notebooks_d
     return path
 
 
-def read_template(path: str) -> dict[str, dict]:
+def read_template(path: str) -> dict[str, dict[str, Any]]:
     """The files of a template zip, by file name."""
     with zipfile.ZipFile(path) as archive:
         folders = {name.split("/", 1)[0] for name in archive.namelist()}

@@ -11,9 +11,18 @@ from __future__ import annotations
 import copy
 import os
 import re
+from typing import TYPE_CHECKING, Any
 
 from ..extras import require
 from .notebooks import notebook_parameters
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from azure.synapse.artifacts._serialization import Model
+
+# a template's JSON objects (resources, activities, references), as json.load gives them
+_Json = dict[str, Any]
 
 _NAME = re.compile(r"^\[concat\(parameters\('workspaceName'\), '/([A-Za-z0-9_ -]+)'\)\]$")
 _REF = re.compile(r"^\[concat\(variables\('workspaceId'\), '/(\w+)/([A-Za-z0-9_ -]+)'\)\]$")
@@ -21,13 +30,13 @@ _LS = re.compile(r"^\[parameters\('(\w+)'\)\]$")
 _KINDS = {"pipelines", "notebooks", "datasets", "bigDataPools"}
 
 
-def _models():
+def _models() -> dict[str, type[Model]]:
     models = require("azure.synapse.artifacts").models
     return {"pipelines": models.PipelineResource, "notebooks": models.NotebookResource,
             "datasets": models.DatasetResource, "bigDataPools": models.BigDataPoolResourceInfo}
 
 
-def _walk_models(obj, where: str, problems: list[str]) -> None:
+def _walk_models(obj: object, where: str, problems: list[str]) -> None:
     """Flag generic base classes and properties the models do not know, anywhere in ``obj``."""
     from azure.synapse.artifacts._serialization import Model
 
@@ -51,7 +60,7 @@ def _walk_models(obj, where: str, problems: list[str]) -> None:
             _walk_models(value, f"{where}.{key}", problems)
 
 
-def _lost_keys(given, kept, where: str, problems: list[str]) -> None:
+def _lost_keys(given: object, kept: object, where: str, problems: list[str]) -> None:
     """Flag keys of the input that the model did not keep (nested properties it does not know)."""
     if isinstance(given, dict) and isinstance(kept, dict):
         for key, value in given.items():
@@ -64,7 +73,7 @@ def _lost_keys(given, kept, where: str, problems: list[str]) -> None:
             _lost_keys(a, b, f"{where}[{i}]", problems)
 
 
-def _strings(obj, found: list[str]) -> list[str]:
+def _strings(obj: object, found: list[str]) -> list[str]:
     if isinstance(obj, str):
         found.append(obj)
     elif isinstance(obj, dict):
@@ -76,7 +85,7 @@ def _strings(obj, found: list[str]) -> list[str]:
     return found
 
 
-def _dict_refs(obj, ref_type: str, found: list[dict]) -> list[dict]:
+def _dict_refs(obj: object, ref_type: str, found: list[_Json]) -> list[_Json]:
     """Every ``{"referenceName": ..., "type": ref_type}`` object in ``obj``."""
     if isinstance(obj, dict):
         if obj.get("type") == ref_type and "referenceName" in obj:
@@ -89,7 +98,7 @@ def _dict_refs(obj, ref_type: str, found: list[dict]) -> list[dict]:
     return found
 
 
-def _activity_lists(activities: list[dict], where: str):
+def _activity_lists(activities: list[_Json], where: str) -> Iterator[tuple[str, list[_Json]]]:
     """Each list of sibling activities (the top level, and inside IfCondition/ForEach/...)."""
     yield where, activities
     for act in activities:
@@ -99,7 +108,7 @@ def _activity_lists(activities: list[dict], where: str):
                 yield from _activity_lists(props[key], f"{where}/{act['name']}.{key}")
 
 
-def validate_template(files: dict[str, dict], notebooks_dir: str | None = None) -> list[str]:
+def validate_template(files: dict[str, _Json], notebooks_dir: str | None = None) -> list[str]:
     """Every problem found in a template's files (``manifest.json`` and the pipeline JSON); empty when valid."""
     problems: list[str] = []
     manifest = files.get("manifest.json")
@@ -112,7 +121,7 @@ def validate_template(files: dict[str, dict], notebooks_dir: str | None = None) 
     arm_params = arm.get("parameters", {})
     if "workspaceName" not in arm_params:
         problems.append(f"{arm_name}: no workspaceName parameter")
-    resources: dict[tuple[str, str], dict] = {}
+    resources: dict[tuple[str, str], _Json] = {}
     for res in arm.get("resources", []):
         kind = res.get("type", "").removeprefix("Microsoft.Synapse/workspaces/")
         match = _NAME.match(res.get("name", ""))
@@ -121,7 +130,7 @@ def validate_template(files: dict[str, dict], notebooks_dir: str | None = None) 
                             f"workspace {', '.join(sorted(_KINDS))} resource named [concat(parameters('workspaceName'), '/...')]")
             continue
         resources[(kind, match.group(1))] = res
-    linked_params = set()
+    linked_params: set[str] = set()
     models = _models()
     for (kind, name), res in resources.items():
         where = f"{kind}/{name}"
@@ -176,8 +185,9 @@ def validate_template(files: dict[str, dict], notebooks_dir: str | None = None) 
     return list(dict.fromkeys(problems))
 
 
-def _check_pipeline(where: str, res: dict, resources: dict, notebooks_dir: str | None) -> list[str]:
-    problems = []
+def _check_pipeline(where: str, res: _Json, resources: dict[tuple[str, str], _Json],
+                    notebooks_dir: str | None) -> list[str]:
+    problems: list[str] = []
     props = res["properties"]
     declared = set(props.get("parameters", {}))
     names_seen: set[str] = set()
@@ -208,8 +218,9 @@ def _check_pipeline(where: str, res: dict, resources: dict, notebooks_dir: str |
     return problems
 
 
-def _check_notebook_activity(where: str, act: dict, resources: dict, notebooks_dir: str | None) -> list[str]:
-    problems = []
+def _check_notebook_activity(where: str, act: _Json, resources: dict[tuple[str, str], _Json],
+                             notebooks_dir: str | None) -> list[str]:
+    problems: list[str] = []
     ref = act["typeProperties"]["notebook"]["referenceName"]
     notebook = resources.get(("notebooks", ref))
     if notebook is None:
