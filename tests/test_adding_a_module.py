@@ -75,3 +75,10 @@ def test_oea_run_runs_a_module_without_notebooks_through_its_own_land_and_ingest
                  "--out", str(tmp_path / "views")]) == 0
     assert DeltaTable(str(lake / "stage2p" / "attendance" / "daily_attendance_pseudo")).version() == 0
     assert (tmp_path / "views" / "attendance_views.sql").is_file()
+
+
+def test_closing_a_module_leaves_a_session_it_did_not_start_running(attendance, spark, tmp_path):
+    module = sources.create("attendance", lake=str(tmp_path / "lake"))
+    assert module.spark is spark
+    module.close()
+    assert spark.sparkContext._jsc is not None and spark.range(3).count() == 3

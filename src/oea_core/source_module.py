@@ -74,7 +74,12 @@ class SourceModule(abc.ABC):
     @property
     def spark(self) -> SparkSession:
         if self._spark is None:
-            self._spark, self._own_spark = get_spark(), True
+            from pyspark.sql import SparkSession
+
+            # close() stops only a session this module started, never one that was already running
+            # (a notebook's, a test suite's, the platform's): get_spark() returns that one.
+            self._own_spark = SparkSession.getActiveSession() is None
+            self._spark = get_spark()
         return self._spark
 
     @property
