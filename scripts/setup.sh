@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything oea needs on a fresh machine: Java for Spark, a virtual environment with the
-# pinned packages, the oea_core package, Delta Lake's jars (from Maven Central) and a Jupyter kernel
-# bound to that environment.
+# pinned packages, the oea_core package, Delta Lake's jars (from Maven Central), the Azurite storage
+# emulator for the azurite tests (from npm) and a Jupyter kernel bound to that environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +41,9 @@ log "installing pinned packages (requirements.txt)"
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 # Delta Lake's jars and the JDBC drivers, pinned in scripts/jars/pom.xml; the local Spark session loads them.
 ./scripts/fetch_jars.sh .venv/share/oea/jars
+# Azurite, pinned in scripts/azurite/package-lock.json; only the azurite tests need it, so without npm or the
+# npm registry set-up says so in one line and goes on.
+./scripts/install_azurite.sh .venv/share/oea/azurite || log "going on without Azurite: the tests marked azurite cannot run"
 # A kernel spec with this environment's absolute interpreter, so papermill and nbmake never pick another Python.
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (oea)" >/dev/null
 log "ready: $(.venv/bin/python -c 'import pyspark, deltalake; print("pyspark", pyspark.__version__, "deltalake", deltalake.__version__)')"

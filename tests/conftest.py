@@ -1,7 +1,8 @@
 """One session-scoped local Spark session (with Delta Lake's jars), a fresh lake per test, and the engines.
 
-Also marks tests by what they need, so the default run (see ``addopts`` in pyproject.toml) can leave them
-out: ``spark`` for tests that take the spark, engine or store fixture, ``notebooks`` for every notebook
+Also one session-scoped Azurite (tests/azurite.py), and marks tests by what they need, so the default run
+(see ``addopts`` in pyproject.toml) can leave them out: ``spark`` for tests that take the spark, engine or
+store fixture, ``azurite`` for tests that take the azurite fixture, ``notebooks`` for every notebook
 that nbmake collects. Tests that start Spark or a kernel themselves (in a subprocess, through a flow) are
 marked by hand. The constants tests share are in ``oea_testing``, not here.
 """
@@ -12,16 +13,23 @@ import os
 
 import pytest
 
+from azurite import start_azurite
 from oea_core import LakePaths, Salt
 from oea_testing import ENGINES, TEST_SALT
 
 SPARK_FIXTURES = {"spark", "engine", "store"}
+AZURE_SETTINGS = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN",
+                  "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_STORAGE_ACCOUNT_NAME",
+                  "AZURE_STORAGE_CLIENT_ID", "AZURE_STORAGE_CLIENT_SECRET", "AZURE_STORAGE_TENANT_ID",
+                  "AZURE_STORAGE_ANON", "AZURE_FEDERATED_TOKEN_FILE", "AZURITE_BLOB_STORAGE_URL")
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
         if SPARK_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.spark)
+        if "azurite" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.azurite)
         if item.path.suffix == ".ipynb":  # nbmake's items, one per notebook
             item.add_marker(pytest.mark.notebooks)
 
@@ -33,6 +41,13 @@ def spark():
     session = get_spark("oea-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """Azurite's Blob service on a free loopback port, in memory, for the whole session."""
+    with start_azurite(tmp_path_factory.mktemp("azurite")) as server:
+        yield server
 
 
 @pytest.fixture(params=ENGINES)
@@ -62,6 +77,6 @@ def salt() -> Salt:
 @pytest.fixture(autouse=True)
 def _no_ambient_settings(monkeypatch):
     for name in ("OEA_LAKE", "OEA_SALT", "OEA_KEYVAULT_URL", "OEA_STORAGE_ACCOUNT", "OEA_ENGINE",
-                 "OEA_ALLOW_SHORT_SALT", "OEA_LOCK_WAIT"):
+                 "OEA_ALLOW_SHORT_SALT", "OEA_LOCK_WAIT", *AZURE_SETTINGS):
         monkeypatch.delenv(name, raising=False)
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")

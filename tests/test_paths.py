@@ -87,3 +87,12 @@ def test_unknown_stage_lists_the_stages(tmp_path):
 def test_check_name_returns_good_names():
     assert check_name("year=2022", "part") == "year=2022"
     assert check_name("daily_participation_pseudo", "table") == "daily_participation_pseudo"
+
+
+def test_an_abfss_url_splits_into_container_account_and_path():
+    from oea_core.paths import AbfssUrl, parse_abfss
+
+    assert parse_abfss(ADLS + "/clever/t_lookup") == AbfssUrl("stage1np", "districtlake01", "clever/t_lookup")
+    assert parse_abfss(ADLS) == AbfssUrl("stage1np", "districtlake01", "")
+    with pytest.raises(LakePathError, match=r"is not of the form abfss://<container>@<account>\.dfs"):
+        parse_abfss("abfss://stage1np@districtlake01.blob.core.windows.net/x")

@@ -12,6 +12,7 @@ from .errors import (
                      IngestError,
                      LakeLockError,
                      LakePathError,
+                     LakeStorageError,
                      LandingError,
                      MissingExtraError,
                      ModuleNotFoundInCatalog,
@@ -21,6 +22,7 @@ from .errors import (
                      SaltError,
                      SchemaError,
                      SqlPreviewError,
+                     StorageCredentialError,
                      UsageError,
 )
 from .ingest import CsvTableDef, IngestResult, ingest_csv_table
@@ -52,6 +54,7 @@ __all__ = [
                      "LakeLockError",
                      "LakePathError",
                      "LakePaths",
+                     "LakeStorageError",
                      "LandResult",
                      "LandingError",
                      "MissingExtraError",
@@ -70,6 +73,7 @@ __all__ = [
                      "SparkDeltaStore",
                      "SqlPreview",
                      "SqlPreviewError",
+                     "StorageCredentialError",
                      "TableSchema",
                      "UsageError",
                      "WriteResult",

@@ -61,6 +61,25 @@ class RejectedRowsError(IngestError):
         self.total = total
 
 
+class LakeStorageError(OEAError):
+    """An ADLS Gen2 lake's storage account cannot be reached or used."""
+
+    def __init__(self, message: str, *, account: str | None = None) -> None:
+        super().__init__(message)
+        self.account = account
+
+
+class StorageCredentialError(LakeStorageError):
+    """No credential for the lake's storage account, an incomplete one, or one the account refuses.
+
+    ``source`` names where the credential came from (an environment variable), never its value.
+    """
+
+    def __init__(self, message: str, *, account: str | None = None, source: str | None = None) -> None:
+        super().__init__(message, account=account)
+        self.source = source
+
+
 class DeltaTableError(OEAError):
     """A Delta table could not be read or written; the previous version is intact."""
 

@@ -17,7 +17,8 @@ from .errors import LakePathError
 STAGES = ("stage1np", "stage2np", "stage2p", "stage3np", "stage3p")
 FRAMEWORK_CONTAINER = "oea-framework"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]*$")
-_ABFSS = re.compile(r"^abfss://(?P<container>[a-z0-9-]+)@(?P<account>[a-z0-9]{3,24})\.dfs\.core\.windows\.net(/.*)?$")
+_ABFSS = re.compile(
+    r"^abfss://(?P<container>[a-z0-9-]+)@(?P<account>[a-z0-9]{3,24})\.dfs\.core\.windows\.net(?P<path>/.*)?$")
 DEFAULT_LAKE = "./lake"
 
 
@@ -33,6 +34,27 @@ def check_name(value: str, what: str) -> str:
 
 
 @dataclass(frozen=True)
+class AbfssUrl:
+    """The parts of ``abfss://<container>@<account>.dfs.core.windows.net/<path>``; ``path`` has no leading ``/``."""
+
+    container: str
+    account: str
+    path: str = ""
+
+
+def parse_abfss(url: str) -> AbfssUrl:
+    """Split an ``abfss://`` URL into container, account and path; LakePathError if it is not one."""
+    match = _ABFSS.match(url)
+    if not match:
+        raise LakePathError(
+            f"lake URL {url!r} is not of the form "
+            "abfss://<container>@<account>.dfs.core.windows.net; fix --lake or OEA_LAKE",
+            path=url,
+        )
+    return AbfssUrl(match.group("container"), match.group("account"), (match.group("path") or "").lstrip("/"))
+
+
+@dataclass(frozen=True)
 class LakePaths:
     """Where a lake lives: ``root`` is a local folder, or ``account`` names an ADLS Gen2 account."""
 
@@ -44,14 +66,7 @@ class LakePaths:
         """Build from ``--lake``/``OEA_LAKE``/``./lake`` (a folder or an ``abfss://`` URL)."""
         value = os.fspath(setting) if setting is not None else os.environ.get("OEA_LAKE") or DEFAULT_LAKE
         if value.startswith("abfss://"):
-            match = _ABFSS.match(value)
-            if not match:
-                raise LakePathError(
-                    f"lake URL {value!r} is not of the form "
-                    "abfss://<container>@<account>.dfs.core.windows.net; fix --lake or OEA_LAKE",
-                    path=value,
-                )
-            return cls(account=match.group("account"))
+            return cls(account=parse_abfss(value).account)
         if "://" in value:
             raise LakePathError(
                 f"lake {value!r} uses an unsupported scheme: give a local folder or an abfss:// URL",
