@@ -75,7 +75,8 @@ def salt() -> Salt:
 
 
 @pytest.fixture(autouse=True)
-def _no_ambient_settings(monkeypatch):
+def _no_ambient_settings(monkeypatch, tmp_path):
+    monkeypatch.setenv("OEA_CACHE", str(tmp_path / "oea-cache"))  # cloud lakes' working copies, per test
     for name in ("OEA_LAKE", "OEA_SALT", "OEA_KEYVAULT_URL", "OEA_STORAGE_ACCOUNT", "OEA_ENGINE",
                  "OEA_ALLOW_SHORT_SALT", "OEA_LOCK_WAIT", *AZURE_SETTINGS):
         monkeypatch.delenv(name, raising=False)

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from oea_core import STAGES, LakePathError, LakePaths
-from oea_core.paths import check_name
+from oea_core.paths import cache_root, check_name
 
 ADLS = "abfss://stage1np@districtlake01.dfs.core.windows.net"
 
@@ -22,12 +22,33 @@ def test_local_table_is_stage_source_table(tmp_path):
 
 
 def test_adls_stages_are_containers():
-    lake = LakePaths.from_setting(ADLS + "/clever")
+    lake = LakePaths(account="districtlake01")  # Synapse: Spark opens abfss:// itself
     assert not lake.is_local and lake.account == "districtlake01"
     assert lake.table("stage2np", "clever", "t_lookup") == (
         "abfss://stage2np@districtlake01.dfs.core.windows.net/clever/t_lookup")
     assert lake.state_path("runs", "r1") == "abfss://oea-framework@districtlake01.dfs.core.windows.net/runs/r1"
     assert [lake.stage_root(s).split("@")[0] for s in STAGES] == [f"abfss://{s}" for s in STAGES]
+
+
+def test_an_abfss_setting_gets_a_working_copy_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OEA_CACHE", str(tmp_path / "cache"))
+    lake = LakePaths.from_setting(ADLS)
+    assert lake.is_cloud and not lake.is_local and lake.account == "districtlake01"
+    assert lake.root == str(tmp_path / "cache" / "lakes" / "districtlake01")
+    assert lake.table("stage2p", "clever", "t") == os.path.join(lake.root, "stage2p", "clever", "t")
+    assert lake.setting == "abfss://stage1np@districtlake01.dfs.core.windows.net"
+    assert LakePaths.from_setting(lake.setting) == lake
+    with pytest.raises(LakePathError, match="no local secret file"):
+        _ = lake.secret_file
+
+
+def test_the_cache_defaults_to_xdg_then_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("OEA_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == str(tmp_path / "xdg" / "oea")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root() == str(tmp_path / "home" / ".cache" / "oea")
 
 
 def test_setting_comes_from_argument_then_oea_lake_then_default(tmp_path, monkeypatch):

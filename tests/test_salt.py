@@ -40,8 +40,8 @@ def fingerprint_file(lake: LakePaths) -> Path:
 
 def lake_files(lake: LakePaths) -> dict[str, tuple[int, int]]:
     root = Path(lake.root)
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in root.rglob("*") if p.is_file()} if root.exists() else {}
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)  # the lock file is not data
+            for p in root.rglob("*") if p.is_file() and p.parent.name != "locks"} if root.exists() else {}
 
 
 def test_environment_wins(lake, monkeypatch):

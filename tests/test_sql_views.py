@@ -13,7 +13,7 @@ from oea_core.clever import CleverModule
 from oea_core.sql_views import write_views_script
 
 GOLDEN = Path(__file__).parent / "golden" / "clever_views.sql"
-ADLS = LakePaths.from_setting("abfss://stage1np@districtlake01.dfs.core.windows.net")
+ADLS = LakePaths(account="districtlake01")  # no working copy: no tables to read, as when scripts are made for Synapse
 
 
 def clever_script(**kwargs) -> str:

@@ -174,7 +174,8 @@ def test_a_local_lake_has_no_storage_account(lake):
 def adls_lake(azurite, monkeypatch) -> LakePaths:
     """A lake on Azurite's account, reached the way a user's would be: its connection string in the environment."""
     monkeypatch.setenv(CONNECTION_STRING, azurite.connection_string)
-    lake = LakePaths.from_setting(azurite.lake_url())
+    # The account alone (no working copy): lake.table() and friends give abfss:// URLs, as on Synapse.
+    lake = LakePaths(account=LakePaths.from_setting(azurite.lake_url()).account)
     create_containers(lake_filesystem(lake, check=False), lake_credentials(lake))
     return lake
 

@@ -91,11 +91,11 @@ def _sample(name: str, args: argparse.Namespace) -> str:
 
 def _run(lake: LakePaths, args: argparse.Namespace) -> int:
     run_id = new_batch_id()
-    out_dir = lake.state_path("runs", run_id) if lake.is_local else os.path.join("runs", run_id)
+    out_dir = lake.state_path("runs", run_id) if lake.root else os.path.join("runs", run_id)
     notebooks_dir = args.notebooks or default_notebooks_dir()
     for name in args.modules or sources.names():
         descriptor = sources.get(name)
-        values = {"lake_path": lake.root or f"abfss://stage1np@{lake.account}.dfs.core.windows.net",
+        values = {"lake_path": lake.setting,
                   "source_path": _sample(name, args)}
         if descriptor.notebooks:
             for step in descriptor.notebooks:

@@ -238,8 +238,9 @@ def land_folder(lake: LakePaths, source: str, src: str,
     Raises LandingError when ``src`` is missing or holds no file of the source, and, landing nothing,
     when it holds links or special files, files Spark could not read, or two files landing at one place.
     """
-    if not lake.is_local:
-        raise LandingError("landing into an ADLS lake runs in the Synapse pipeline; land locally here")
+    if lake.root is None:
+        raise LandingError("landing into a cloud lake without a working copy (Synapse) runs in the Synapse "
+                           "pipeline; give --lake abfss://... to land through a working copy")
     if not os.path.isdir(src):
         raise LandingError(f"source folder {shown(src)} does not exist: give the folder of the {source} export",
                            path=src)

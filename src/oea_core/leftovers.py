@@ -40,7 +40,7 @@ class Leftover:
 
 def find_leftovers(lake: LakePaths, source: str | None = None) -> list[Leftover]:
     """Every leftover in the lake (or of one ``source``), sorted by path."""
-    if not lake.is_local:
+    if lake.root is None:
         return []
     found: list[Leftover] = []
     for stage in DELTA_STAGES:

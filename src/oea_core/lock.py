@@ -10,9 +10,13 @@ holds who has it (operation, host, pid, since), for the message a second run pri
 A second run waits up to ``wait`` seconds (``--wait``, ``$OEA_LOCK_WAIT``; default 0) before it
 gives up. The lock is re-entrant within a process (an Ed-Fi ingest that refines holds it once).
 
-ADLS lakes: the lock is not taken yet (it needs a blob lease, which comes with the cloud lake
-work); a run there logs that it runs unlocked. Every commit still checks its app transaction
-inside the commit, so two runs cannot write one batch twice (see :mod:`oea_core.delta.base`).
+Cloud lakes (``abfss://`` with a working copy): the ``flock`` is taken on the working copy (one run
+per machine touches it), then a blob lease on ``oea-framework/locks/<name>.lock`` in the account
+(:mod:`oea_core.lease`), which keeps runs on other machines out and lapses within a minute of a
+holder's death. A source's run then pulls its folders, works, and pushes them
+(:mod:`oea_core.cloud_lake`). On Synapse (a cloud lake without a working copy) no lock is taken:
+every commit still checks its app transaction inside the commit, so two runs cannot write one
+batch twice (see :mod:`oea_core.delta.base`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from .cloud_lake import open_cloud
 from .errors import LakeLockError
+from .lease import blob_lease
 from .leftovers import clean_source
 from .paths import LakePaths, check_name
 
@@ -61,7 +67,7 @@ def default_wait() -> float:
 
 def holder(lake: LakePaths, name: str) -> dict | None:
     """Who holds the lock now (operation, host, pid, since), or None when nobody does."""
-    if not lake.is_local:
+    if lake.root is None:
         return None
     path = lock_path(lake, name)
     if not os.path.exists(path):
@@ -82,9 +88,9 @@ def holder(lake: LakePaths, name: str) -> dict | None:
 def lake_lock(lake: LakePaths, name: str, operation: str, *, wait: float | None = None) -> Iterator[dict]:
     """Hold the lock of ``name`` for ``operation`` (e.g. ``"clever ingest"``); raises LakeLockError when
     another run holds it for longer than ``wait`` seconds (default :func:`default_wait`)."""
-    if not lake.is_local:
-        log.info("%s: ADLS lake, so no lake lock is taken (two runs of one batch are still refused by "
-                 "the Delta commits' app transactions)", operation)
+    if lake.root is None:
+        log.info("%s: a cloud lake without a working copy (Synapse), so no lake lock is taken (two runs of one "
+                 "batch are still refused by the Delta commits' app transactions)", operation)
         yield {"operation": operation, "host": socket.gethostname(), "pid": os.getpid()}
         return
     path = lock_path(lake, name)
@@ -99,11 +105,18 @@ def lake_lock(lake: LakePaths, name: str, operation: str, *, wait: float | None 
             with _REGISTRY:
                 held[1] -= 1
         return
-    fd, me = _acquire(path, operation, default_wait() if wait is None else wait)
+    seconds = default_wait() if wait is None else wait
+    started = time.monotonic()
+    fd, me = _acquire(path, operation, seconds)
     with _REGISTRY:
         _HELD[path] = [fd, 1, me]
     try:
-        yield me
+        if lake.account is None:
+            yield me
+        else:  # the account's lease too, for the time left of the wait
+            with blob_lease(open_cloud(lake).credentials, name, operation,
+                            wait=max(0.0, seconds - (time.monotonic() - started))):
+                yield me
     finally:
         with _REGISTRY:
             del _HELD[path]
@@ -165,13 +178,26 @@ def _read(fd: int) -> dict | None:
         return None
 
 
+def pull_source(lake: LakePaths, source: str, operation: str, *, wait: float | None = None) -> None:
+    """Bring a cloud lake's working copy of ``source`` up to the account's state (under its lock), for readers
+    such as ``oea sql``; nothing to do on a local lake."""
+    if lake.account is None or lake.root is None:
+        return
+    with lake_lock(lake, source, operation, wait=wait):
+        for folder in open_cloud(lake).source_folders(source):
+            folder.pull()
+
+
 @contextmanager
 def source_run(lake: LakePaths, source: str, operation: str, *, wait: float | None = None) -> Iterator[dict]:
     """Hold ``source``'s lock for ``operation``; the outermost holder removes the source's leftovers
     (:mod:`oea_core.leftovers`) before the work and after it, so no run leaves uncommitted files."""
     with _REGISTRY:
-        outer = not lake.is_local or lock_path(lake, source) not in _HELD
+        outer = lake.root is None or lock_path(lake, source) not in _HELD
     with lake_lock(lake, source, operation, wait=wait) as me:
+        folders = open_cloud(lake).source_folders(source) if outer and lake.account and lake.root else []
+        for folder in folders:  # a cloud lake: the working copy becomes what the account holds
+            folder.pull()
         if outer:
             clean_source(lake, source, "before")
         try:
@@ -182,3 +208,5 @@ def source_run(lake: LakePaths, source: str, operation: str, *, wait: float | No
                     clean_source(lake, source, "after")
                 except OSError as exc:  # never hide the run's own outcome; the next run cleans up
                     log.warning("%s: could not remove leftovers: %s; `oea lake check --repair` will", operation, exc)
+        for folder in folders:  # only after the work succeeded
+            folder.push()

@@ -3,6 +3,10 @@
 A lake is either a folder on local disk (the embedded default) or an ADLS Gen2 storage
 account whose containers are the stages, as in OEA. Everything else asks this module
 for locations, so the same code runs on a laptop and on Synapse.
+
+An ``abfss://`` lake set with ``--lake``/``OEA_LAKE`` gets a local working copy (``root``, under
+``$OEA_CACHE``, default ``~/.cache/oea``): commands read and write the working copy, and
+:mod:`oea_core.cloud_lake` keeps it in step with the account (see ``docs/lake.md``).
 """
 
 from __future__ import annotations
@@ -11,8 +15,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import LakePathError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 STAGES = ("stage1np", "stage2np", "stage2p", "stage3np", "stage3p")
 FRAMEWORK_CONTAINER = "oea-framework"
@@ -20,6 +28,16 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]*$")
 _ABFSS = re.compile(
     r"^abfss://(?P<container>[a-z0-9-]+)@(?P<account>[a-z0-9]{3,24})\.dfs\.core\.windows\.net(?P<path>/.*)?$")
 DEFAULT_LAKE = "./lake"
+CACHE_SETTING = "OEA_CACHE"
+
+
+def cache_root(environ: Mapping[str, str] | None = None) -> str:
+    """Where working copies of cloud lakes live: ``$OEA_CACHE``, else ``$XDG_CACHE_HOME/oea``, else ``~/.cache/oea``."""
+    env = os.environ if environ is None else environ
+    if env.get(CACHE_SETTING):
+        return str(Path(env[CACHE_SETTING]).expanduser().resolve())
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return str(Path(base, "oea").resolve())
 
 
 def check_name(value: str, what: str) -> str:
@@ -56,7 +74,11 @@ def parse_abfss(url: str) -> AbfssUrl:
 
 @dataclass(frozen=True)
 class LakePaths:
-    """Where a lake lives: ``root`` is a local folder, or ``account`` names an ADLS Gen2 account."""
+    """Where a lake lives: ``root`` is a local folder, ``account`` names an ADLS Gen2 account.
+
+    With both, ``root`` is the account's local working copy (paths point into it); with only
+    ``account`` (Synapse, where Spark opens abfss:// itself) paths are abfss:// URLs.
+    """
 
     root: str | None = None
     account: str | None = None
@@ -66,7 +88,8 @@ class LakePaths:
         """Build from ``--lake``/``OEA_LAKE``/``./lake`` (a folder or an ``abfss://`` URL)."""
         value = os.fspath(setting) if setting is not None else os.environ.get("OEA_LAKE") or DEFAULT_LAKE
         if value.startswith("abfss://"):
-            return cls(account=parse_abfss(value).account)
+            account = parse_abfss(value).account
+            return cls(root=os.path.join(cache_root(), "lakes", account), account=account)
         if "://" in value:
             raise LakePathError(
                 f"lake {value!r} uses an unsupported scheme: give a local folder or an abfss:// URL",
@@ -76,7 +99,25 @@ class LakePaths:
 
     @property
     def is_local(self) -> bool:
-        return self.root is not None
+        """A folder on this machine, not a cloud lake."""
+        return self.account is None
+
+    @property
+    def is_cloud(self) -> bool:
+        """An ADLS Gen2 account (with or without a local working copy)."""
+        return self.account is not None
+
+    @property
+    def setting(self) -> str:
+        """The ``--lake`` value that names this lake: the folder, or ``abfss://stage1np@<account>...``."""
+        if self.account is not None:
+            return f"abfss://stage1np@{self.account}.dfs.core.windows.net"
+        return str(self.root)
+
+    @property
+    def shown(self) -> str:
+        """How messages name the lake: its folder, or its storage account."""
+        return f"storage account {self.account!r}" if self.account else str(self.root)
 
     def stage_root(self, stage: str) -> str:
         """The root of a stage: a folder locally, a container on ADLS."""
@@ -89,7 +130,7 @@ class LakePaths:
     def path(self, stage: str, source: str, *parts: str) -> str:
         """``<stage>/<source>/<parts...>``, each name checked."""
         names = [check_name(source, "source")] + [check_name(p, "path part") for p in parts]
-        if self.is_local:
+        if self.root is not None:
             return os.path.join(self.stage_root(stage), *names)
         return "/".join([self.stage_root(stage), *names])
 
@@ -100,14 +141,14 @@ class LakePaths:
     def state_path(self, *parts: str) -> str:
         """Bookkeeping that belongs to no stage (OEA's ``oea-framework`` container)."""
         names = [check_name(p, "state name") for p in parts]
-        if self.is_local:
+        if self.root is not None:
             return os.path.join(self.stage_root(FRAMEWORK_CONTAINER), *names)
         return "/".join([self.stage_root(FRAMEWORK_CONTAINER), *names])
 
     @property
     def secret_file(self) -> str:
         """The per-lake salt file: beside the stages, never inside one. Local lakes only."""
-        if self.root is None:
+        if self.root is None or self.account is not None:
             raise LakePathError(
                 "an ADLS lake has no local secret file: set OEA_SALT or OEA_KEYVAULT_URL", path=self.account
             )

@@ -178,7 +178,7 @@ def _from_file(lake: LakePaths) -> str:
                 else "already holds stage 2 data" if _has_stage2_data(lake) else None)
         if held:
             raise SaltError(
-                f"salt file {path} is missing, but lake {lake.root} {held}: a new salt would give every "
+                f"salt file {path} is missing, but lake {lake.shown} {held}: a new salt would give every "
                 f"identity a second pseudonym, so none was made and nothing was written; {_how_to_supply(lake)}")
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         value = base64.b64encode(secrets.token_bytes(16)).decode("ascii")  # OEA's setup: 16 random bytes
@@ -237,15 +237,15 @@ def check_salt_fingerprint(lake: LakePaths, salt: Salt) -> None:
 
     Raises SaltError, having written nothing, when the lake was pseudonymized with another salt.
     """
-    if not lake.is_local:
-        # ADLS lakes: file IO on abfss:// comes with a later issue; until then their salt is not
-        # fingerprinted (Key Vault's oeaSalt is the one source of truth there).
+    if lake.root is None:
+        # Synapse (a cloud lake without a working copy): the fingerprint is not read there (Key Vault's
+        # oeaSalt is the one source of truth); through a working copy it is, pulled with each run.
         return
     path = lake.state_path(FINGERPRINT_FILE)
     if not os.path.exists(path):
         if _has_stage2_data(lake):
             log.warning("lake %s has stage 2 data but no salt fingerprint: recording the salt from %s as the "
-                        "lake's salt", lake.root, salt.origin)
+                        "lake's salt", lake.shown, salt.origin)
         nonce = secrets.token_bytes(16)
         record: _Fingerprint = {
             "algorithm": _ALGORITHM, "version": _VERSION, "iterations": _ITERATIONS, "nonce": nonce.hex(),
@@ -259,7 +259,7 @@ def check_salt_fingerprint(lake: LakePaths, salt: Salt) -> None:
     if not hmac.compare_digest(_digest(salt, bytes.fromhex(record["nonce"]), record["iterations"]),
                                record["fingerprint"]):
         raise SaltError(
-            f"the salt from {salt.origin} is not the salt of lake {lake.root}, whose pseudonyms were made with "
+            f"the salt from {salt.origin} is not the salt of lake {lake.shown}, whose pseudonyms were made with "
             f"the salt first recorded {record.get('recorded_at', '?')} from {record.get('recorded_from', '?')} "
             f"(fingerprint in {path}); nothing was written: {_how_to_supply(lake)}")
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from .errors import SqlPreviewError
 from .extras import require
+from .lock import pull_source
 from .sources import sources
 from .sql_views import ViewDef, view_defs
 
@@ -61,12 +62,13 @@ class SqlPreview:
         duckdb = require("duckdb")
         from deltalake import DeltaTable
 
-        if not lake.is_local:
-            raise SqlPreviewError(f"the SQL preview reads a local lake; {lake.account!r} is an ADLS account: "
-                                  "pass --lake with a local folder")
+        if lake.root is None:
+            raise SqlPreviewError(f"the SQL preview reads a local lake or a cloud lake's working copy; "
+                                  f"{lake.shown} has none here: give --lake a folder or an abfss:// URL")
         self.con = duckdb.connect()
         self.views: dict[str, list[str]] = {}
         for name in modules or sources.names():
+            pull_source(lake, name, f"{name} sql preview")  # a cloud lake's working copy: the account's state
             outputs = sources.create(name, lake=lake).outputs()
             for view in view_defs(lake, name, outputs, workspace=workspace):
                 if view.columns is None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import LakePathError
+from .storage import lake_credentials, storage_errors
 
 if TYPE_CHECKING:
     from .paths import LakePaths
@@ -87,6 +88,26 @@ def delta_columns(path: str) -> list[tuple[str, object]] | None:
     return [(field["name"], field["type"]) for field in fields]
 
 
+def table_columns(lake: LakePaths, stage: str, source: str, table: str) -> list[tuple[str, object]] | None:
+    """:func:`delta_columns` of a lake's table: read from the account itself (delta-rs) on a cloud lake
+    reached through a working copy; None (not known here) for an account-only lake, as on Synapse."""
+    if lake.account is None:
+        return delta_columns(lake.table(stage, source, table))
+    if lake.root is None:
+        return None
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    url = f"abfss://{stage}@{lake.account}.dfs.core.windows.net/{source}/{table}"
+    credentials = lake_credentials(lake)
+    with storage_errors(credentials):
+        try:
+            schema = DeltaTable(url, storage_options=credentials.delta_storage_options()).schema()
+        except TableNotFoundError:
+            return None
+    return [(field["name"], field["type"]) for field in json.loads(schema.to_json())["fields"]]
+
+
 @dataclass(frozen=True)
 class ViewDef:
     """One view: its database, the table it reads, and its typed columns (None: not known here)."""
@@ -105,13 +126,14 @@ class ViewDef:
 
 def view_defs(lake: LakePaths, source: str, tables: list[tuple[str, str]], *,
               workspace: str = "dev") -> list[ViewDef]:
-    """The view plan for a module's ``(stage, table)`` list; columns are read from local Delta tables."""
+    """The view plan for a module's ``(stage, table)`` list; columns are read from the Delta tables (on the
+    account itself for a cloud lake)."""
     sql_name(source, "source")
     defs = []
     for stage, table in tables:
         database = database_name(workspace, stage, source)
         sql_name(table, "table")
-        columns = delta_columns(lake.table(stage, source, table)) if lake.is_local else None
+        columns = table_columns(lake, stage, source, table)
         typed = None if columns is None else tuple(
             (column_name(name, table), tsql_type(kind)) for name, kind in columns)
         defs.append(ViewDef(database, stage, source, table, typed))

@@ -48,6 +48,8 @@ ACCOUNT_KEY = "AZURE_STORAGE_ACCOUNT_KEY"
 SAS_TOKEN = "AZURE_STORAGE_SAS_TOKEN"
 SERVICE_PRINCIPAL = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")
 CONTAINERS = (*STAGES, FRAMEWORK_CONTAINER)
+# Every variable resolve_credentials reads (a change of any is a new credential).
+CREDENTIAL_SETTINGS = (CONNECTION_STRING, ACCOUNT_KEY, SAS_TOKEN, *SERVICE_PRINCIPAL)
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 # Azurite's documented account and key (``UseDevelopmentStorage=true``); public, not a secret.
 EMULATOR_ACCOUNT = "devstoreaccount1"

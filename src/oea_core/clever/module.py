@@ -117,8 +117,8 @@ class CleverModule(SourceModule):
 
     def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
         """Ingest every new landed batch of every report."""
-        salt = self.salt()
-        with source_run(self.lake, SOURCE, "clever ingest"):
+        with source_run(self.lake, SOURCE, "clever ingest"):  # a cloud lake's working copy is pulled first
+            salt = self.salt()
             store = self.store
             log.info("clever ingest with the %s Delta engine", store.name)
             return [ingest_csv_table(self.spark, self.lake, table_def, salt, store=store,

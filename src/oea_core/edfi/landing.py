@@ -226,8 +226,9 @@ def _is_empty(file: ExportFile) -> bool:
 
 def land_files(lake: LakePaths, src: str, batch_id: str | None = None) -> EdFiLandResult:
     """Land an Ed-Fi export folder (one batch per rundate); raises LandingError when it holds no JSON."""
-    if not lake.is_local:
-        raise LandingError("landing into an ADLS lake runs in the Synapse pipeline; land locally here")
+    if lake.root is None:
+        raise LandingError("landing into a cloud lake without a working copy (Synapse) runs in the Synapse "
+                           "pipeline; give --lake abfss://... to land through a working copy")
     if not os.path.isdir(src):
         raise LandingError(f"source folder {src} does not exist: give the folder of the Ed-Fi export", path=src)
     base = check_name(batch_id or new_batch_id(), "batch id")
@@ -289,8 +290,9 @@ def land_api(lake: LakePaths, client: EdFiClient, resources: list[str] | None = 
     batch is landed atomically, so an interrupted run can simply be run again. With ``strict``
     a named resource the API does not have is an error; otherwise it is skipped.
     """
-    if not lake.is_local:
-        raise LandingError("landing into an ADLS lake runs in the Synapse pipeline; land locally here")
+    if lake.root is None:
+        raise LandingError("landing into a cloud lake without a working copy (Synapse) runs in the Synapse "
+                           "pipeline; give --lake abfss://... to land through a working copy")
     base = check_name(batch_id or new_batch_id(), "batch id")
     wanted = set(resources) if resources else None
     order = [r for r in client.dependencies() if wanted is None or r.name in wanted]

@@ -14,6 +14,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from ..cloud_lake import open_cloud
 from ..errors import LandingError
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, IngestResult
 from ..lock import source_run
@@ -77,10 +78,10 @@ class EdFiModule(SourceModule):
     # ingest and refine ---------------------------------------------------------------------------
     def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE, refine: bool = True) -> list[IngestResult]:
         """Apply every new landed batch to the current-state tables, then refine (unless ``refine=False``)."""
-        landed = landing.landed_resources(self.lake)
-        if not landed:
-            return []
-        with source_run(self.lake, SOURCE, "edfi ingest"):
+        with source_run(self.lake, SOURCE, "edfi ingest"):  # a cloud lake's working copy is pulled first
+            landed = landing.landed_resources(self.lake)
+            if not landed:
+                return []
             store = self.store
             log.info("edfi ingest with the %s Delta engine", store.name)
             results = []
@@ -94,12 +95,12 @@ class EdFiModule(SourceModule):
 
     def refine(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
         """Rebuild the refined tables of every resource whose current state changed."""
-        if not landing.landed_resources(self.lake):
-            return []
-        salt = self.salt()
         results = []
         unsupported = []
         with source_run(self.lake, SOURCE, "edfi refine"):
+            if not landing.landed_resources(self.lake):
+                return []
+            salt = self.salt()
             store = self.store
             for namespace, resource in landing.landed_resources(self.lake):
                 if not self.metadata.supports(resource):
@@ -126,7 +127,10 @@ class EdFiModule(SourceModule):
                 tables.append(("stage2p", schema.table))
                 if schema.with_ops(PseudoOp.HASH):
                     tables.append(("stage2np", f"{schema.table}_lookup"))
-        refined = self.lake.path("stage2p", SOURCE) if self.lake.is_local else None
+        if self.lake.account and self.lake.root:  # a cloud lake: what the account holds, not the working copy
+            existing = open_cloud(self.lake).table_folders(SOURCE)
+            return [(stage, t) for stage, t in tables if (stage, t) in existing] if existing else tables
+        refined = self.lake.path("stage2p", SOURCE) if self.lake.root else None  # None: Synapse
         if refined and os.path.isdir(refined):
             tables = [(stage, t) for stage, t in tables if os.path.isdir(self.lake.table(stage, SOURCE, t))]
         return tables

@@ -46,7 +46,7 @@ class StepRecord:
 
 def runs_dir(lake: LakePaths) -> str:
     """The folder of the run logs (one folder per batch): in the lake's state when it is local, else ``./runs``."""
-    return lake.state_path("runs") if lake.is_local else os.path.abspath("runs")
+    return lake.state_path("runs") if lake.root else os.path.abspath("runs")
 
 
 def utc_now() -> str:

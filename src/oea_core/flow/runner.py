@@ -291,7 +291,7 @@ class FlowRun:
             doc = {"pipeline": self.flow.name, "flow_file": os.path.abspath(self.flow.path),
                    "batch_id": self.batch_id, "status": self.status, "started": self.started,
                    "ended": None if self.status == "running" else utc_now(), "updated": utc_now(),
-                   "lake": self.lake.root or self.lake.account, "host": hostname(), "pid": os.getpid(),
+                   "lake": self.lake.setting, "host": hostname(), "pid": os.getpid(),
                    "pid_start": start_ticks(os.getpid()), "error": self.error,
                    "steps": {n: asdict(r) for n, r in self.records.items()}, "notifications": self.notifications}
             write_run_log(self.folder, doc)

@@ -1,0 +1,367 @@
+"""A cloud lake's local working copy, kept in step with the ADLS Gen2 account.
+
+Commands against ``--lake abfss://...`` run the same code as on a local lake, on a working copy
+of the parts of the lake they touch (``LakePaths.root``, under ``$OEA_CACHE``). Spark reads the
+landed files and writes its Parquet there, where a local session can reach them; the account is
+reached through adlfs (files) only here, and through delta-rs (table schemas, independent reads).
+On Synapse, where Spark opens ``abfss://`` itself, no working copy is used.
+
+One run of a source (``land``, ``ingest``, ``refine``), holding the source's lock, is:
+
+1. **pull** each of its folders (``stage1np/<source>``, ``stage2np/<source>`` ...): every file the
+   account holds is downloaded unless the working copy already has that version (same ETag, size
+   and modification time as recorded at the last sync), and every local file the account does not
+   hold is removed. The account is the truth; a working copy left by a failed or foreign run is
+   reset. In ``stage1np`` only whole batches are pulled: a batch folder counts once its
+   ``_manifest.json`` is there, so a landing cut short is never read.
+2. the work, on the working copy (the lake's own code, leftovers removed before and after).
+3. **push**, only when the work succeeded: new and changed files are uploaded in commit order,
+   data first, then every batch ``_manifest.json`` (write-once: the batch's commit marker), then
+   each Delta table's new ``_delta_log/<version>.json`` in version order (write-once: Delta's
+   put-if-absent commit; one taken already means another writer committed, and the run stops
+   with :class:`~oea_core.errors.LakeStorageError`), then checkpoints, and removals last.
+
+A run cut short before its push leaves the account as it was (at most data files no commit or
+manifest names, which the next run of the source removes). Sync state is kept per folder in
+``<working copy>/.oea/sync/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import LakeStorageError
+from .landing import MANIFEST
+from .paths import FRAMEWORK_CONTAINER, STAGES, LakePaths
+from .salt import FINGERPRINT_FILE
+from .storage import (
+    CREDENTIAL_SETTINGS,
+    StorageCredentials,
+    create_containers,
+    lake_credentials,
+    lake_filesystem,
+    storage_errors,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from fsspec import AbstractFileSystem
+
+log = logging.getLogger("oea")
+_LOG_ENTRY = re.compile(r"(^|/)_delta_log/(\d{20})\.json$")
+SYNC_FOLDER = os.path.join(".oea", "sync")
+WRITE_ONCE = (MANIFEST, FINGERPRINT_FILE)  # uploaded only when absent: a batch's, a lake's salt's commit marker
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one pull or push moved."""
+
+    folder: str
+    files: int = 0
+    bytes: int = 0
+    removed: int = 0
+
+
+class CloudLake:
+    """The account behind a cloud lake's working copy: its credential and file system, opened once."""
+
+    def __init__(self, lake: LakePaths, credentials: StorageCredentials | None = None,
+                 fs: AbstractFileSystem | None = None) -> None:
+        if lake.account is None or lake.root is None:
+            raise LakeStorageError(f"the lake {lake.shown} has no working copy to sync")
+        self.lake = lake
+        self.credentials = credentials or lake_credentials(lake)
+        self.fs = fs or lake_filesystem(lake, self.credentials)
+        self._containers_checked = False
+
+    def folder(self, container: str, prefix: str, names: tuple[str, ...] = ()) -> SyncedFolder:
+        """One folder of the lake (``stage2p``, ``clever``), synced on its own; only ``names`` in it if given."""
+        return SyncedFolder(self, container, prefix.strip("/"), names)
+
+    def source_folders(self, source: str) -> list[SyncedFolder]:
+        """Every folder a run of ``source`` reads or writes: its folder in each stage, and the salt fingerprint."""
+        return [self.folder(stage, source) for stage in STAGES] + [
+            self.folder(FRAMEWORK_CONTAINER, "", (FINGERPRINT_FILE,))]
+
+    def table_folders(self, source: str, stages: tuple[str, ...] = ("stage2np", "stage2p")) -> set[tuple[str, str]]:
+        """``(stage, table)`` of the folders under ``<stage>/<source>`` in the account."""
+        found = set()
+        with storage_errors(self.credentials):
+            for stage in stages:
+                with contextlib.suppress(FileNotFoundError):
+                    found |= {(stage, path.rstrip("/").rsplit("/", 1)[-1])
+                              for path in self.fs.ls(f"{stage}/{source}", detail=False, refresh=True)}
+        return found
+
+    def ensure_containers(self) -> None:
+        """Create the stage and ``oea-framework`` containers that are missing (once per CloudLake)."""
+        if not self._containers_checked:
+            create_containers(self.fs, self.credentials)
+            self._containers_checked = True
+
+
+_OPENED: dict[tuple[LakePaths, tuple[str, ...]], CloudLake] = {}
+
+
+def open_cloud(lake: LakePaths) -> CloudLake:
+    """The :class:`CloudLake` of ``lake``, opened once per process and credential settings (the account is
+    checked once: a refused credential is a StorageCredentialError here)."""
+    key = (lake, tuple(os.environ.get(name, "") for name in CREDENTIAL_SETTINGS))
+    if key not in _OPENED:
+        _OPENED[key] = CloudLake(lake)
+    return _OPENED[key]
+
+
+class SyncedFolder:
+    """``<container>/<prefix>`` of the account and of the working copy, with the versions last synced."""
+
+    def __init__(self, cloud: CloudLake, container: str, prefix: str, names: tuple[str, ...] = ()) -> None:
+        if container not in STAGES and container != FRAMEWORK_CONTAINER:
+            raise LakeStorageError(f"unknown container {container!r} in the lake on {cloud.lake.shown}")
+        self.cloud, self.container, self.prefix, self.names = cloud, container, prefix, names
+        self.remote_root = f"{container}/{prefix}" if prefix else container
+        self.local_root = os.path.join(str(cloud.lake.root), container, *prefix.split("/")) if prefix else \
+            os.path.join(str(cloud.lake.root), container)
+        name = self.remote_root.replace("/", "__") + "".join(f"__{n}" for n in names)
+        self.state_file = os.path.join(str(cloud.lake.root), SYNC_FOLDER, f"{name}.json")
+
+    def __repr__(self) -> str:
+        return f"SyncedFolder({self.remote_root!r})"
+
+    # the account ----------------------------------------------------------------------------
+    def remote_files(self) -> dict[str, dict[str, Any]]:
+        """``relative path -> {etag, size}`` of what the account holds under the folder (committed batches only)."""
+        fs, creds = self.cloud.fs, self.cloud.credentials
+        found: dict[str, dict[str, Any]] = {}
+        with storage_errors(creds):
+            if self.names:  # a few known files: one request each, not a listing of the whole folder
+                for name in self.names:
+                    with contextlib.suppress(FileNotFoundError):
+                        found[self._remote(name)] = fs.info(self._remote(name), refresh=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    found = fs.find(self.remote_root, detail=True)
+        files = {}
+        for path, info in found.items():
+            if info.get("type") != "file":
+                continue
+            relative = path[len(self.remote_root):].lstrip("/")
+            if relative:
+                files[relative] = {"etag": str(info.get("etag")), "size": int(info.get("size") or 0)}
+        return committed_batches(files) if self.container == "stage1np" else files
+
+    # the working copy ------------------------------------------------------------------------
+    def local_files(self) -> dict[str, tuple[int, int]]:
+        """``relative path -> (size, mtime_ns)`` of the working copy's files under the folder."""
+        found: dict[str, tuple[int, int]] = {}
+        for parent, dirs, names in os.walk(self.local_root):
+            if self.names:
+                dirs[:] = []
+                names = [n for n in names if n in self.names]
+            for name in names:
+                path = os.path.join(parent, name)
+                info = os.lstat(path)
+                found[os.path.relpath(path, self.local_root).replace(os.sep, "/")] = (info.st_size, info.st_mtime_ns)
+        return found
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        try:
+            with open(self.state_file, encoding="utf-8") as handle:
+                state: dict[str, dict[str, Any]] = json.load(handle)["files"]
+                return state
+        except (FileNotFoundError, ValueError, KeyError):
+            return {}
+
+    def _save(self, files: dict[str, dict[str, Any]]) -> None:
+        os.makedirs(os.path.dirname(self.state_file), exist_ok=True)
+        temp = f"{self.state_file}.{os.getpid()}.tmp"
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump({"folder": self.remote_root, "files": files}, handle, sort_keys=True)
+        os.replace(temp, self.state_file)
+
+    # pull ---------------------------------------------------------------------------------------
+    def pull(self) -> SyncResult:
+        """Make the working copy's folder what the account holds (see the module docstring)."""
+        started = time.monotonic()
+        remote = self.remote_files()
+        local = self.local_files()
+        synced = self._load()
+        state: dict[str, dict[str, Any]] = {}
+        wanted: list[str] = []
+        for relative, info in remote.items():
+            known = synced.get(relative)
+            have = local.get(relative)
+            if known and have and known.get("etag") == info["etag"] and (
+                    known.get("size"), known.get("mtime_ns")) == (have[0], have[1]):
+                state[relative] = known
+            else:
+                wanted.append(relative)
+        removed = 0
+        for relative in sorted(set(local) - set(remote)):
+            os.remove(os.path.join(self.local_root, relative))
+            removed += 1
+        if not self.names:
+            _remove_empty_dirs(self.local_root)
+        if wanted:
+            self._download(wanted)
+        for relative in wanted:
+            size, mtime = _stat(os.path.join(self.local_root, relative))
+            state[relative] = {"etag": remote[relative]["etag"], "size": size, "mtime_ns": mtime}
+        self._save(state)
+        result = SyncResult(self.remote_root, len(wanted), sum(remote[r]["size"] for r in wanted), removed)
+        if wanted or removed:
+            log.info("%s: pulled %d files (%s) from %s, removed %d stale local files (%.1f s)", self.remote_root,
+                     result.files, _size(result.bytes), self.cloud.lake.shown, removed, time.monotonic() - started)
+        return result
+
+    def _download(self, relatives: list[str]) -> None:
+        temps = []
+        for relative in relatives:
+            target = os.path.join(self.local_root, *relative.split("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            temps.append(f"{target}.oea-download")
+        with storage_errors(self.cloud.credentials):
+            try:
+                self.cloud.fs.get([f"{self.remote_root}/{r}" for r in relatives], temps)
+            except BaseException:
+                for temp in temps:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(temp)
+                raise
+        for relative, temp in zip(relatives, temps):
+            os.replace(temp, os.path.join(self.local_root, *relative.split("/")))
+
+    # push ---------------------------------------------------------------------------------------
+    def push(self) -> SyncResult:
+        """Upload what the work changed in the working copy, in commit order; remove what it removed."""
+        started = time.monotonic()
+        synced = self._load()
+        local = self.local_files()
+        changed = sorted(r for r, (size, mtime) in local.items()
+                         if r not in synced or (synced[r].get("size"), synced[r].get("mtime_ns")) != (size, mtime))
+        removed = sorted(set(synced) - set(local))
+        if not changed and not removed:
+            return SyncResult(self.remote_root)
+        self.cloud.ensure_containers()
+        plain, markers, commits, after = _commit_order(changed)
+        with storage_errors(self.cloud.credentials):
+            if plain:
+                self.cloud.fs.put([self._local(r) for r in plain], [self._remote(r) for r in plain], overwrite=True)
+            for relative in markers + commits:
+                self._put_once(relative)
+            for relative in after:
+                self.cloud.fs.put_file(self._local(relative), self._remote(relative), overwrite=True)
+            if removed:
+                with contextlib.suppress(FileNotFoundError):
+                    self.cloud.fs.rm([self._remote(r) for r in removed])
+        remote = self.remote_files()
+        state = {r: v for r, v in synced.items() if r in local and r not in changed}
+        for relative in changed:
+            if relative in remote:
+                size, mtime = local[relative]
+                state[relative] = {"etag": remote[relative]["etag"], "size": size, "mtime_ns": mtime}
+        self._save(state)
+        result = SyncResult(self.remote_root, len(changed), sum(local[r][0] for r in changed), len(removed))
+        log.info("%s: pushed %d files (%s) to %s, removed %d (%.1f s)", self.remote_root, result.files,
+                 _size(result.bytes), self.cloud.lake.shown, result.removed, time.monotonic() - started)
+        return result
+
+    def _put_once(self, relative: str) -> None:
+        try:
+            self.cloud.fs.put_file(self._local(relative), self._remote(relative), overwrite=False)
+        except FileExistsError:
+            what = ("another writer committed this version of the Delta table first"
+                    if _LOG_ENTRY.search(relative) else "another run wrote it first")
+            raise LakeStorageError(
+                f"{self.container}/{self.prefix}/{relative} already exists on {self.cloud.lake.shown}: {what}; "
+                "nothing after it was uploaded: rerun, and the run starts from the account's state",
+                account=self.cloud.lake.account) from None
+
+    def _local(self, relative: str) -> str:
+        return os.path.join(self.local_root, *relative.split("/"))
+
+    def _remote(self, relative: str) -> str:
+        return f"{self.remote_root}/{relative}"
+
+
+def committed_batches(files: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The files of ``stage1np`` that lie in a batch folder holding its ``_manifest.json``."""
+    batches = {path[: -len(MANIFEST)] for path in files if path == MANIFEST or path.endswith("/" + MANIFEST)}
+    return {path: info for path, info in files.items()
+            if any(path.startswith(batch) for batch in _prefixes(path) if batch in batches)}
+
+
+def half_batches(files: Iterable[str]) -> list[str]:
+    """Files of ``stage1np`` (relative paths) outside every batch that holds its manifest."""
+    listed: dict[str, dict[str, Any]] = {path: {} for path in files}
+    kept = committed_batches(listed)
+    return sorted(set(listed) - set(kept))
+
+
+def _prefixes(path: str) -> Iterator[str]:
+    parts = path.split("/")
+    for end in range(len(parts)):
+        yield "/".join(parts[:end]) + ("/" if end else "")
+
+
+def _commit_order(changed: list[str]) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Split changed files into: data, write-once batch manifests, Delta log entries (by version), the rest of
+    the logs (checkpoints, ``_last_checkpoint``), which go after the entries they describe."""
+    plain, markers, commits, after = [], [], [], []
+    for relative in changed:
+        if relative.rsplit("/", 1)[-1] in WRITE_ONCE:
+            markers.append(relative)
+        elif _LOG_ENTRY.search(relative):
+            commits.append(relative)
+        elif "/_delta_log/" in f"/{relative}":
+            after.append(relative)
+        else:
+            plain.append(relative)
+    commits.sort(key=lambda r: (r.rsplit("_delta_log/", 1)[0], r))
+    return plain, markers, commits, after
+
+
+def _remove_empty_dirs(root: str) -> None:
+    for parent, _dirs, _files in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        if parent != root:
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)
+
+
+def _stat(path: str) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024  # type: ignore[assignment]
+    return f"{count} B"
+
+
+@contextlib.contextmanager
+def synced(lake: LakePaths, folders: Iterable[tuple[str, str]], *, push: bool = True) -> Iterator[CloudLake | None]:
+    """Pull ``(container, prefix)`` folders of a cloud lake's working copy, run the body, push them if it
+    succeeded (and ``push``). A local lake, or a cloud lake without a working copy, is left alone."""
+    if lake.account is None or lake.root is None:
+        yield None
+        return
+    cloud = open_cloud(lake)
+    targets = [cloud.folder(container, prefix) for container, prefix in folders]
+    for folder in targets:
+        folder.pull()
+    yield cloud
+    if push:
+        for folder in targets:
+            folder.push()
