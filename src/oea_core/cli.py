@@ -22,7 +22,7 @@ from .flow.graph import draw
 from .ingest import DEFAULT_MAX_REJECT_SHARE
 from .landing import new_batch_id
 from .leftovers import find_leftovers, remove_leftovers
-from .lock import WAIT_SETTING, lake_lock
+from .lock import WAIT_SETTING, lake_lock, pull_source, source_run
 from .notebook_run import default_notebooks_dir, execute_notebook
 from .paths import LakePaths
 from .salt import redact
@@ -132,27 +132,45 @@ def _sql(lake: LakePaths, args: argparse.Namespace) -> int:
 
 
 def _lake_check(lake: LakePaths, args: argparse.Namespace) -> int:
-    if not lake.is_local:
-        raise OEAError("oea lake check reads a local lake for now; give --lake a local folder")
+    if lake.root is None:
+        raise OEAError(f"oea lake check needs a lake folder or a cloud lake's working copy; {lake.shown} has none "
+                       "here: give --lake a folder or an abfss:// URL")
     names = args.modules or sources.names()
-    found = {name: find_leftovers(lake, name) for name in names}
+    found = _leftovers(lake, names)
     total = sum(len(items) for items in found.values())
     for items in found.values():
-        for item in items:
-            print(f"{item.kind:<12} {item.size:>12,} B  {os.path.relpath(item.path, lake.root)}")
+        for kind, size, path in items:
+            print(f"{kind:<12} {size:>12,} B  {path}")
     if not total:
-        print(f"no leftovers in {lake.root}" + (f" for {', '.join(names)}" if args.modules else ""))
+        print(f"no leftovers in {lake.shown}" + (f" for {', '.join(names)}" if args.modules else ""))
         return 0
     if not args.repair:
         print(f"{total} leftovers of interrupted runs; `oea lake check --repair` removes them")
         return 1
-    freed = 0
     for name in names:
-        with lake_lock(lake, name, f"{name} lake repair"):  # no run of the source writes meanwhile
-            freed += remove_leftovers(find_leftovers(lake, name))
-    left = sum(len(find_leftovers(lake, name)) for name in names)
+        if lake.account is not None:  # pulled, cleaned before and after, pushed: the account loses them too
+            with source_run(lake, name, f"{name} lake repair"):
+                pass
+        else:
+            with lake_lock(lake, name, f"{name} lake repair"):  # no run of the source writes meanwhile
+                remove_leftovers(find_leftovers(lake, name))
+    freed = sum(size for items in found.values() for _, size, _ in items)
+    left = sum(len(items) for items in _leftovers(lake, names).values())
     print(f"removed {total - left} leftovers ({freed / 1e6:.1f} MB)" + (f"; {left} remain" if left else ""))
     return 1 if left else 0
+
+
+def _leftovers(lake: LakePaths, names: list[str]) -> dict[str, list[tuple[str, int, str]]]:
+    """``(kind, size, path)`` of each source's leftovers. A cloud lake's working copy is pulled first (files no
+    commit names come with it); a batch landed without its manifest is listed from the account."""
+    found: dict[str, list[tuple[str, int, str]]] = {}
+    for name in names:
+        folders = pull_source(lake, name, f"{name} lake check")
+        found[name] = [(item.kind, item.size, os.path.relpath(item.path, lake.root)) for item in
+                       find_leftovers(lake, name)]
+        found[name] += [("landing", size, f"{folder.remote_root}/{path}") for folder in folders
+                        for path, size in sorted(folder.half_batches.items())]
+    return found
 
 
 def _synapse_template(lake: LakePaths, args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import LakeStorageError
+from .errors import LakeStorageError, StorageCredentialError
 from .landing import MANIFEST
 from .paths import FRAMEWORK_CONTAINER, STAGES, LakePaths
 from .salt import FINGERPRINT_FILE
@@ -133,6 +133,7 @@ class SyncedFolder:
             os.path.join(str(cloud.lake.root), container)
         name = self.remote_root.replace("/", "__") + "".join(f"__{n}" for n in names)
         self.state_file = os.path.join(str(cloud.lake.root), SYNC_FOLDER, f"{name}.json")
+        self.half_batches: dict[str, int] = {}  # stage1np files outside committed batches, at the last listing
 
     def __repr__(self) -> str:
         return f"SyncedFolder({self.remote_root!r})"
@@ -150,14 +151,31 @@ class SyncedFolder:
             else:
                 with contextlib.suppress(FileNotFoundError):
                     found = fs.find(self.remote_root, detail=True)
-        files = {}
+        files: dict[str, dict[str, Any]] = {}
         for path, info in found.items():
             if info.get("type") != "file":
                 continue
             relative = path[len(self.remote_root):].lstrip("/")
             if relative:
                 files[relative] = {"etag": str(info.get("etag")), "size": int(info.get("size") or 0)}
-        return committed_batches(files) if self.container == "stage1np" else files
+        if self.container != "stage1np":
+            return files
+        committed = committed_batches(files)
+        self.half_batches = {r: int(info["size"]) for r, info in files.items() if r not in committed}
+        return committed
+
+    def remove_half_batches(self) -> int:
+        """Remove from the account the files of batches whose landing stopped before the manifest (found by the
+        last listing; call it holding the source's lock, so no landing is under way); returns the bytes freed."""
+        if not self.half_batches:
+            return 0
+        with storage_errors(self.cloud.credentials), contextlib.suppress(FileNotFoundError):
+            self.cloud.fs.rm([self._remote(r) for r in sorted(self.half_batches)])
+        freed = sum(self.half_batches.values())
+        log.info("%s: removed %d files (%s) of a landing cut short before its manifest", self.remote_root,
+                 len(self.half_batches), _size(freed))
+        self.half_batches = {}
+        return freed
 
     # the working copy ------------------------------------------------------------------------
     def local_files(self) -> dict[str, tuple[int, int]]:
@@ -253,7 +271,7 @@ class SyncedFolder:
             return SyncResult(self.remote_root)
         self.cloud.ensure_containers()
         plain, markers, commits, after = _commit_order(changed)
-        with storage_errors(self.cloud.credentials):
+        with storage_errors(self.cloud.credentials), self._upload_errors():
             if plain:
                 self.cloud.fs.put([self._local(r) for r in plain], [self._remote(r) for r in plain], overwrite=True)
             for relative in markers + commits:
@@ -274,6 +292,19 @@ class SyncedFolder:
         log.info("%s: pushed %d files (%s) to %s, removed %d (%.1f s)", self.remote_root, result.files,
                  _size(result.bytes), self.cloud.lake.shown, result.removed, time.monotonic() - started)
         return result
+
+    @contextlib.contextmanager
+    def _upload_errors(self) -> Iterator[None]:
+        """A failed upload (a dropped connection, say) as one LakeStorageError line: nothing it did is a commit."""
+        try:
+            yield
+        except (LakeStorageError, StorageCredentialError):
+            raise
+        except Exception as exc:
+            raise LakeStorageError(
+                f"uploading {self.remote_root} to {self.cloud.lake.shown} failed ({type(exc).__name__}: {exc}); "
+                "files that reached it with no manifest or Delta log entry naming them are no commit, and the "
+                "next run of the source removes them: rerun", account=self.cloud.lake.account) from exc
 
     def _put_once(self, relative: str) -> None:
         try:

@@ -32,7 +32,7 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .cloud_lake import open_cloud
+from .cloud_lake import SyncedFolder, open_cloud
 from .errors import LakeLockError
 from .lease import blob_lease
 from .leftovers import clean_source
@@ -178,14 +178,16 @@ def _read(fd: int) -> dict | None:
         return None
 
 
-def pull_source(lake: LakePaths, source: str, operation: str, *, wait: float | None = None) -> None:
+def pull_source(lake: LakePaths, source: str, operation: str, *, wait: float | None = None) -> list[SyncedFolder]:
     """Bring a cloud lake's working copy of ``source`` up to the account's state (under its lock), for readers
-    such as ``oea sql``; nothing to do on a local lake."""
+    such as ``oea sql`` and ``oea lake check``; nothing to do on a local lake. Returns the folders pulled."""
     if lake.account is None or lake.root is None:
-        return
+        return []
     with lake_lock(lake, source, operation, wait=wait):
-        for folder in open_cloud(lake).source_folders(source):
+        folders = open_cloud(lake).source_folders(source)
+        for folder in folders:
             folder.pull()
+        return folders
 
 
 @contextmanager
@@ -198,6 +200,7 @@ def source_run(lake: LakePaths, source: str, operation: str, *, wait: float | No
         folders = open_cloud(lake).source_folders(source) if outer and lake.account and lake.root else []
         for folder in folders:  # a cloud lake: the working copy becomes what the account holds
             folder.pull()
+            folder.remove_half_batches()
         if outer:
             clean_source(lake, source, "before")
         try:
