@@ -236,7 +236,7 @@ def test_wrong_credentials_are_one_line_naming_the_account_and_the_setting(cloud
 def test_edfi_on_azurite_makes_the_tables_a_local_lake_makes(cloud, monkeypatch, tmp_path, capsys):
     local = tmp_path / "local-lake"
     for lake in (LAKE_URL, str(local)):
-        assert oea(lake, "land", "edfi", str(EDFI)) == 0
+        assert oea(lake, "land", "edfi", str(EDFI), "--batch-id", "20261001T000000Z") == 0  # rows hold it
         assert oea(lake, "ingest", "edfi") == 0
     fs = lake_filesystem(cloud, check=False)
     for stage in ("stage2np", "stage2p"):
@@ -255,3 +255,37 @@ def test_edfi_on_azurite_makes_the_tables_a_local_lake_makes(cloud, monkeypatch,
     assert oea(str(local), "views", "edfi", "--out", str(local_views), "--storage-account", "devstoreaccount1") == 0
     assert (tmp_path / "views" / "edfi_views.sql").read_text() == (local_views / "edfi_views.sql").read_text()
     shutil.rmtree(tmp_path / "second-machine")
+
+
+# flows, oea run -----------------------------------------------------------------------------------
+@pytest.mark.spark
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_a_flow_on_azurite_runs_its_notebook_and_checks_and_its_log_is_seen_elsewhere(cloud, monkeypatch, tmp_path,
+                                                                                      capsys):
+    flow = str(REPO / "flows" / "clever_flow.yaml")
+    assert oea(LAKE_URL, "flow", "run", flow, "--batch-id", "f1") == 0
+    assert cloud_table(cloud, "stage2p", "clever", "daily_participation_pseudo").num_rows == 138
+    assert any(p.startswith("stage1np/clever/daily-participation/f1/") for p in account_files(cloud, "stage1np"))
+    new_cache(monkeypatch, tmp_path, "second-machine")
+    capsys.readouterr()
+    assert oea(LAKE_URL, "flow", "status") == 0
+    status = capsys.readouterr().out
+    assert "clever" in status and "f1" in status and "success" in status
+    executed = Path(LakePaths.from_setting(LAKE_URL).state_path("runs", "f1", "notebooks", "clever_ingestion.ipynb"))
+    assert executed.exists() and TEST_SALT not in executed.read_text()
+    assert EMULATOR_KEY not in executed.read_text()
+    # the same batch from the second machine: checkpointed there too, nothing runs
+    assert oea(LAKE_URL, "flow", "run", flow, "--batch-id", "f1") == 0
+    assert "(1 cached)" in capsys.readouterr().out
+
+
+@pytest.mark.spark
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_oea_run_on_azurite_lands_ingests_and_writes_typed_views(cloud, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert oea(LAKE_URL, "run", "--module", "clever", "--sample", str(CLEVER)) == 0
+    assert cloud_table(cloud, "stage2p", "clever", "resource_usage_pseudo").num_rows == 178
+    script = (tmp_path / "sql_views" / "clever_views.sql").read_text()
+    assert script.count(" WITH (") == 4 and "devstoreaccount1" in script

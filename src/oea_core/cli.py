@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from .cloud_lake import pull_runs
 from .delta import ENGINE_SETTING, LOCAL_DEFAULT, engines
 from .errors import OEAError, UsageError
 from .flow import FlowRun, RunLog, load_flow, runs_dir
@@ -204,6 +205,8 @@ def _flow_run(lake: LakePaths, args: argparse.Namespace) -> int:
 
 def _flow_graph(lake: LakePaths, args: argparse.Namespace) -> int:
     flow = load_flow(args.file)
+    if not args.run_log:
+        pull_runs(lake)  # a cloud lake: the runs logged elsewhere too
     run_log = RunLog.load(args.run_log) if args.run_log else RunLog.latest(runs_dir(lake), flow.name)
     for path in draw(flow, args.out, run_log):
         print(path)
@@ -211,6 +214,7 @@ def _flow_graph(lake: LakePaths, args: argparse.Namespace) -> int:
 
 
 def _flow_status(lake: LakePaths, args: argparse.Namespace) -> int:
+    pull_runs(lake)  # a cloud lake: the runs logged elsewhere too
     folder = runs_dir(lake)
     logs = RunLog.read_all(folder)
     if not logs:

@@ -83,9 +83,18 @@ class CloudLake:
         self.fs = fs or lake_filesystem(lake, self.credentials)
         self._containers_checked = False
 
-    def folder(self, container: str, prefix: str, names: tuple[str, ...] = ()) -> SyncedFolder:
-        """One folder of the lake (``stage2p``, ``clever``), synced on its own; only ``names`` in it if given."""
-        return SyncedFolder(self, container, prefix.strip("/"), names)
+    def folder(self, container: str, prefix: str, names: tuple[str, ...] = (), *,
+               additive: bool = False) -> SyncedFolder:
+        """One folder of the lake (``stage2p``, ``clever``), synced on its own; only ``names`` in it if given.
+
+        An ``additive`` folder (the flows' run logs) never loses files in a sync, either way, and a pull leaves
+        a file this machine changed since the last sync alone (a run here may be writing it).
+        """
+        return SyncedFolder(self, container, prefix.strip("/"), names, additive=additive)
+
+    def runs_folder(self) -> SyncedFolder:
+        """``oea-framework/runs``: the run logs of flows (and ``oea run``'s executed notebooks)."""
+        return self.folder(FRAMEWORK_CONTAINER, "runs", additive=True)
 
     def source_folders(self, source: str) -> list[SyncedFolder]:
         """Every folder a run of ``source`` reads or writes: its folder in each stage, and the salt fingerprint."""
@@ -124,10 +133,12 @@ def open_cloud(lake: LakePaths) -> CloudLake:
 class SyncedFolder:
     """``<container>/<prefix>`` of the account and of the working copy, with the versions last synced."""
 
-    def __init__(self, cloud: CloudLake, container: str, prefix: str, names: tuple[str, ...] = ()) -> None:
+    def __init__(self, cloud: CloudLake, container: str, prefix: str, names: tuple[str, ...] = (), *,
+                 additive: bool = False) -> None:
         if container not in STAGES and container != FRAMEWORK_CONTAINER:
             raise LakeStorageError(f"unknown container {container!r} in the lake on {cloud.lake.shown}")
         self.cloud, self.container, self.prefix, self.names = cloud, container, prefix, names
+        self.additive = additive
         self.remote_root = f"{container}/{prefix}" if prefix else container
         self.local_root = os.path.join(str(cloud.lake.root), container, *prefix.split("/")) if prefix else \
             os.path.join(str(cloud.lake.root), container)
@@ -218,16 +229,20 @@ class SyncedFolder:
         for relative, info in remote.items():
             known = synced.get(relative)
             have = local.get(relative)
-            if known and have and known.get("etag") == info["etag"] and (
-                    known.get("size"), known.get("mtime_ns")) == (have[0], have[1]):
+            unchanged_here = bool(known and have and (known.get("size"), known.get("mtime_ns")) == (have[0], have[1]))
+            if unchanged_here and known and known.get("etag") == info["etag"]:
                 state[relative] = known
+            elif self.additive and have and not unchanged_here:
+                continue  # changed here since the last sync: this machine's version stays, and is pushed
             else:
                 wanted.append(relative)
+        if self.additive:
+            state.update({r: v for r, v in synced.items() if r not in state and r in local})
         removed = 0
-        for relative in sorted(set(local) - set(remote)):
+        for relative in [] if self.additive else sorted(set(local) - set(remote)):
             os.remove(os.path.join(self.local_root, relative))
             removed += 1
-        if not self.names:
+        if not self.names and not self.additive:
             _remove_empty_dirs(self.local_root)
         if wanted:
             self._download(wanted)
@@ -266,7 +281,7 @@ class SyncedFolder:
         local = self.local_files()
         changed = sorted(r for r, (size, mtime) in local.items()
                          if r not in synced or (synced[r].get("size"), synced[r].get("mtime_ns")) != (size, mtime))
-        removed = sorted(set(synced) - set(local))
+        removed = [] if self.additive else sorted(set(synced) - set(local))
         if not changed and not removed:
             return SyncResult(self.remote_root)
         self.cloud.ensure_containers()
@@ -381,18 +396,25 @@ def _size(count: int) -> str:
     return f"{count} B"
 
 
+def pull_runs(lake: LakePaths) -> None:
+    """Bring the run logs of a cloud lake's flows into its working copy (nothing to do on a local lake)."""
+    if lake.account is not None and lake.root is not None:
+        open_cloud(lake).runs_folder().pull()
+
+
 @contextlib.contextmanager
-def synced(lake: LakePaths, folders: Iterable[tuple[str, str]], *, push: bool = True) -> Iterator[CloudLake | None]:
-    """Pull ``(container, prefix)`` folders of a cloud lake's working copy, run the body, push them if it
-    succeeded (and ``push``). A local lake, or a cloud lake without a working copy, is left alone."""
+def runs_synced(lake: LakePaths) -> Iterator[None]:
+    """Pull a cloud lake's run logs, run the body, and push them whatever its outcome (a failed night's log is
+    the one to read elsewhere); a push that fails is a warning, never the run's outcome."""
     if lake.account is None or lake.root is None:
-        yield None
+        yield
         return
-    cloud = open_cloud(lake)
-    targets = [cloud.folder(container, prefix) for container, prefix in folders]
-    for folder in targets:
-        folder.pull()
-    yield cloud
-    if push:
-        for folder in targets:
+    folder = open_cloud(lake).runs_folder()
+    folder.pull()
+    try:
+        yield
+    finally:
+        try:
             folder.push()
+        except Exception as exc:  # noqa: BLE001 -- the run's own outcome is what the caller must see
+            log.warning("could not push the run logs to %s: %s; the next flow run pushes them", lake.shown, exc)

@@ -29,10 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from ..cloud_lake import runs_synced
 from ..delta import delta_store
 from ..errors import FlowError, StepFailed, StepTimeout
 from ..landing import new_batch_id
-from ..lock import lake_lock
+from ..lock import lake_lock, pull_source
 from ..paths import check_name
 from ..salt import redact
 from ..spark import get_spark
@@ -89,7 +90,7 @@ class FlowRun:
         """Run the flow, holding its lake lock; returns the run log. Raises FlowError naming the failed
         steps at the end, LakeLockError when another run of this flow holds the lock (``--wait``)."""
         lock_name = "flow-" + re.sub(r"[^A-Za-z0-9_.=-]", "_", self.flow.name)
-        with lake_lock(self.lake, lock_name, f"flow {self.flow.name}"):
+        with lake_lock(self.lake, lock_name, f"flow {self.flow.name}"), runs_synced(self.lake):
             return self._run(from_step, only)
 
     def _run(self, from_step: str | None, only: str | None) -> dict[str, Any]:
@@ -281,6 +282,7 @@ class FlowRun:
         """Register the lake table as a temporary view (``view``, else a name built from the checked lake
         names) in the run's Spark session; returns the view's name."""
         view = view or re.sub(r"[^A-Za-z0-9_]", "_", f"{stage}__{source}__{table}")
+        pull_source(self.lake, source, f"flow {self.flow.name} checks")  # a cloud lake: read the account's state
         delta_store(self.spark).read(self.lake.table(stage, source, table)).createOrReplaceTempView(view)
         return view
 

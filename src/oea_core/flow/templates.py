@@ -35,7 +35,7 @@ class Templates:
         """What templates see: the run's values, then the flow's ``variables`` (rendered with those values).
 
         Raises FlowError naming a flow variable that uses an undefined one."""
-        base = {"base_path": self.lake.root or self.lake.account, "batch_id": self.batch_id,
+        base = {"base_path": self.lake.setting, "batch_id": self.batch_id,
                 "pipeline": {"name": self.flow.name}, "stage": {"name": step.stage},
                 "group": {"name": step.group}, "name": step.name, "inputs": sorted(step.inputs),
                 "run_dir": self.run_dir, "flow_dir": self.flow.folder}
