@@ -28,6 +28,13 @@ if ! command -v dot >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq graphviz >/dev/null
 fi
 
+if ! command -v npm >/dev/null 2>&1; then
+  log "installing Node.js and npm (they install and run the Azurite storage emulator for the cloud-lake tests)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  ( $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null ) \
+    || log "could not install nodejs and npm with apt-get; the tests marked azurite need them"
+fi
+
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
   || { log "Python 3.10 or newer is needed (found $("$PYTHON" --version 2>&1))"; exit 1; }

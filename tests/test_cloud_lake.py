@@ -257,6 +257,30 @@ def test_edfi_on_azurite_makes_the_tables_a_local_lake_makes(cloud, monkeypatch,
     shutil.rmtree(tmp_path / "second-machine")
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("spark")
+def test_edfi_lands_from_the_api_into_azurite_incrementally(cloud, monkeypatch, tmp_path, capsys):
+    from edfi.api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
+
+    from oea_core.edfi import generate_edfi
+
+    monkeypatch.setenv("OEA_EDFI_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("OEA_EDFI_CLIENT_SECRET", CLIENT_SECRET)
+    dataset = generate_edfi(students=8, staff=2, schools=1, batches=2, seed=3)
+    with EdFiTestApi(dataset) as api:
+        api.visible_batch = 0
+        assert oea(LAKE_URL, "land", "edfi", "--api", api.url, "--resources", "students,schools") == 0
+        assert "landed 2 resource batches" in capsys.readouterr().out
+        new_cache(monkeypatch, tmp_path, "second-machine")  # the change versions landed are read from the account
+        api.visible_batch = 1
+        assert oea(LAKE_URL, "land", "edfi", "--api", api.url, "--resources", "students,schools") == 0
+        assert "landed 1 resource batches" in capsys.readouterr().out  # schools did not change
+    assert oea(LAKE_URL, "ingest", "edfi") == 0
+    assert "students (refined): 9 rows written, 0 set aside" in capsys.readouterr().out
+    assert cloud_table(cloud, "stage2p", "edfi", "students").num_rows == 9
+    assert CLIENT_SECRET not in json.dumps(account_files(cloud))
+
+
 # flows, oea run -----------------------------------------------------------------------------------
 @pytest.mark.spark
 @pytest.mark.notebooks
