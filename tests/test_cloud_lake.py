@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 import pytest
 from deltalake import DeltaTable
 
+from edfi.api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi  # tests/edfi, on pythonpath as tests/
 from oea_core import LakePaths
 from oea_core.cli import main
 from oea_core.cloud_lake import SyncedFolder, open_cloud
+from oea_core.edfi import generate_edfi
 from oea_core.errors import LakeStorageError
 from oea_core.lease import blob_lease
 from oea_core.storage import CONNECTION_STRING, CONTAINERS, EMULATOR_KEY, lake_credentials, lake_filesystem
@@ -260,10 +262,6 @@ def test_edfi_on_azurite_makes_the_tables_a_local_lake_makes(cloud, monkeypatch,
 @pytest.mark.slow
 @pytest.mark.usefixtures("spark")
 def test_edfi_lands_from_the_api_into_azurite_incrementally(cloud, monkeypatch, tmp_path, capsys):
-    from edfi.api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
-
-    from oea_core.edfi import generate_edfi
-
     monkeypatch.setenv("OEA_EDFI_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("OEA_EDFI_CLIENT_SECRET", CLIENT_SECRET)
     dataset = generate_edfi(students=8, staff=2, schools=1, batches=2, seed=3)
