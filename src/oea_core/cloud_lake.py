@@ -96,9 +96,10 @@ class CloudLake:
         """``oea-framework/runs``: the run logs of flows (and ``oea run``'s executed notebooks)."""
         return self.folder(FRAMEWORK_CONTAINER, "runs", additive=True)
 
-    def source_folders(self, source: str) -> list[SyncedFolder]:
-        """Every folder a run of ``source`` reads or writes: its folder in each stage, and the salt fingerprint."""
-        return [self.folder(stage, source) for stage in STAGES] + [
+    def source_folders(self, source: str, stages: tuple[str, ...] = STAGES) -> list[SyncedFolder]:
+        """The folders a run of ``source`` reads or writes: its folder in each of ``stages``, and the salt
+        fingerprint."""
+        return [self.folder(stage, source) for stage in stages] + [
             self.folder(FRAMEWORK_CONTAINER, "", (FINGERPRINT_FILE,))]
 
     def table_folders(self, source: str, stages: tuple[str, ...] = ("stage2np", "stage2p")) -> set[tuple[str, str]]:

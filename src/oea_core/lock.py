@@ -36,12 +36,13 @@ from .cloud_lake import SyncedFolder, open_cloud
 from .errors import LakeLockError
 from .lease import blob_lease
 from .leftovers import clean_source
-from .paths import LakePaths, check_name
+from .paths import STAGES, LakePaths, check_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 log = logging.getLogger("oea")
+LANDING = ("stage1np",)  # the stages a landing touches (a cloud lake's working copy pulls only these)
 WAIT_SETTING = "OEA_LOCK_WAIT"
 _POLL_SECONDS = 0.5
 _HELD: dict[str, list] = {}  # path -> [file descriptor, depth, holder]
@@ -191,13 +192,14 @@ def pull_source(lake: LakePaths, source: str, operation: str, *, wait: float | N
 
 
 @contextmanager
-def source_run(lake: LakePaths, source: str, operation: str, *, wait: float | None = None) -> Iterator[dict]:
+def source_run(lake: LakePaths, source: str, operation: str, *, wait: float | None = None,
+               stages: tuple[str, ...] = STAGES) -> Iterator[dict]:
     """Hold ``source``'s lock for ``operation``; the outermost holder removes the source's leftovers
     (:mod:`oea_core.leftovers`) before the work and after it, so no run leaves uncommitted files."""
     with _REGISTRY:
         outer = lake.root is None or lock_path(lake, source) not in _HELD
     with lake_lock(lake, source, operation, wait=wait) as me:
-        folders = open_cloud(lake).source_folders(source) if outer and lake.account and lake.root else []
+        folders = open_cloud(lake).source_folders(source, stages) if outer and lake.account and lake.root else []
         for folder in folders:  # a cloud lake: the working copy becomes what the account holds
             folder.pull()
             folder.remove_half_batches()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..errors import LandingError
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, CsvTableDef, IngestResult, ingest_csv_table
 from ..landing import LandResult, land_folder
-from ..lock import source_run
+from ..lock import LANDING, source_run
 from ..schema import TableSchema, safe_table_name
 from ..source_module import SourceModule
 
@@ -112,7 +112,7 @@ class CleverModule(SourceModule):
         """Copy a Clever export folder into ``stage1np/clever/<report>/<batch>/<role>/``."""
         if src is None:
             raise LandingError("give the Clever export folder to land (oea land clever FOLDER)")
-        with source_run(self.lake, SOURCE, "clever land"):
+        with source_run(self.lake, SOURCE, "clever land", stages=LANDING):
             return land_folder(self.lake, SOURCE, os.fspath(src), classify, batch_id=batch_id)
 
     def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:

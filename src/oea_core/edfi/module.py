@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..cloud_lake import open_cloud
 from ..errors import LandingError
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, IngestResult
-from ..lock import source_run
+from ..lock import LANDING, source_run
 from ..schema import PseudoOp
 from ..source_module import SourceModule
 from . import landing
@@ -67,12 +67,12 @@ class EdFiModule(SourceModule):
             raise LandingError("give either an Ed-Fi export folder or --api URL, not both")
         if client is not None or api:
             client = client or EdFiClient(str(api), page_size=page_size)
-            with source_run(self.lake, SOURCE, "edfi land"):
+            with source_run(self.lake, SOURCE, "edfi land", stages=LANDING):
                 return landing.land_api(self.lake, client, resources or self.supported_resources(),
                                         batch_id=batch_id, strict=resources is not None)
         if src is None:
             raise LandingError("give an Ed-Fi export folder, or --api URL to land from an Ed-Fi API")
-        with source_run(self.lake, SOURCE, "edfi land"):
+        with source_run(self.lake, SOURCE, "edfi land", stages=LANDING):
             return landing.land_files(self.lake, os.fspath(src), batch_id=batch_id)
 
     # ingest and refine ---------------------------------------------------------------------------
