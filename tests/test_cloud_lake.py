@@ -180,13 +180,49 @@ def test_an_interrupted_landing_leaves_no_batch_that_ingest_would_read(cloud, mo
     assert oea(LAKE_URL, "lake", "check") == 1
     report = capsys.readouterr().out
     assert report.count("landing ") == len(landed) and "oea lake check --repair" in report
-    assert oea(LAKE_URL, "ingest", "clever") == 0  # removes the half batch under the lock, reads nothing
+    assert oea(LAKE_URL, "ingest", "clever") == 0  # reads nothing, and removes the half batch under the lock
     assert account_files(cloud, "stage1np") == {}
     assert not any(p.startswith(("stage2p/", "stage2np/")) for p in account_files(cloud))
 
     assert oea(LAKE_URL, "land", "clever", str(CLEVER)) == 0  # landing again lands it whole
     assert oea(LAKE_URL, "ingest", "clever") == 0
     assert cloud_table(cloud, "stage2p", "clever", "daily_participation_pseudo").num_rows == 138
+
+
+@pytest.mark.usefixtures("spark")
+def test_an_ingest_cut_before_its_commits_leaves_the_tables_as_they_were(cloud, monkeypatch, tmp_path, capsys):
+    assert oea(LAKE_URL, "land", "clever", str(CLEVER)) == 0
+    real = SyncedFolder._put_once
+
+    def cut(self, relative):
+        if "/_delta_log/" in relative:
+            raise TimeoutError("the connection timed out")  # data files are up, no log entry is
+        real(self, relative)
+
+    monkeypatch.setattr(SyncedFolder, "_put_once", cut)
+    assert oea(LAKE_URL, "ingest", "clever") == 1
+    assert "failed (TimeoutError: the connection timed out)" in capsys.readouterr().err
+    monkeypatch.setattr(SyncedFolder, "_put_once", real)
+    orphans = [p for p in account_files(cloud) if p.endswith(".parquet")]  # stage2np's: the first folder pushed
+    assert orphans and not any("/_delta_log/" in p for p in account_files(cloud))
+
+    new_cache(monkeypatch, tmp_path, "checker")
+    capsys.readouterr()
+    assert oea(LAKE_URL, "lake", "check", "--module", "clever") == 1
+    report = capsys.readouterr().out
+    assert report.count("uncommitted") >= len(orphans)
+    assert oea(LAKE_URL, "lake", "check", "--module", "clever", "--repair") == 0
+    assert not any(p.endswith(".parquet") for p in account_files(cloud))
+
+    assert oea(LAKE_URL, "ingest", "clever") == 0
+    table = cloud_table(cloud, "stage2p", "clever", "daily_participation_pseudo")
+    assert table.num_rows == 138
+    named = {"stage2p/clever/daily_participation_pseudo/" + uri.split("/daily_participation_pseudo/", 1)[1]
+             for uri in DeltaTable(
+                 "abfss://stage2p@devstoreaccount1.dfs.core.windows.net/clever/daily_participation_pseudo",
+                 storage_options=lake_credentials(cloud).delta_storage_options()).file_uris()}
+    assert {p for p in account_files(cloud, "stage2p") if "/daily_participation_pseudo/" in p
+            and p.endswith(".parquet")} == named
 
 
 @pytest.mark.usefixtures("spark")
@@ -297,6 +333,8 @@ def test_a_flow_on_azurite_runs_its_notebook_and_checks_and_its_log_is_seen_else
     executed = Path(LakePaths.from_setting(LAKE_URL).state_path("runs", "f1", "notebooks", "clever_ingestion.ipynb"))
     assert executed.exists() and TEST_SALT not in executed.read_text()
     assert EMULATOR_KEY not in executed.read_text()
+    assert oea(LAKE_URL, "flow", "graph", flow, "--out", str(tmp_path / "graph")) == 0
+    assert "success" in (tmp_path / "graph" / "clever.svg").read_text().lower()  # coloured by the run logged there
     # the same batch from the second machine: checkpointed there too, nothing runs
     assert oea(LAKE_URL, "flow", "run", flow, "--batch-id", "f1") == 0
     assert "(1 cached)" in capsys.readouterr().out

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from oea_core import LakePaths
 from oea_core.clever.module import CleverModule
 from oea_core.cli import main
 from oea_core.leftovers import find_leftovers
@@ -78,3 +79,18 @@ def test_the_next_ingest_removes_what_an_interrupted_run_left(ingested, lake):
     assert find_leftovers(lake) == []
     table = lake.table("stage2p", "clever", "daily_participation_pseudo")
     assert parquet_glob_rows(table) == DeltaTable(table).to_pyarrow_table().num_rows
+
+
+def test_the_data_of_a_first_commit_that_never_happened_is_a_leftover(tmp_path):
+    lake = LakePaths.from_setting(tmp_path / "lake")
+    never = Path(lake.table("stage2p", "clever", "new_table"), "year=2022")
+    never.mkdir(parents=True)
+    (never / "part-0.parquet").write_bytes(b"PAR1")
+    (never / ".part-0.parquet.crc").write_bytes(b"crc")
+    foreign = Path(lake.table("stage2p", "clever", "not_ours"))
+    foreign.mkdir(parents=True)
+    (foreign / "part-0.parquet").write_bytes(b"PAR1")
+    (foreign / "README.txt").write_text("someone else's folder")  # not only data files: left alone
+    found = find_leftovers(lake, "clever")
+    assert sorted((os.path.relpath(item.path, never), item.kind) for item in found) == [
+        (".part-0.parquet.crc", "uncommitted"), ("part-0.parquet", "uncommitted")]

@@ -118,8 +118,8 @@ def _table_leftovers(table: str) -> list[Leftover]:
         found += [Leftover(os.path.join(staging, n), "staging", _size(os.path.join(staging, n)))
                   for n in sorted(os.listdir(staging))]
     log_dir = os.path.join(table, "_delta_log")
-    if not os.path.isdir(log_dir) and not found:
-        return found  # not a Delta table, nor one being created
+    if not os.path.isdir(log_dir) and not found and not _only_data_files(table):
+        return found  # not a Delta table, nor one whose first commit never happened
     named = _named_files(table, log_dir)
     for parent, dirs, files in os.walk(table):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith("."))
@@ -131,6 +131,18 @@ def _table_leftovers(table: str) -> list[Leftover]:
             if data.endswith(".parquet") and data not in named:
                 found.append(Leftover(full, "uncommitted", os.path.getsize(full)))
     return found
+
+
+def _only_data_files(folder: str) -> bool:
+    """True when ``folder`` holds Parquet files and nothing but them (and their checksums): the data of a table's
+    first commit that never happened (a killed run, or on a cloud lake a push cut before the log entry)."""
+    seen = False
+    for _parent, _dirs, files in os.walk(folder):
+        for name in files:
+            if not name.endswith((".parquet", ".parquet.crc")):
+                return False
+            seen = seen or name.endswith(".parquet")
+    return seen
 
 
 def _named_files(table: str, log_dir: str) -> set[str]:

@@ -78,7 +78,9 @@ class EdFiModule(SourceModule):
     # ingest and refine ---------------------------------------------------------------------------
     def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE, refine: bool = True) -> list[IngestResult]:
         """Apply every new landed batch to the current-state tables, then refine (unless ``refine=False``)."""
-        with source_run(self.lake, SOURCE, "edfi ingest"):  # a cloud lake's working copy is pulled first
+        if self.lake.account is None and not landing.landed_resources(self.lake):
+            return []  # nothing landed in a local lake: no lock taken, no folder made (a cloud lake: pulled first)
+        with source_run(self.lake, SOURCE, "edfi ingest"):
             landed = landing.landed_resources(self.lake)
             if not landed:
                 return []
@@ -95,6 +97,8 @@ class EdFiModule(SourceModule):
 
     def refine(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
         """Rebuild the refined tables of every resource whose current state changed."""
+        if self.lake.account is None and not landing.landed_resources(self.lake):
+            return []
         results = []
         unsupported = []
         with source_run(self.lake, SOURCE, "edfi refine"):
