@@ -44,3 +44,24 @@ def test_benchmark_runs_every_engine_on_the_same_rows(tmp_path):
         assert edfi[engine]["refined_rows"] > 0 and edfi[engine]["noop_ingest_s"] < edfi[engine]["ingest_s"]
     assert edfi["spark_delta"]["refined_rows"] == edfi["delta_rs"]["refined_rows"]
     assert "| 30 | spark-delta |" in (out / "edfi.md").read_text()
+
+
+CLOUD = Path(__file__).parents[1] / "benchmarks" / "cloud.py"
+
+
+@pytest.mark.slow
+@pytest.mark.azurite  # it starts its own Azurite
+def test_cloud_benchmark_times_both_lakes_on_the_same_rows(tmp_path):
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, str(CLOUD), "--rows", "2000", "--days", "4", "--out", str(out),
+                           "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=1200, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "cloud.json").read_text())
+    assert report["rows"] == 2000 and report["table_rows"]["daily_participation_pseudo"] == 2000
+    land, again, second = (report["steps"][k] for k in ("land", "ingest_again", "ingest_second_cache"))
+    assert land["cloud_pushed_files"] > 1 and land["cloud_pulled_files"] == 0
+    assert again["cloud_pushed_files"] == 0  # nothing new: nothing moves
+    assert second["cloud_pulled_files"] > land["cloud_pushed_files"]  # a new machine pulls the tables too
+    total = report["end_to_end"]
+    assert total["cloud_over_local"] == pytest.approx(total["cloud"] / total["local"])
+    assert "| land |" in (out / "cloud.md").read_text()
