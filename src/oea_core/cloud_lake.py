@@ -51,7 +51,7 @@ from .storage import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterator
 
     from fsspec import AbstractFileSystem
 
@@ -347,13 +347,6 @@ def committed_batches(files: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
             if any(path.startswith(batch) for batch in _prefixes(path) if batch in batches)}
 
 
-def half_batches(files: Iterable[str]) -> list[str]:
-    """Files of ``stage1np`` (relative paths) outside every batch that holds its manifest."""
-    listed: dict[str, dict[str, Any]] = {path: {} for path in files}
-    kept = committed_batches(listed)
-    return sorted(set(listed) - set(kept))
-
-
 def _prefixes(path: str) -> Iterator[str]:
     parts = path.split("/")
     for end in range(len(parts)):
@@ -390,11 +383,14 @@ def _stat(path: str) -> tuple[int, int]:
 
 
 def _size(count: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1024 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024  # type: ignore[assignment]
-    return f"{count} B"
+    if count < 1024:
+        return f"{count} B"
+    size, unit = float(count), "B"
+    for unit in ("KB", "MB", "GB"):
+        size /= 1024
+        if size < 1024:
+            break
+    return f"{size:.1f} {unit}"
 
 
 def pull_runs(lake: LakePaths) -> None:
