@@ -5,6 +5,8 @@ batch the newest change wins: by change version where the records carry one, els
 after upserts, else file and line order; across batches, a later batch wins unless both
 changes carry change versions and the later one is older. Each batch is applied in one
 Delta commit carrying ``oea.ingest/edfi/<namespace>/<resource>/<batch>``, so a rerun skips it.
+Every delete leaves a tombstone (``<resource>_tombstones``); an upsert of a deleted record is ignored
+unless it is provably newer (:func:`without_deleted`), so a delete that landed first stays a delete.
 Lines that are not JSON records with an ``id`` are set aside in ``<resource>_rejected``, and so is
 a record past the limits (``MAX_RECORD_BYTES``, 16 MiB; ``flatten.MAX_DEPTH``, 64 levels): a JSON
 Lines record is measured before it is parsed, and a JSON array too deep for Python's parser is
@@ -258,8 +260,10 @@ def ingest_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, nam
                                                                    store.version(state_path)})
     events = new_events.persist(StorageLevel.DISK_ONLY)
     try:
-        counts = {r["_batch_id"]: (r["rows"], r["rejected"]) for r in events.groupBy("_batch_id").agg(
-            F.count(F.lit(1)).alias("rows"), F.count("_reject_reason").alias("rejected")).collect()}
+        deletes = (F.col("_kind") == "deletes") & F.col("_reject_reason").isNull()
+        counts = {r["_batch_id"]: (r["rows"], r["rejected"], r["deletes"]) for r in events.groupBy("_batch_id").agg(
+            F.count(F.lit(1)).alias("rows"), F.count("_reject_reason").alias("rejected"),
+            F.count(F.when(deletes, 1)).alias("deletes")).collect()}
         total = sum(c[0] for c in counts.values())
         rejected = sum(c[1] for c in counts.values())
         if total and rejected / total > max_reject_share:
@@ -272,7 +276,7 @@ def ingest_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, nam
                 total=total)
         for batch_id in pending:
             _apply_batch(store, lake, table, namespace, resource, events.where(F.col("_batch_id") == batch_id),
-                         batch_id, counts.get(batch_id, (0, 0)))
+                         batch_id, counts.get(batch_id, (0, 0, 0)))
     finally:
         events.unpersist()
     if rejected:
@@ -296,7 +300,7 @@ def latest_changes(events: DataFrame) -> DataFrame:
 
 
 def _apply_batch(store: DeltaStore, lake: LakePaths, table: str, namespace: str, resource: str,
-                 events: DataFrame, batch_id: str, counts: tuple[int, int]) -> None:
+                 events: DataFrame, batch_id: str, counts: tuple[int, int, int]) -> None:
     from pyspark.sql import functions as F
 
     txn = ingest_app_id(namespace, resource, batch_id)
@@ -309,8 +313,8 @@ def _apply_batch(store: DeltaStore, lake: LakePaths, table: str, namespace: str,
     ignored = 0
     if store.exists(tombstones):
         changes, ignored = without_deleted(store.read(tombstones), changes)
-    deletes = changes.where(F.col("_deleted")).select("id", "_change_version", "_batch_id")
-    if deletes.limit(1).count():
+    if counts[2]:  # the batch has deletes: each leaves a tombstone
+        deletes = changes.where(F.col("_deleted")).select("id", "_change_version", "_batch_id")
         store.merge(deletes, tombstones, ("id",), update=True, app_id=txn, metadata=meta)
     result = store.apply_changes(changes, lake.table("stage2np", SOURCE, table), "id",
                                  order="_change_version", deleted="_deleted", app_id=txn, metadata=meta)
