@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +81,7 @@ def execute_notebook(source: str, target: str, parameters: Mapping[str, object],
     pm = _papermill()
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     log.info("running notebook %s", source)
+    started = time.monotonic()
     try:
         pm.execute_notebook(source, target, parameters=dict(parameters), kernel_name=kernel_name,
                             progress_bar=False, cwd=os.path.dirname(os.path.abspath(source)),
@@ -87,4 +89,5 @@ def execute_notebook(source: str, target: str, parameters: Mapping[str, object],
     except pm.PapermillExecutionError as exc:
         raise NotebookRunError(f"notebook {os.path.basename(source)} failed in cell {exc.exec_count}: {exc.ename}: "
                                f"{exc.evalue} (executed copy: {target})", notebook=source) from None
+    log.info("notebook %s done in %.1f s", os.path.basename(source), time.monotonic() - started)
     return target
