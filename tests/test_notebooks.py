@@ -64,6 +64,9 @@ def test_oea_run_then_papermill_again_changes_nothing_and_never_saves_the_salt(t
          "--out", str(tmp_path / "views")],
         check=False, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr
+    # a first run that reads clean: only oea's own lines (no kernel transport warning, no shutdown noise)
+    assert run.stderr and all(line.startswith("oea: ") for line in run.stderr.splitlines()), run.stderr
+    assert run.stderr.count(" done in ") == 4  # one progress line per notebook, with its time
     for name in ("clever", "edfi"):  # the committed scripts are what `oea run` writes over the samples
         written = (tmp_path / "views" / f"{name}_views.sql").read_text(encoding="utf-8")
         assert written == (REPO / "sql_views" / f"{name}_views.sql").read_text(encoding="utf-8"), name

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,20 @@ def _papermill() -> Any:
         raise MissingExtraError("running notebooks needs papermill: pip install 'oea-core' (it is a core "
                                 "dependency) or pip install papermill") from None
     return papermill
+
+
+def _ipc_kernel_manager() -> type:
+    """A KernelManager whose kernels talk over IPC sockets in a private temporary folder, not TCP: no port is
+    opened, and the kernel prints no "running over TCP without encryption" warning into every run."""
+    from jupyter_client.manager import KernelManager
+
+    class IpcKernelManager(KernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", os.path.join(tempfile.mkdtemp(prefix="oea-kernel-"), "kernel"))
+            super().__init__(**kwargs)
+
+    return IpcKernelManager
 
 
 def default_notebooks_dir() -> str:
@@ -65,10 +81,13 @@ def execute_notebook(source: str, target: str, parameters: Mapping[str, object],
     pm = _papermill()
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     log.info("running notebook %s", source)
+    started = time.monotonic()
     try:
         pm.execute_notebook(source, target, parameters=dict(parameters), kernel_name=kernel_name,
-                            progress_bar=False, cwd=os.path.dirname(os.path.abspath(source)))
+                            progress_bar=False, cwd=os.path.dirname(os.path.abspath(source)),
+                            kernel_manager_class=_ipc_kernel_manager())
     except pm.PapermillExecutionError as exc:
         raise NotebookRunError(f"notebook {os.path.basename(source)} failed in cell {exc.exec_count}: {exc.ename}: "
                                f"{exc.evalue} (executed copy: {target})", notebook=source) from None
+    log.info("notebook %s done in %.1f s", os.path.basename(source), time.monotonic() - started)
     return target

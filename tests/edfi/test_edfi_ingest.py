@@ -12,7 +12,7 @@ import pytest
 from oea_core import LakePaths, RejectedRowsError, Salt, pseudonym
 from oea_core.edfi import EdFiModule, generate_edfi, write_edfi_export
 from oea_core.edfi.flatten import MAX_DEPTH, flatten_record
-from oea_core.edfi.ingest import MAX_RECORD_BYTES, RAW_KEPT, parse_file
+from oea_core.edfi.ingest import MAX_RECORD_BYTES, RAW_KEPT, change_version, parse_file
 from oea_core.edfi.metadata import table_name
 from oea_testing import ENGINES
 
@@ -234,6 +234,54 @@ def test_deletes_in_old_and_new_spelling_and_in_the_same_batch(module, tmp_path)
     assert len(result.batch_ids) == 2
     module.ingest(refine=False)
     assert set(state_of(module, "schools")) == {"b1"}
+
+
+def test_a_delete_that_landed_before_its_upsert_is_not_undone(module, tmp_path, lake):
+    base = tmp_path / "first" / "schools" / "incremental"
+    write_lines(base / "upserts" / "rundate=2024-01-01", "u.json", [school("b1", "B", changeVersion=1)])
+    write_lines(base / "deletes" / "rundate=2024-01-01", "d.json", [{"id": "a1", "changeVersion": 10}, {"id": "c1"}])
+    module.land(tmp_path / "first", batch_id="x")
+    module.ingest(refine=False)
+    # late deliveries: a1 and c1 as they were before their deletes; e1 never deleted
+    write_lines(tmp_path / "late" / "schools", "u.jsonl", [school("a1", "A old", changeVersion=5),
+                                                          school("c1", "C"), school("e1", "E")])
+    module.land(tmp_path / "late", batch_id="y")
+    module.ingest(refine=False)
+    assert set(state_of(module, "schools")) == {"b1", "e1"}
+    tombstones = {r["id"]: r["_change_version"] for r in arrow(module, "stage2np", "schools_tombstones").to_pylist()}
+    assert tombstones == {"a1": 10, "c1": None}
+    # a change provably newer than the delete passes (an id is never reused, but a newer version is the truth)
+    write_lines(tmp_path / "newer" / "schools", "u.jsonl", [school("a1", "A again", changeVersion=12)])
+    module.land(tmp_path / "newer", batch_id="z")
+    module.ingest(refine=False)
+    assert state_of(module, "schools")["a1"]["nameOfInstitution"] == "A again"
+    module.ingest(refine=False)  # a rerun: nothing changes
+    assert set(state_of(module, "schools")) == {"a1", "b1", "e1"}
+
+
+def test_change_versions_written_as_strings_are_read_where_unambiguous(module, tmp_path):
+    up = tmp_path / "export" / "schools"
+    write_lines(up, "a.jsonl", [school("a1", "A new", changeVersion="9"), school("a1", "A old", changeVersion=4),
+                                school("b1", "B", changeVersion=" 7 "), school("c1", "C", changeVersion=8.0)],
+                raw_lines=[json.dumps(school("d1", "D", changeVersion="12a")),
+                           json.dumps(school("e1", "E", changeVersion=1.5))])
+    module.land(tmp_path / "export", batch_id="x")
+    module.ingest(max_reject_share=0.5, refine=False)
+    state = {r["id"]: r for r in arrow(module, "stage2np", "schools").to_pylist()}
+    assert state["a1"]["_change_version"] == 9 and json.loads(state["a1"]["_record"])["nameOfInstitution"] == "A new"
+    assert state["b1"]["_change_version"] == 7 and state["c1"]["_change_version"] == 8
+    assert set(state) == {"a1", "b1", "c1"}
+    reasons = sorted(r["_reject_reason"] for r in arrow(module, "stage2np", "schools_rejected").to_pylist())
+    assert reasons == ["changeVersion '12a' is not an integer", "changeVersion 1.5 is not an integer"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (123456, (123456, None)), ("123456", (123456, None)), (" -3 ", (-3, None)), (5.0, (5, None)), (None, (None, None)),
+    (True, (None, "changeVersion True is not an integer")), ("1e6", (None, "changeVersion '1e6' is not an integer")),
+    ("", (None, "changeVersion '' is not an integer")), (2**63, (None, f"changeVersion {2**63} is not an integer")),
+    ("99999999999999999999", (None, "changeVersion '99999999999999999999' is not an integer"))])
+def test_change_version_takes_numbers_and_strings_of_one(value, expected):
+    assert change_version(value) == expected
 
 
 def test_malformed_records_are_set_aside_with_reasons(module, tmp_path, lake):

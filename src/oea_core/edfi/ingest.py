@@ -5,6 +5,8 @@ batch the newest change wins: by change version where the records carry one, els
 after upserts, else file and line order; across batches, a later batch wins unless both
 changes carry change versions and the later one is older. Each batch is applied in one
 Delta commit carrying ``oea.ingest/edfi/<namespace>/<resource>/<batch>``, so a rerun skips it.
+Every delete leaves a tombstone (``<resource>_tombstones``); an upsert of a deleted record is ignored
+unless it is provably newer (:func:`without_deleted`), so a delete that landed first stays a delete.
 Lines that are not JSON records with an ``id`` are set aside in ``<resource>_rejected``, and so is
 a record past the limits (``MAX_RECORD_BYTES``, 16 MiB; ``flatten.MAX_DEPTH``, 64 levels): a JSON
 Lines record is measured before it is parsed, and a JSON array too deep for Python's parser is
@@ -44,6 +46,7 @@ log = logging.getLogger("oea")
 SOURCE = "edfi"
 EVENT_SCHEMA = ("_batch_id string, _kind string, _file_seq int, _line int, id string, _change_version bigint, "
                 "_last_modified string, _record string, _reject_reason string, _source_file string, _raw string")
+TOMBSTONES = "_tombstones"  # stage2np/edfi/<resource>_tombstones: id, _change_version, _batch_id of each delete
 STATE_COLUMNS = ("id", "_change_version", "_batch_id", "_last_modified", "_record")
 REJECTED_COLUMNS = ("_batch_id", "_source_file", "_line", "_reject_reason", "_raw")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
@@ -172,11 +175,35 @@ def _check_record(item: object, kind: str) -> tuple[dict | None, str | None]:
     record_id = normalize_id(item.get("id"))
     if record_id is None:
         return None, "record has no id"
-    version = item.get("changeVersion")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-        return None, f"changeVersion {version!r} is not an integer"
+    version, problem = change_version(item.get("changeVersion"))
+    if problem:
+        return None, problem
+    if version is not None:
+        item["changeVersion"] = version
     item["id"] = record_id
     return item, None
+
+
+_INTEGER_TEXT = re.compile(r"^\s*[+-]?\d{1,19}\s*$")
+
+
+def change_version(value: object) -> tuple[int | None, str | None]:
+    """A record's ``changeVersion`` as an integer, or why it is not one.
+
+    Exports spell it as a JSON number or, from some tools, as a string (``"123456"``): both are taken
+    where the value is unambiguous (digits, or a whole number such as ``123456.0``); anything else
+    (``"12a"``, ``1.5``, ``true``, ``"1e6"``, past a bigint) is refused with the reason.
+    """
+    if value is None:
+        return None, None
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer() or isinstance(value, str) and _INTEGER_TEXT.match(value):
+        number = int(value)
+    if number is None or not -(2**63) <= number < 2**63:
+        return None, f"changeVersion {value!r} is not an integer"
+    return number, None
 
 
 def _events(path_meta: dict, pair: tuple[str, str]):
@@ -233,8 +260,10 @@ def ingest_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, nam
                                                                    store.version(state_path)})
     events = new_events.persist(StorageLevel.DISK_ONLY)
     try:
-        counts = {r["_batch_id"]: (r["rows"], r["rejected"]) for r in events.groupBy("_batch_id").agg(
-            F.count(F.lit(1)).alias("rows"), F.count("_reject_reason").alias("rejected")).collect()}
+        deletes = (F.col("_kind") == "deletes") & F.col("_reject_reason").isNull()
+        counts = {r["_batch_id"]: (r["rows"], r["rejected"], r["deletes"]) for r in events.groupBy("_batch_id").agg(
+            F.count(F.lit(1)).alias("rows"), F.count("_reject_reason").alias("rejected"),
+            F.count(F.when(deletes, 1)).alias("deletes")).collect()}
         total = sum(c[0] for c in counts.values())
         rejected = sum(c[1] for c in counts.values())
         if total and rejected / total > max_reject_share:
@@ -247,7 +276,7 @@ def ingest_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, nam
                 total=total)
         for batch_id in pending:
             _apply_batch(store, lake, table, namespace, resource, events.where(F.col("_batch_id") == batch_id),
-                         batch_id, counts.get(batch_id, (0, 0)))
+                         batch_id, counts.get(batch_id, (0, 0, 0)))
     finally:
         events.unpersist()
     if rejected:
@@ -271,7 +300,7 @@ def latest_changes(events: DataFrame) -> DataFrame:
 
 
 def _apply_batch(store: DeltaStore, lake: LakePaths, table: str, namespace: str, resource: str,
-                 events: DataFrame, batch_id: str, counts: tuple[int, int]) -> None:
+                 events: DataFrame, batch_id: str, counts: tuple[int, int, int]) -> None:
     from pyspark.sql import functions as F
 
     txn = ingest_app_id(namespace, resource, batch_id)
@@ -279,10 +308,40 @@ def _apply_batch(store: DeltaStore, lake: LakePaths, table: str, namespace: str,
     if counts[1]:
         store.write(events.where(F.col("_reject_reason").isNotNull()).select(*REJECTED_COLUMNS),
                     lake.table("stage2np", SOURCE, f"{table}_rejected"), app_id=txn, metadata=meta)
-    result = store.apply_changes(latest_changes(events), lake.table("stage2np", SOURCE, table), "id",
+    changes = latest_changes(events)
+    tombstones = lake.table("stage2np", SOURCE, f"{table}{TOMBSTONES}")
+    ignored = 0
+    if store.exists(tombstones):
+        changes, ignored = without_deleted(store.read(tombstones), changes)
+    if counts[2]:  # the batch has deletes: each leaves a tombstone
+        deletes = changes.where(F.col("_deleted")).select("id", "_change_version", "_batch_id")
+        store.merge(deletes, tombstones, ("id",), update=True, app_id=txn, metadata=meta)
+    result = store.apply_changes(changes, lake.table("stage2np", SOURCE, table), "id",
                                  order="_change_version", deleted="_deleted", app_id=txn, metadata=meta)
+    if ignored:
+        log.warning("%s batch %s: %d upserts of records deleted before (by a delete that landed first) were "
+                    "ignored; their tombstones are in stage2np/%s/%s%s", table, batch_id, ignored, SOURCE, table,
+                    TOMBSTONES)
     log.info("%s batch %s: %d records applied, %d rejected (version %s)", table, batch_id,
              counts[0] - counts[1], counts[1], result.version)
+
+
+def without_deleted(tombstones: DataFrame, changes: DataFrame) -> tuple[DataFrame, int]:
+    """``changes`` less the upserts of records a tombstone says were deleted, and how many those were.
+
+    An upsert passes a tombstone only when both carry change versions and the upsert's is newer: Ed-Fi
+    never reuses a record's ``id``, so an upsert that is not provably newer than the delete of its
+    record is a late delivery of an older version, and would bring the record back.
+    """
+    from pyspark.sql import functions as F
+
+    tomb = tombstones.select(F.col("id").alias("_tomb_id"), F.col("_change_version").alias("_tomb_version"))
+    joined = changes.join(tomb, changes["id"] == tomb["_tomb_id"], "left")
+    newer = F.col("_change_version").isNotNull() & F.col("_tomb_version").isNotNull() & (
+        F.col("_change_version") > F.col("_tomb_version"))
+    keep = F.col("_deleted") | F.col("_tomb_id").isNull() | newer
+    ignored = joined.where(~keep).count()
+    return joined.where(keep).drop("_tomb_id", "_tomb_version"), ignored
 
 
 # refine ------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Outputs:
 - ``stage2p/edfi/<entity>``: flattened, typed and pseudonymized, one table per resource and per array;
 - ``stage2np/edfi/<entity>_lookup``: identifiers next to their pseudonyms (students, staffs);
 - ``stage2np/edfi/<resource>_rejected`` / ``_not_refined``: what could not be read, with the reason.
+- ``stage2np/edfi/<resource>_tombstones``: every delete, so a late upsert of a deleted record is ignored.
 """
 
 from __future__ import annotations
