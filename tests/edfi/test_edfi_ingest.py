@@ -12,6 +12,7 @@ import pytest
 from oea_core import LakePaths, RejectedRowsError, Salt, pseudonym
 from oea_core.edfi import EdFiModule, generate_edfi, write_edfi_export
 from oea_core.edfi.flatten import MAX_DEPTH, flatten_record
+from oea_core.edfi.generator import EdFiDataset
 from oea_core.edfi.ingest import MAX_RECORD_BYTES, RAW_KEPT, change_version, parse_file
 from oea_core.edfi.metadata import table_name
 from oea_testing import ENGINES
@@ -65,14 +66,15 @@ def test_refined_row_counts_keep_every_child_row(refined):
     module, dataset, _ = refined
     expected: dict[str, int] = {}
     for resource, records in dataset.state().items():
-        for entity in module.metadata.entities_of(resource):
-            expected.setdefault(entity, 0)
         for record in records.values():
             for entity, rows in flatten_record(resource, record).items():
-                if entity in expected:
-                    expected[entity] += len(rows)
-    for entity, count in expected.items():
-        assert arrow(module, "stage2p", table_name(entity)).num_rows == count, entity
+                expected[entity] = expected.get(entity, 0) + len(rows)
+    for entity, count in expected.items():  # every entity, declared in the metadata CSV or not
+        path = module.lake.table("stage2p", "edfi", table_name(entity))
+        if count:
+            assert arrow(module, "stage2p", table_name(entity)).num_rows == count, entity
+        else:  # an entity without rows gets no table
+            assert not module.store.exists(path), entity
     # each section has two class periods: one row per period, not one per section
     assert expected["sections_classPeriods"] == 2 * expected["sections"] > 0
     assert expected["schools_gradeLevels"] == 4 * expected["schools"]
@@ -132,7 +134,7 @@ def test_no_raw_identifier_or_name_reaches_stage2p(refined):
     assert len(secret) > 100
     root = module.lake.stage_root("stage2p")
     tables = [os.path.join(root, "edfi", t) for t in os.listdir(os.path.join(root, "edfi"))]
-    assert len(tables) > 40
+    assert len(tables) > 30
     for table in tables:
         data = module.store.read_arrow(table)
         for column in data.column_names:
@@ -317,17 +319,116 @@ def test_json_array_files_with_bom_and_empty_files(module, tmp_path):
 def test_values_that_do_not_match_the_metadata_are_set_aside(module, tmp_path, caplog):
     records = [school(f"s{i}", f"School {i}") for i in range(40)]
     records[3]["schoolId"] = "not-a-number"
-    records[5]["ssn"] = "123-45-6789"  # a field the metadata does not know
+    records[5]["ssn"] = "123-45-6789"  # a field the metadata does not know: refined under the privacy rules
+    records[6]["schoolId"] = "7"  # a number written as a string: unambiguous, so taken
     write_lines(tmp_path / "export" / "schools", "p.jsonl", records)
     module.land(tmp_path / "export", batch_id="x")
     with caplog.at_level(logging.WARNING, logger="oea"):
         module.ingest()
     schools = arrow(module, "stage2p", "schools")
-    assert schools.num_rows == 39 and "ssn" not in schools.column_names
+    assert schools.num_rows == 39
+    assert {v for v in schools["ssn"].to_pylist() if v is not None} == {"*"}  # masked by rule
+    assert 7 in schools["schoolId"].to_pylist()
     not_refined = arrow(module, "stage2np", "schools_not_refined").to_pylist()
     assert [r["id"] for r in not_refined] == ["s3"]
     assert "schools.schoolId: 'not-a-number' is not a valid int" in not_refined[0]["_reject_reason"]
-    assert "schools.ssn" in caplog.text and "metadata" in caplog.text
+    assert "1 rows could not be refined" in caplog.text and "schools_not_refined" in caplog.text
+    # every record is accounted for: current state = refined + set aside
+    assert len(state_of(module, "schools")) == schools.num_rows + len(not_refined)
+
+
+def person_association(number: int) -> dict:
+    """A studentEducationOrganizationAssociations record: a resource the metadata CSV does not declare."""
+    return {
+        "id": f"seoa{number}", "changeVersion": number,
+        "studentReference": {"studentUniqueId": f"S-90{number:03d}", "link": {"rel": "Student"}},
+        "educationOrganizationReference": {"educationOrganizationId": 255901},
+        "sexDescriptor": "uri://ed-fi.org/SexDescriptor#Female",
+        "hispanicLatinoEthnicity": number % 2 == 0,
+        "loginId": f"login-{number}-kq",
+        "homeroomNote": f"note-{number}-zz",  # a string of unknown meaning about a person
+        "gpaWeight": number + 0.5,
+        "addresses": [{"addressTypeDescriptor": "uri://ed-fi.org/AddressTypeDescriptor#Home",
+                       "streetNumberName": f"{number} Quarry Lane", "city": "Austin", "postalCode": "78701",
+                       "periods": [{"beginDate": "2024-08-01"}]}],
+        "electronicMails": [{"electronicMailAddress": f"kid{number}@example.org",
+                             "electronicMailTypeDescriptor": "uri://ed-fi.org/ElectronicMailTypeDescriptor#Home"}],
+        "races": [{"raceDescriptor": "uri://ed-fi.org/RaceDescriptor#White"}],
+        "studentIdentificationCodes": [{"assigningOrganizationIdentificationCode": "District",
+                                        "identificationCode": f"ID-77{number}",
+                                        "studentIdentificationSystemDescriptor": "uri://ed-fi.org/X#District"}],
+    }
+
+
+def test_resources_outside_the_metadata_are_refined_under_the_privacy_rules(module, tmp_path):
+    assert not module.metadata.supports("studentEducationOrganizationAssociations")
+    records = [person_association(n) for n in range(1, 6)]
+    calendars = [{"id": "cal1", "calendarCode": "IS", "schoolReference": {"schoolId": 255901001},
+                  "schoolYearTypeReference": {"schoolYear": 2024}, "calendarTypeDescriptor": "uri://x/C#IS",
+                  "gradeLevels": [{"gradeLevelDescriptor": "uri://x/G#Ninth grade"}]}]
+    write_lines(tmp_path / "export" / "studentEducationOrganizationAssociations", "a.jsonl", records)
+    write_lines(tmp_path / "export" / "calendars", "c.jsonl", calendars)
+    module.land(tmp_path / "export", batch_id="x")
+    module.ingest()
+    main = arrow(module, "stage2p", "student_education_organization_associations").to_pylist()
+    assert len(main) == 5
+    by_number = {row["studentUniqueId_pseudonym"]: row for row in main}
+    assert set(by_number) == {pseudonym(f"S-90{n:03d}", TEST_SALT) for n in range(1, 6)}
+    row = by_number[pseudonym("S-90002", TEST_SALT)]
+    assert row["sexDescriptor"] == "Female" and row["hispanicLatinoEthnicity"] is True
+    assert row["loginId"] == "*" and row["homeroomNote"] == "*" and row["gpaWeight"] == 2.5 and row["educationOrganizationId"] == 255901
+    assert row["id_pseudonym"] == pseudonym("seoa2", TEST_SALT)
+    addresses = arrow(module, "stage2p", "student_education_organization_associations_addresses").to_pylist()
+    assert len(addresses) == 5 and {a["streetNumberName"] for a in addresses} == {"*"}
+    assert {a["postalCode"] for a in addresses} == {"*"} and {a["city"] for a in addresses} == {"*"}
+    periods = arrow(module, "stage2p", "student_education_organization_associations_addresses_periods")
+    assert periods.schema.field("beginDate").type == pa.date32()
+    mails = arrow(module, "stage2p", "student_education_organization_associations_electronic_mails").to_pylist()
+    assert {m["electronicMailAddress"] for m in mails} == {"*"}
+    codes = arrow(module, "stage2p",
+                  "student_education_organization_associations_student_identification_codes").to_pylist()
+    assert {c["identificationCode"] for c in codes} == {"*"}
+    races = arrow(module, "stage2p", "student_education_organization_associations_races").to_pylist()
+    assert {r["raceDescriptor"] for r in races} == {"White"}
+    # a resource that does not describe a person keeps its values
+    calendar = arrow(module, "stage2p", "calendars").to_pylist()
+    assert calendar == [{"id": "cal1", "calendarCode": "IS", "calendarTypeDescriptor": "IS", "schoolId": 255901001,
+                         "schoolYear": 2024}]
+    assert arrow(module, "stage2p", "calendars_grade_levels")["gradeLevelDescriptor"].to_pylist() == ["Ninth grade"]
+    # no raw identifier, name or address anywhere in stage2p
+    raw = {"S-90001", "seoa1", "1 Quarry Lane", "kid1@example.org", "ID-771", "login-1-kq", "note-1-zz", "78701", "Austin"}
+    root = os.path.join(module.lake.stage_root("stage2p"), "edfi")
+    for table in os.listdir(root):
+        for values in module.store.read_arrow(os.path.join(root, table)).to_pydict().values():
+            assert not raw & {str(v) for v in values}, table
+    assert module.outputs() and ("stage2p", "calendars") in module.outputs()
+
+
+def split_batches(dataset, folder, count):
+    """The export of the dataset's first ``count`` batches (earlier batches' files are the same bytes)."""
+    write_edfi_export(EdFiDataset(batches=dataset.batches[:count], start=dataset.start), folder)
+    return folder
+
+
+def refined_rows(module) -> dict[str, list]:
+    root = os.path.join(module.lake.stage_root("stage2p"), "edfi")
+    return {table: sorted(map(repr, module.store.read_arrow(os.path.join(root, table)).to_pylist()))
+            for table in sorted(os.listdir(root))}
+
+
+def test_a_daily_refine_rewrites_the_changed_records_and_equals_a_full_rebuild(module, spark, tmp_path):
+    dataset = generate_edfi(students=16, staff=3, schools=2, batches=3, seed=11)
+    for count in (1, 2, 3):
+        module.land(split_batches(dataset, tmp_path / f"export{count}", count))
+        module.ingest()
+    events = os.path.join(module.lake.stage_root("stage2p"), "edfi", "student_school_attendance_events")
+    assert module.store.last_commit(events)["operation"] == "MERGE"  # the change only, not a rebuild
+    fresh = EdFiModule(LakePaths.from_setting(tmp_path / "fresh"), spark=spark, salt=Salt(TEST_SALT, "test"),
+                       engine=module.store.name)
+    fresh.land(tmp_path / "export3")
+    fresh.ingest()
+    assert refined_rows(module) == refined_rows(fresh)
+    assert refined_rows(module)["students"]
 
 
 # records past the limits ---------------------------------------------------------------------

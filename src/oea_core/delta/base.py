@@ -208,12 +208,13 @@ class DeltaStore(ABC):
     def _delete(self, keys_df: DataFrame, path: str, keys: tuple[str, ...], app_id: str | None,
                 metadata: CommitMetadata | None) -> WriteResult: ...
 
-    def apply_changes(self, changes: DataFrame, path: str, key: str, *, order: str, deleted: str,
-                      app_id: str | None = None, metadata: CommitMetadata | None = None) -> WriteResult:
-        """Apply one change per ``key``: upsert, or delete where ``deleted`` is true.
+    def apply_changes(self, changes: DataFrame, path: str, key: str | tuple[str, ...], *, order: str | None,
+                      deleted: str, app_id: str | None = None,
+                      metadata: CommitMetadata | None = None) -> WriteResult:
+        """Apply one change per ``key`` (a column, or several): upsert, or delete where ``deleted`` is true.
 
         A change does not replace a row whose ``order`` value is newer (both non-null);
-        otherwise the change, being later in landing order, wins. ``deleted`` is not stored.
+        otherwise (and always when ``order`` is None) the change wins. ``deleted`` is not stored.
         """
         from pyspark.sql import functions as F
 
@@ -223,10 +224,11 @@ class DeltaStore(ABC):
             return self._skipped(path)
         self._check_same_schema(path, changes.drop(deleted).schema)
         with self._failing_write(path):
-            return self._apply_changes(changes, path, key, order, deleted, app_id, metadata)
+            return self._apply_changes(changes, path, (key,) if isinstance(key, str) else key, order, deleted,
+                                       app_id, metadata)
 
     @abstractmethod
-    def _apply_changes(self, changes: DataFrame, path: str, key: str, order: str, deleted: str,
+    def _apply_changes(self, changes: DataFrame, path: str, keys: tuple[str, ...], order: str | None, deleted: str,
                        app_id: str | None, metadata: CommitMetadata | None) -> WriteResult: ...
 
     # commit races ------------------------------------------------------------------------

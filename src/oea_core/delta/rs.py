@@ -137,12 +137,12 @@ class DeltaRsStore(DeltaStore):
         return self._merged(path, collect_arrow(keys_df), keys, app_id, metadata,
                             lambda merger: merger.when_matched_delete())
 
-    def _apply_changes(self, changes: DataFrame, path: str, key: str, order: str, deleted: str,
-                       app_id: str | None, metadata: CommitMetadata | None) -> WriteResult:
+    def _apply_changes(self, changes: DataFrame, path: str, keys: tuple[str, ...], order: str | None,
+                       deleted: str, app_id: str | None, metadata: CommitMetadata | None) -> WriteResult:
         columns = [c for c in changes.columns if c != deleted]
-        newer = f'(s."{order}" IS NULL OR t."{order}" IS NULL OR s."{order}" >= t."{order}")'
+        newer = f'(s."{order}" IS NULL OR t."{order}" IS NULL OR s."{order}" >= t."{order}")' if order else "TRUE"
         values = {f'"{c}"': f's."{c}"' for c in columns}
-        return self._merged(path, collect_arrow(changes), (key,), app_id, metadata, lambda merger: (
+        return self._merged(path, collect_arrow(changes), keys, app_id, metadata, lambda merger: (
             merger.when_matched_delete(predicate=f's."{deleted}" AND {newer}')
             .when_matched_update(values, predicate=f'NOT s."{deleted}" AND {newer}')
             .when_not_matched_insert(values, predicate=f'NOT s."{deleted}"')))

@@ -187,11 +187,11 @@ class SparkDeltaStore(DeltaStore):
         merger = self._delta(path).alias("t").merge(keys_df.alias("s"), _null_safe(keys)).whenMatchedDelete()
         return self._execute(merger, path, app_id, metadata)
 
-    def _apply_changes(self, changes: DataFrame, path: str, key: str, order: str, deleted: str,
-                       app_id: str | None, metadata: CommitMetadata | None) -> WriteResult:
-        newer = f"(s.`{order}` IS NULL OR t.`{order}` IS NULL OR s.`{order}` >= t.`{order}`)"
+    def _apply_changes(self, changes: DataFrame, path: str, keys: tuple[str, ...], order: str | None,
+                       deleted: str, app_id: str | None, metadata: CommitMetadata | None) -> WriteResult:
+        newer = f"(s.`{order}` IS NULL OR t.`{order}` IS NULL OR s.`{order}` >= t.`{order}`)" if order else "TRUE"
         values: dict[str, str | Column] = {f"`{c}`": f"s.`{c}`" for c in changes.columns if c != deleted}
-        merger = (self._delta(path).alias("t").merge(changes.alias("s"), _null_safe((key,)))
+        merger = (self._delta(path).alias("t").merge(changes.alias("s"), _null_safe(keys))
                   .whenMatchedDelete(f"s.`{deleted}` AND {newer}")
                   .whenMatchedUpdate(f"NOT s.`{deleted}` AND {newer}", values)
                   .whenNotMatchedInsert(f"NOT s.`{deleted}`", values))

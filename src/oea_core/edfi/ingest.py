@@ -12,10 +12,7 @@ a record past the limits (``MAX_RECORD_BYTES``, 16 MiB; ``flatten.MAX_DEPTH``, 6
 Lines record is measured before it is parsed, and a JSON array too deep for Python's parser is
 split into items without parsing, so no record can crash a worker and the others still load.
 
-Refine: the current state is flattened (:mod:`.flatten`), typed and pseudonymized as the
-metadata says, and written to ``stage2p/edfi/<entity>`` (and lookups to ``stage2np``). A
-refine rebuilds a resource's tables from its current state, so deletes reach them; it is
-skipped when the tables were already built from the state's current version.
+Refine (flat, typed, pseudonymized tables in stage2p) is :mod:`.refine`.
 """
 
 from __future__ import annotations
@@ -29,18 +26,16 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import RejectedRowsError
 from ..ingest import IngestResult
-from ..pseudonymize import to_lookup, to_pseudonymized
 from ..spark_paths import file_uri, literal_path
 from . import landing
-from .flatten import MAX_DEPTH, coerce, flatten_record
-from .metadata import EdFiMetadata, table_name
+from .flatten import MAX_DEPTH
+from .metadata import table_name
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from ..delta import DeltaStore
     from ..paths import LakePaths
-    from ..salt import Salt
 
 log = logging.getLogger("oea")
 SOURCE = "edfi"
@@ -342,129 +337,3 @@ def without_deleted(tombstones: DataFrame, changes: DataFrame) -> tuple[DataFram
     keep = F.col("_deleted") | F.col("_tomb_id").isNull() | newer
     ignored = joined.where(~keep).count()
     return joined.where(keep).drop("_tomb_id", "_tomb_version"), ignored
-
-
-# refine ------------------------------------------------------------------------------------------
-def refine_app_id(table: str, state_version: int) -> str:
-    return f"oea.refine/{SOURCE}/{table}@{state_version}"
-
-
-def _flat_rows(resource: str, row) -> tuple[dict[str, list[dict]], str | None]:
-    """The record's flattened rows, or why it cannot be flattened (a state written before the depth limit)."""
-    try:
-        return flatten_record(resource, json.loads(row["_record"])), None
-    except (ValueError, RecursionError) as exc:
-        return {}, f"{resource}: {exc}"
-
-
-def _entity_rows(resource: str, entity: str, columns: tuple, row) -> list[tuple]:
-    out = []
-    for flat in _flat_rows(resource, row)[0].get(entity, []):
-        try:
-            out.append(tuple(coerce(flat.get(name), sql_type) for name, sql_type in columns))
-        except (ValueError, ArithmeticError):
-            continue  # counted and set aside by _diagnose
-    return out
-
-
-# (kind, entity, id, detail, raw): one row of what _diagnose found
-_Finding = tuple[str, str, str | None, str | None, str | None]
-
-
-def _diagnose(resource: str, specs: dict, row) -> list[_Finding]:
-    """``(kind, entity, id, detail, raw)``: 'rows' per entity, 'rejected' rows, 'undeclared' columns/entities."""
-    flat_rows, problem = _flat_rows(resource, row)
-    if problem:
-        return [("rows", resource, None, None, None), ("rejected", resource, row["id"], problem, None)]
-    found: list[_Finding] = []
-    for entity, rows in flat_rows.items():
-        columns = specs.get(entity)
-        if columns is None:
-            if rows:
-                found.append(("undeclared", entity, None, "(array)", None))
-            continue
-        declared = dict(columns)
-        for flat in rows:
-            found.append(("rows", entity, None, None, None))
-            for name in flat.keys() - declared.keys():
-                if flat[name] is not None:
-                    found.append(("undeclared", entity, None, name, None))
-            for name, sql_type in columns:
-                try:
-                    coerce(flat.get(name), sql_type)
-                except (ValueError, ArithmeticError):
-                    reason = f"{entity}.{name}: {flat.get(name)!r} is not a valid {sql_type}"
-                    found.append(("rejected", entity, row["id"], reason, json.dumps(flat, default=str)))
-                    break
-    return found
-
-
-def refine_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, metadata: EdFiMetadata,
-                    namespace: str, resource: str, salt: Salt, *, max_reject_share: float) -> list[IngestResult]:
-    """Rebuild the refined tables of a resource from its current state, unless already built from it."""
-    from functools import partial
-
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    table = resource_table(namespace, resource)
-    state_path = lake.table("stage2np", SOURCE, table)
-    version = store.version(state_path)
-    entities = metadata.entities_of(resource)
-    if version is None or not entities:
-        return []
-    app = refine_app_id(table, version)
-    prefix = table[: -len(table_name(resource))]  # '' for ed-fi, '<namespace>_' otherwise
-    targets = {e: prefix + metadata.schema(e).table for e in entities}
-    if all(store.applied(lake.table("stage2p", SOURCE, t), app) for t in targets.values()):
-        log.info("%s: refined tables are up to date (state version %d)", table, version)
-        return [IngestResult(t, skipped=(str(version),), kind="refined") for t in targets.values()]
-    specs = {e: tuple((c.name, c.type) for c in metadata.schema(e).columns) for e in entities}
-    state = store.read(state_path).select("id", "_record").persist(StorageLevel.DISK_ONLY)
-    found = None
-    try:
-        found = spark.createDataFrame(state.rdd.flatMap(partial(_diagnose, resource, specs)),
-                                      "kind string, entity string, id string, detail string, raw string",
-                                      verifySchema=False).persist(StorageLevel.DISK_ONLY)
-        summary = found.where(F.col("kind") != "rejected").groupBy("kind", "entity", "detail").count().collect()
-        rows = {r["entity"]: r["count"] for r in summary if r["kind"] == "rows"}
-        undeclared = sorted(f"{r['entity']}.{r['detail']}" for r in summary if r["kind"] == "undeclared")
-        rejected = {r["entity"]: r["count"] for r in found.where(F.col("kind") == "rejected").groupBy(
-            "entity").count().collect()}
-        total, bad = sum(rows.values()), sum(rejected.values())
-        if total and bad / total > max_reject_share:
-            examples = [r["detail"] for r in found.where(F.col("kind") == "rejected").limit(3).collect()]
-            raise RejectedRowsError(
-                f"{table}: {bad} of {total} refined rows ({bad / total:.1%}) have values that do not match the "
-                f"Ed-Fi metadata, more than the allowed {max_reject_share:.1%}; nothing was refined. Examples: "
-                f"{examples}. Fix the metadata types or raise --max-reject-share", table=table, rejected=bad,
-                total=total)
-        if undeclared:
-            log.warning("%s: fields not in the Ed-Fi metadata were left out of stage2p: %s. Add them to the "
-                        "metadata CSV with a pseudonymization op to keep them", table, ", ".join(undeclared[:20]))
-        meta = {"state_version": version}
-        not_refined = lake.table("stage2np", SOURCE, f"{table}_not_refined")
-        if bad or store.exists(not_refined):
-            store.write(found.where(F.col("kind") == "rejected").select(
-                F.col("entity"), F.col("id"), F.col("detail").alias("_reject_reason"), F.col("raw").alias("_raw")),
-                not_refined, mode="overwrite", app_id=app, metadata=meta)
-        results = []
-        for entity, target in targets.items():
-            schema = metadata.schema(entity)
-            ddl = ", ".join(f"`{c.name}` {c.type}" for c in schema.columns)
-            typed = spark.createDataFrame(
-                state.rdd.flatMap(partial(_entity_rows, resource, entity, specs[entity])), ddl, verifySchema=False)
-            lookup = to_lookup(typed, schema, salt)
-            if lookup is not None:
-                store.write(lookup, lake.table("stage2np", SOURCE, f"{target}_lookup"), mode="overwrite",
-                            app_id=app, metadata=meta)
-            written = store.write(to_pseudonymized(typed, schema, salt), lake.table("stage2p", SOURCE, target),
-                                  mode="overwrite", app_id=app, metadata=meta)
-            results.append(IngestResult(target, (str(version),), rows=written.rows,
-                                        rejected=rejected.get(entity, 0), kind="refined"))
-            log.info("%s: %d rows refined into stage2p/%s/%s", entity, written.rows, SOURCE, target)
-        return results
-    finally:
-        if found is not None:
-            found.unpersist()
-        state.unpersist()

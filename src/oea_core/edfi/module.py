@@ -23,8 +23,9 @@ from ..schema import PseudoOp
 from ..source_module import SourceModule
 from . import landing
 from .api import DEFAULT_PAGE_SIZE, EdFiClient
-from .ingest import SOURCE, ingest_resource, refine_resource
+from .ingest import SOURCE, ingest_resource
 from .metadata import EdFiMetadata, is_descriptor, table_name
+from .refine import refine_resource
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -97,48 +98,50 @@ class EdFiModule(SourceModule):
             return results
 
     def refine(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
-        """Rebuild the refined tables of every resource whose current state changed."""
+        """Bring the refined tables of every landed resource up to its current state (declared or not)."""
         if self.lake.account is None and not landing.landed_resources(self.lake):
             return []
         results = []
-        unsupported = []
         with source_run(self.lake, SOURCE, "edfi refine"):
-            if not landing.landed_resources(self.lake):
+            landed = landing.landed_resources(self.lake)
+            if not landed:
                 return []
             salt = self.salt()
             store = self.store
-            for namespace, resource in landing.landed_resources(self.lake):
+            undeclared = []
+            for namespace, resource in landed:
                 if not self.metadata.supports(resource):
-                    unsupported.append(resource)
-                    continue
+                    undeclared.append(resource)
                 results += refine_resource(self.spark, self.lake, store, self.metadata, namespace, resource, salt,
                                            max_reject_share=max_reject_share)
-        if unsupported:
-            log.warning("not refined (no metadata): %s; their current state is in stage2np/%s. Add them to the "
-                        "metadata CSV to refine them", ", ".join(unsupported), SOURCE)
+        if undeclared:
+            log.info("refined by the privacy rules (not in the metadata CSV): %s", ", ".join(undeclared))
         return results
 
     # outputs -------------------------------------------------------------------------------------
     def outputs(self) -> list[tuple[str, str]]:
         """``(stage, table)`` of every refined table and lookup (for SQL views).
 
-        On a local lake that has been refined, only the tables that exist (a view over a
-        missing folder fails in serverless SQL); otherwise every table the module can write.
+        Once refined, the tables that exist (every resource is refined, declared or not, and an
+        entity without rows has no table); before, every table the metadata CSV declares.
         """
-        tables = []
+        declared = []
         for resource in self.supported_resources():
             for entity in self.metadata.entities_of(resource):
                 schema = self.metadata.schema(entity)
-                tables.append(("stage2p", schema.table))
+                declared.append(("stage2p", schema.table))
                 if schema.with_ops(PseudoOp.HASH):
-                    tables.append(("stage2np", f"{schema.table}_lookup"))
+                    declared.append(("stage2np", f"{schema.table}_lookup"))
         if self.lake.account and self.lake.root:  # a cloud lake: what the account holds, not the working copy
             existing = open_cloud(self.lake).table_folders(SOURCE)
-            return [(stage, t) for stage, t in tables if (stage, t) in existing] if existing else tables
-        refined = self.lake.path("stage2p", SOURCE) if self.lake.root else None  # None: Synapse
-        if refined and os.path.isdir(refined):
-            tables = [(stage, t) for stage, t in tables if os.path.isdir(self.lake.table(stage, SOURCE, t))]
-        return tables
+        elif self.lake.root is None:  # the Synapse form: no listing here
+            return declared
+        else:
+            existing = {(stage, name) for stage in ("stage2p", "stage2np")
+                        if os.path.isdir(folder := self.lake.path(stage, SOURCE))
+                        for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name, "_delta_log"))}
+        refined = sorted((stage, t) for stage, t in existing if stage == "stage2p" or t.endswith("_lookup"))
+        return refined or declared
 
     def current(self, resource: str) -> DataFrame:
         """The current state of a resource (``stage2np/edfi/<resource>``)."""
