@@ -1,8 +1,9 @@
 """A loopback HTTP server answering like an Ed-Fi ODS/API (v7), serving a generated dataset.
 
 It serves the API root, ``/oauth/token`` (client credentials, HTTP Basic), the dependency
-order, ``availableChangeVersions``, and each resource (and its ``/deletes``) with
-offset/limit paging, ``Total-Count`` and min/maxChangeVersion. The data visible is the
+order, ``availableChangeVersions``, and each resource (and its ``/deletes`` and ``/keyChanges``)
+with offset/limit paging, ``Total-Count`` and min/maxChangeVersion. A resource the dataset has no
+key changes for answers 404 at ``/keyChanges``, as an API without that endpoint does. The data visible is the
 dataset up to ``visible_batch``; failures can be queued per path.
 """
 
@@ -77,15 +78,18 @@ class EdFiTestApi:
                     continue
                 if event.kind == "upsert":
                     alive[event.record["id"]] = (event.change_version, event.record)
-                else:
+                elif event.kind == "delete":
                     alive.pop(event.record["id"], None)
         return [r for cv, r in sorted(alive.values(), key=lambda x: x[0])
                 if (low is None or cv >= low) and (high is None or cv <= high)]
 
-    def _deletes(self, resource: str, low: int | None, high: int | None) -> list[dict]:
+    def _events(self, resource: str, kind: str, low: int | None, high: int | None) -> list[dict]:
         return [e.record for b in self.dataset.batches[: self.visible_batch + 1] for e in b
-                if e.resource == resource and e.kind == "delete"
+                if e.resource == resource and e.kind == kind
                 and (low is None or e.change_version >= low) and (high is None or e.change_version <= high)]
+
+    def _has_key_changes(self, resource: str) -> bool:
+        return any(e.resource == resource and e.kind == "keyChange" for e in self.dataset.events())
 
     # HTTP ----------------------------------------------------------------------------------------
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
@@ -142,16 +146,18 @@ class EdFiTestApi:
         return True
 
     def _data(self, handler: BaseHTTPRequestHandler, rest: str, query: dict) -> None:
-        deletes = rest.endswith("/deletes")
-        resource = rest.removesuffix("/deletes")
-        if resource not in RESOURCE_ORDER:
-            return self._send(handler, 404, {"message": f"no resource {resource}"})
+        resource, _, kind = rest.partition("/")
+        if resource not in RESOURCE_ORDER or kind not in ("", "deletes", "keyChanges"):
+            return self._send(handler, 404, {"message": f"no resource {rest}"})
+        if kind == "keyChanges" and not self._has_key_changes(resource):
+            return self._send(handler, 404, {"message": f"no resource {rest}"})
         offset, limit = int(query.get("offset", 0)), int(query.get("limit", 25))
         if limit > MAX_LIMIT:
             return self._send(handler, 400, {"message": f"Limit must be between 0 and {MAX_LIMIT}."})
         low = int(query["minChangeVersion"]) if "minChangeVersion" in query else None
         high = int(query["maxChangeVersion"]) if "maxChangeVersion" in query else None
-        items = self._deletes(resource, low, high) if deletes else self._records(resource, low, high)
+        items = (self._records(resource, low, high) if not kind
+                 else self._events(resource, {"deletes": "delete", "keyChanges": "keyChange"}[kind], low, high))
         headers = {"Total-Count": str(len(items))} if query.get("totalCount") == "true" else {}
         return self._send(handler, 200, items[offset: offset + limit], headers)
 

@@ -12,7 +12,7 @@ from api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
 from oea_core import LandingError
 from oea_core.edfi import EdFiApiError, EdFiClient, generate_edfi
 from oea_core.edfi.api import Resource
-from oea_core.edfi.landing import batch_files, batches, land_api, last_change_version, manifest
+from oea_core.edfi.landing import batch_files, batches, classify_file, land_api, last_change_version, manifest
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +181,42 @@ def test_failed_resource_leaves_no_partial_batch_and_rerun_completes(api, datase
 def test_unknown_resource_is_named(api, lake):
     with pytest.raises(LandingError, match="no resources \\['studnets'\\]"):
         land_api(lake, client_for(api), ["studnets"])
+
+
+def test_land_api_lands_key_changes_and_skips_a_resource_without_the_endpoint(lake, caplog):
+    dataset = generate_edfi(students=24, staff=4, schools=2, batches=3, seed=11, key_changes=True)
+    wanted = ["students", "studentSchoolAssociations"]
+    with EdFiTestApi(dataset) as api:
+        client = client_for(api)
+        land_api(lake, client, wanted, batch_id="b1")
+        assert not [p for m, p, q in api.requests if p.endswith("/keyChanges")]  # a full load has no key changes
+        api.visible_batch = 2
+        api.requests.clear()
+        with caplog.at_level(logging.INFO, logger="oea"):
+            second = land_api(lake, client, wanted, batch_id="b2")
+        asked = {p: q for m, p, q in api.requests if p.endswith("/keyChanges")}
+    newest0 = max(e.change_version for e in dataset.batches[0])
+    assert set(asked) == {"/data/v3/ed-fi/students/keyChanges", "/data/v3/ed-fi/studentSchoolAssociations/keyChanges"}
+    assert all(q["minChangeVersion"] == str(newest0 + 1) for q in asked.values())
+    expected = [e.record for e in dataset.events() if e.kind == "keyChange"]
+    assert len(expected) == 2
+    assert read_landed(lake, "studentSchoolAssociations", "keyChanges") == expected
+    by_resource = {b.resource: b for b in second.batches}
+    assert by_resource["studentSchoolAssociations"].records["keyChanges"] == 2
+    assert "keyChanges" not in by_resource["students"].records  # its endpoint answered 404: skipped
+    assert "keyChanges" not in {f["kind"] for f in manifest(lake, "ed-fi", "students", "b2")["files"]}
+    assert "of which 2 key changes" in second.summary()
+    assert "404" not in caplog.text and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("studentSchoolAssociations/incremental/keyChanges/rundate=2024-01-02/x.json",
+     ("ed-fi", "studentSchoolAssociations", "keyChanges", "2024-01-02")),
+    ("studentSchoolAssociations_keyChanges.json", ("ed-fi", "studentSchoolAssociations", "keyChanges", None)),
+    ("tpdm/candidates/keyChanges/x.jsonl", ("tpdm", "candidates", "keyChanges", None)),
+    ("students/incremental/deletes/rundate=2024-01-02/x.json", ("ed-fi", "students", "deletes", "2024-01-02")),
+    ("sessions-deletes.json", ("ed-fi", "sessions", "deletes", None)),
+    ("students.json", ("ed-fi", "students", "upserts", None)),
+])
+def test_classify_file_knows_upserts_deletes_and_key_changes(path, expected):
+    assert classify_file(path) == expected

@@ -23,6 +23,7 @@ log = logging.getLogger("oea")
 CLIENT_ID_ENV = "OEA_EDFI_CLIENT_ID"
 CLIENT_SECRET_ENV = "OEA_EDFI_CLIENT_SECRET"
 DEFAULT_PAGE_SIZE = 500
+PAGED_KINDS = ("upserts", "deletes", "keyChanges")  # a resource, its /deletes, its /keyChanges
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,17 @@ class EdFiClient:
         return None if value is None else int(value)
 
     # data --------------------------------------------------------------------------------------
-    def pages(self, resource: Resource, *, deletes: bool = False, min_change_version: int | None = None,
+    def pages(self, resource: Resource, *, kind: str = "upserts", min_change_version: int | None = None,
               max_change_version: int | None = None) -> Iterator[list[dict]]:
-        """Every page of a resource (or of its ``/deletes``), read with offset/limit until the end."""
+        """Every page of a resource (``kind`` ``upserts``), or of its ``/deletes`` or ``/keyChanges``.
+
+        A resource without a ``/keyChanges`` endpoint (HTTP 404) has no key changes: no pages.
+        """
+        if kind not in PAGED_KINDS:
+            raise EdFiApiError(f"unknown kind {kind!r} of Ed-Fi changes; use one of {list(PAGED_KINDS)}")
         url = self.urls["dataManagementApi"].rstrip("/") + f"/{resource.namespace}/{resource.name}"
-        if deletes:
-            url += "/deletes"
+        if kind != "upserts":
+            url += f"/{kind}"
         offset, total = 0, None
         while True:
             params: dict = {"offset": offset, "limit": self.page_size}
@@ -118,7 +124,10 @@ class EdFiClient:
                 params["minChangeVersion"] = min_change_version
             if max_change_version is not None:
                 params["maxChangeVersion"] = max_change_version
-            response = self._request("GET", url, params=params)
+            response = self._request("GET", url, params=params, ok_missing=kind == "keyChanges")
+            if response is None:
+                log.debug("%s: no keyChanges endpoint; no key changes landed", resource.name)
+                break
             if offset == 0 and "Total-Count" in response.headers:
                 total = int(response.headers["Total-Count"])
             page = response.json()
