@@ -36,6 +36,7 @@ from ..landing import (
 )
 from ..paths import LakePaths, check_name
 from ..spark_paths import shown
+from .openapi import land_openapi
 
 if TYPE_CHECKING:
     from .api import EdFiClient, Resource
@@ -71,6 +72,7 @@ class EdFiLandResult:
     empty: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
     from_api: bool = False
+    openapi: str | None = None  # the folder the API's OpenAPI document was stored in, when it was
 
     @property
     def batch_ids(self) -> list[str]:
@@ -78,15 +80,16 @@ class EdFiLandResult:
 
     def summary(self) -> str:
         """One line: what was landed, as which batches, and what had been landed before."""
+        stored = "; stored the API's OpenAPI document" if self.openapi else ""
         if not self.batches:
             return "nothing new" + (f": all {len(self.already_landed)} files were landed before"
-                                    if self.already_landed else "")
+                                    if self.already_landed else "") + stored
         records = sum(sum(b.records.values()) for b in self.batches)
         key_changes = sum(b.records.get("keyChanges", 0) for b in self.batches)
         return (f"landed {len(self.batches)} resource batches ({sum(b.files for b in self.batches)} files"
                 + (f", {records} records" if self.from_api else "")
                 + (f" of which {key_changes} key changes" if key_changes else "") + f") as {', '.join(self.batch_ids)}"
-                + (f"; {len(self.already_landed)} files already landed" if self.already_landed else ""))
+                + (f"; {len(self.already_landed)} files already landed" if self.already_landed else "") + stored)
 
 
 def resource_root(lake: LakePaths, namespace: str, resource: str) -> str:
@@ -299,7 +302,8 @@ def land_api(lake: LakePaths, client: EdFiClient, resources: list[str] | None = 
     The first run pages through each resource completely; later runs fetch the changes
     since the change version landed for that resource, its deletes and its key changes (a
     resource without a ``/keyChanges`` endpoint has none). Each resource's
-    batch is landed atomically, so an interrupted run can simply be run again. With ``strict``
+    batch is landed atomically, so an interrupted run can simply be run again. The API's OpenAPI
+    document is stored too, when it changed (:mod:`.openapi`). With ``strict``
     a named resource the API does not have is an error; otherwise it is skipped.
     """
     if lake.root is None:
@@ -316,13 +320,14 @@ def land_api(lake: LakePaths, client: EdFiClient, resources: list[str] | None = 
             raise LandingError(f"the API at {client.base_url} has no resources {sorted(unknown)}; "
                                "check the names against its dependency list")
     newest = client.newest_change_version()
+    openapi = land_openapi(lake, client, base)
     landed = []
     for number, resource in enumerate(order, start=1):
         log.info("[%d/%d] %s/%s", number, len(order), resource.namespace, resource.name)
         batch = _land_resource(lake, client, resource, base, newest)
         if batch is not None:
             landed.append(batch)
-    return EdFiLandResult(tuple(landed), from_api=True)
+    return EdFiLandResult(tuple(landed), from_api=True, openapi=openapi)
 
 
 def _land_resource(lake: LakePaths, client: EdFiClient, resource: Resource, batch_id: str,
