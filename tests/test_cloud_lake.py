@@ -305,10 +305,14 @@ def test_edfi_lands_from_the_api_into_azurite_incrementally(cloud, monkeypatch, 
         api.visible_batch = 0
         assert oea(LAKE_URL, "land", "edfi", "--api", api.url, "--resources", "students,schools") == 0
         assert "landed 2 resource batches" in capsys.readouterr().out
+        stored = [p for p in account_files(cloud, "stage1np") if p.startswith("stage1np/edfi/_openapi/")]
+        assert len(stored) == 2 and {p.rsplit("/", 1)[-1] for p in stored} == {"openapi.json", "_manifest.json"}
         new_cache(monkeypatch, tmp_path, "second-machine")  # the change versions landed are read from the account
         api.visible_batch = 1
         assert oea(LAKE_URL, "land", "edfi", "--api", api.url, "--resources", "students,schools") == 0
-        assert "landed 1 resource batches" in capsys.readouterr().out  # schools did not change
+        out = capsys.readouterr().out
+        assert "landed 1 resource batches" in out  # schools did not change
+        assert "OpenAPI" not in out  # the stored document was pulled, and is unchanged
     assert oea(LAKE_URL, "ingest", "edfi") == 0
     assert "students (refined): 9 rows written, 0 set aside" in capsys.readouterr().out
     assert cloud_table(cloud, "stage2p", "edfi", "students").num_rows == 9

@@ -1,8 +1,11 @@
 """A loopback HTTP server answering like an Ed-Fi ODS/API (v7), serving a generated dataset.
 
 It serves the API root, ``/oauth/token`` (client credentials, HTTP Basic), the dependency
-order, ``availableChangeVersions``, and each resource (and its ``/deletes``) with
-offset/limit paging, ``Total-Count`` and min/maxChangeVersion. The data visible is the
+order, ``availableChangeVersions``, and each resource (and its ``/deletes`` and ``/keyChanges``)
+with offset/limit paging, ``Total-Count`` and min/maxChangeVersion. A resource the dataset has no
+key changes for answers 404 at ``/keyChanges``, as an API without that endpoint does. Its
+OpenAPI metadata (``/metadata/``, then the Resources section's Swagger 2 document) is built from
+the shapes of the dataset's records (:func:`swagger_document`). The data visible is the
 dataset up to ``visible_batch``; failures can be queued per path.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +28,7 @@ MAX_LIMIT = 500
 class EdFiTestApi:
     def __init__(self, dataset: EdFiDataset, *, expires_in: int = 1800) -> None:
         self.dataset = dataset
+        self.openapi = swagger_document(dataset)
         self.visible_batch = 0
         self.expires_in = expires_in
         self.tokens: set[str] = set()
@@ -77,15 +82,18 @@ class EdFiTestApi:
                     continue
                 if event.kind == "upsert":
                     alive[event.record["id"]] = (event.change_version, event.record)
-                else:
+                elif event.kind == "delete":
                     alive.pop(event.record["id"], None)
         return [r for cv, r in sorted(alive.values(), key=lambda x: x[0])
                 if (low is None or cv >= low) and (high is None or cv <= high)]
 
-    def _deletes(self, resource: str, low: int | None, high: int | None) -> list[dict]:
+    def _events(self, resource: str, kind: str, low: int | None, high: int | None) -> list[dict]:
         return [e.record for b in self.dataset.batches[: self.visible_batch + 1] for e in b
-                if e.resource == resource and e.kind == "delete"
+                if e.resource == resource and e.kind == kind
                 and (low is None or e.change_version >= low) and (high is None or e.change_version <= high)]
+
+    def _has_key_changes(self, resource: str) -> bool:
+        return any(e.resource == resource and e.kind == "keyChange" for e in self.dataset.events())
 
     # HTTP ----------------------------------------------------------------------------------------
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
@@ -102,7 +110,8 @@ class EdFiTestApi:
                 "version": "7.1", "apiMode": "Sandbox", "dataModels": [{"name": "Ed-Fi", "version": "5.0.0"}],
                 "urls": {"dependencies": self.url + "/metadata/data/v3/dependencies",
                          "oauth": self.url + "/oauth/token", "dataManagementApi": self.url + "/data/v3/",
-                         "changeQueries": self.url + "/changeQueries/v1/"}})
+                         "changeQueries": self.url + "/changeQueries/v1/",
+                         "openApiMetadata": self.url + "/metadata/"}})
         if path == "/oauth/token" and method == "POST":
             return self._token(handler)
         if not self._authorized(handler):
@@ -111,6 +120,13 @@ class EdFiTestApi:
             return self._send(handler, 200, [{"resource": f"/ed-fi/{r}", "order": i + 1,
                                               "operations": ["Create", "Update"]}
                                              for i, r in enumerate(RESOURCE_ORDER)])
+        if path == "/metadata/":
+            return self._send(handler, 200, [
+                {"name": "Resources", "endpointUri": self.url + "/metadata/data/v3/resources/swagger.json", "prefix": ""},
+                {"name": "Descriptors", "endpointUri": self.url + "/metadata/data/v3/descriptors/swagger.json",
+                 "prefix": ""}])
+        if path == "/metadata/data/v3/resources/swagger.json":
+            return self._send(handler, 200, self.openapi)
         if path == "/changeQueries/v1/availableChangeVersions":
             return self._send(handler, 200, {"oldestChangeVersion": 0, "newestChangeVersion": self._newest()})
         if path.startswith("/data/v3/ed-fi/"):
@@ -142,16 +158,18 @@ class EdFiTestApi:
         return True
 
     def _data(self, handler: BaseHTTPRequestHandler, rest: str, query: dict) -> None:
-        deletes = rest.endswith("/deletes")
-        resource = rest.removesuffix("/deletes")
-        if resource not in RESOURCE_ORDER:
-            return self._send(handler, 404, {"message": f"no resource {resource}"})
+        resource, _, kind = rest.partition("/")
+        if resource not in RESOURCE_ORDER or kind not in ("", "deletes", "keyChanges"):
+            return self._send(handler, 404, {"message": f"no resource {rest}"})
+        if kind == "keyChanges" and not self._has_key_changes(resource):
+            return self._send(handler, 404, {"message": f"no resource {rest}"})
         offset, limit = int(query.get("offset", 0)), int(query.get("limit", 25))
         if limit > MAX_LIMIT:
             return self._send(handler, 400, {"message": f"Limit must be between 0 and {MAX_LIMIT}."})
         low = int(query["minChangeVersion"]) if "minChangeVersion" in query else None
         high = int(query["maxChangeVersion"]) if "maxChangeVersion" in query else None
-        items = self._deletes(resource, low, high) if deletes else self._records(resource, low, high)
+        items = (self._records(resource, low, high) if not kind
+                 else self._events(resource, {"deletes": "delete", "keyChanges": "keyChange"}[kind], low, high))
         headers = {"Total-Count": str(len(items))} if query.get("totalCount") == "true" else {}
         return self._send(handler, 200, items[offset: offset + limit], headers)
 
@@ -165,3 +183,68 @@ class EdFiTestApi:
             handler.send_header(key, value)
         handler.end_headers()
         handler.wfile.write(payload)
+
+
+# the OpenAPI (Swagger 2) document ------------------------------------------------------------------
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T")
+
+
+def swagger_document(dataset: EdFiDataset) -> dict:
+    """A Swagger 2 document shaped like the ODS/API's Resources one, for every generated resource."""
+    definitions: dict[str, dict] = {}
+    paths: dict[str, dict] = {}
+    for resource in RESOURCE_ORDER:
+        records = [e.record for e in dataset.events() if e.resource == resource and e.kind == "upsert"]
+        singular = resource[:-3] + "y" if resource.endswith("ies") else resource.removesuffix("s")
+        name = f"edFi_{singular}"
+        ref = _schema(records, name, definitions)
+        paths[f"/ed-fi/{resource}"] = {
+            "get": {"tags": [resource], "operationId": f"get{resource}", "parameters": [
+                {"in": "query", "name": n, "type": "integer", "format": "int32"} for n in ("offset", "limit")],
+                    "responses": {"200": {"description": "The requested resource was successfully retrieved.",
+                                          "schema": {"type": "array", "items": ref}}}},
+            "post": {"tags": [resource], "operationId": f"post{singular}", "parameters": [
+                {"in": "body", "name": singular, "required": True, "schema": ref}],
+                     "responses": {"201": {"description": "The resource was created."}}}}
+        paths[f"/ed-fi/{resource}/{{id}}"] = {"get": {"parameters": [{"in": "path", "name": "id", "required": True,
+                                                                       "type": "string"}],
+                                                      "responses": {"200": {"description": "OK", "schema": ref}}}}
+        paths[f"/ed-fi/{resource}/deletes"] = {"get": {"responses": {"200": {"description": "OK", "schema": {
+            "type": "array", "items": {"$ref": "#/definitions/trackedChanges_deletedResource"}}}}}}
+    definitions["trackedChanges_deletedResource"] = {"type": "object", "properties": {
+        "id": {"type": "string"}, "changeVersion": {"type": "integer", "format": "int64"}}}
+    return {"swagger": "2.0", "info": {"title": "Ed-Fi Resources", "version": "5.0.0"}, "basePath": "/data/v3",
+            "consumes": ["application/json"], "produces": ["application/json"], "paths": paths,
+            "definitions": definitions}
+
+
+def _schema(values: list, name: str, definitions: dict[str, dict]) -> dict:
+    """The schema of the values one field takes across records; objects become definitions."""
+    dicts = [v for v in values if isinstance(v, dict)]
+    if dicts:
+        keys = list(dict.fromkeys(k for d in dicts for k in d))
+        definitions[name] = {"type": "object", "required": [k for k in keys if all(k in d for d in dicts)],
+                             "properties": {}}
+        for key in keys:  # after the definition's entry, so the document lists parents first
+            child = f"{name}{key[0].upper()}{key[1:]}".replace("_", "")
+            definitions[name]["properties"][key] = _schema([d[key] for d in dicts if key in d], child, definitions)
+        return {"$ref": f"#/definitions/{name}"}
+    lists = [v for v in values if isinstance(v, list)]
+    if lists:
+        items = [item for v in lists for item in v]
+        if not items:  # no example: an object without known fields
+            definitions.setdefault(name, {"type": "object", "properties": {}})
+            return {"type": "array", "items": {"$ref": f"#/definitions/{name}"}}
+        return {"type": "array", "items": _schema(items, name, definitions)}
+    if values and all(isinstance(v, bool) for v in values):
+        return {"type": "boolean"}
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return {"type": "integer", "format": "int32" if all(-2**31 <= v < 2**31 for v in values) else "int64"}
+    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return {"type": "number", "format": "double"}
+    if values and all(isinstance(v, str) and _DATE.match(v) for v in values):
+        return {"type": "string", "format": "date"}
+    if values and all(isinstance(v, str) and _DATE_TIME.match(v) for v in values):
+        return {"type": "string", "format": "date-time"}
+    return {"type": "string"}

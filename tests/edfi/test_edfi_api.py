@@ -9,10 +9,21 @@ import os
 import pytest
 from api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
 
-from oea_core import LandingError
+from oea_core import LakePaths, LandingError
+from oea_core.cloud_lake import committed_batches
 from oea_core.edfi import EdFiApiError, EdFiClient, generate_edfi
 from oea_core.edfi.api import Resource
-from oea_core.edfi.landing import batch_files, batches, land_api, last_change_version, manifest
+from oea_core.edfi.flatten import coerce, flatten_record
+from oea_core.edfi.landing import (
+    batch_files,
+    batches,
+    classify_file,
+    land_api,
+    landed_resources,
+    last_change_version,
+    manifest,
+)
+from oea_core.edfi.openapi import entity_columns, latest_openapi, stored_batches
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +192,115 @@ def test_failed_resource_leaves_no_partial_batch_and_rerun_completes(api, datase
 def test_unknown_resource_is_named(api, lake):
     with pytest.raises(LandingError, match="no resources \\['studnets'\\]"):
         land_api(lake, client_for(api), ["studnets"])
+
+
+def test_land_api_lands_key_changes_and_skips_a_resource_without_the_endpoint(lake, caplog):
+    dataset = generate_edfi(students=24, staff=4, schools=2, batches=3, seed=11, key_changes=True)
+    wanted = ["students", "studentSchoolAssociations"]
+    with EdFiTestApi(dataset) as api:
+        client = client_for(api)
+        land_api(lake, client, wanted, batch_id="b1")
+        assert not [p for m, p, q in api.requests if p.endswith("/keyChanges")]  # a full load has no key changes
+        api.visible_batch = 2
+        api.requests.clear()
+        with caplog.at_level(logging.INFO, logger="oea"):
+            second = land_api(lake, client, wanted, batch_id="b2")
+        asked = {p: q for m, p, q in api.requests if p.endswith("/keyChanges")}
+    newest0 = max(e.change_version for e in dataset.batches[0])
+    assert set(asked) == {"/data/v3/ed-fi/students/keyChanges", "/data/v3/ed-fi/studentSchoolAssociations/keyChanges"}
+    assert all(q["minChangeVersion"] == str(newest0 + 1) for q in asked.values())
+    expected = [e.record for e in dataset.events() if e.kind == "keyChange"]
+    assert len(expected) == 2
+    assert read_landed(lake, "studentSchoolAssociations", "keyChanges") == expected
+    by_resource = {b.resource: b for b in second.batches}
+    assert by_resource["studentSchoolAssociations"].records["keyChanges"] == 2
+    assert "keyChanges" not in by_resource["students"].records  # its endpoint answered 404: skipped
+    assert "keyChanges" not in {f["kind"] for f in manifest(lake, "ed-fi", "students", "b2")["files"]}
+    assert "of which 2 key changes" in second.summary()
+    assert "404" not in caplog.text and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("studentSchoolAssociations/incremental/keyChanges/rundate=2024-01-02/x.json",
+     ("ed-fi", "studentSchoolAssociations", "keyChanges", "2024-01-02")),
+    ("studentSchoolAssociations_keyChanges.json", ("ed-fi", "studentSchoolAssociations", "keyChanges", None)),
+    ("tpdm/candidates/keyChanges/x.jsonl", ("tpdm", "candidates", "keyChanges", None)),
+    ("students/incremental/deletes/rundate=2024-01-02/x.json", ("ed-fi", "students", "deletes", "2024-01-02")),
+    ("sessions-deletes.json", ("ed-fi", "sessions", "deletes", None)),
+    ("students.json", ("ed-fi", "students", "upserts", None)),
+])
+def test_classify_file_knows_upserts_deletes_and_key_changes(path, expected):
+    assert classify_file(path) == expected
+
+
+# the OpenAPI document ----------------------------------------------------------------------------
+def test_land_api_stores_the_openapi_document_when_it_changed(api, lake, tmp_path, caplog):
+    client = client_for(api)
+    first = land_api(lake, client, ["schools"], batch_id="b1")
+    assert first.openapi == lake.path("stage1np", "edfi", "_openapi", "b1")
+    assert sorted(os.listdir(first.openapi)) == ["_manifest.json", "openapi.json"]
+    assert latest_openapi(lake) == api.openapi and "OpenAPI" in first.summary()
+    assert landed_resources(lake) == [("ed-fi", "schools")]  # never taken for a resource to ingest
+    stage = lake.path("stage1np", "edfi")
+    files = {os.path.relpath(os.path.join(folder, name), stage).replace(os.sep, "/"): {}
+             for folder, _, names in os.walk(stage) for name in names}
+    assert {"_openapi/b1/openapi.json", "_openapi/b1/_manifest.json"} <= set(committed_batches(files))
+    api.visible_batch = 1
+    assert land_api(lake, client, ["schools"], batch_id="b2").openapi is None  # unchanged: not stored again
+    api.openapi = {**api.openapi, "info": {"title": "Ed-Fi Resources", "version": "5.1.0"}}
+    assert land_api(lake, client, ["schools"], batch_id="b3").openapi is not None
+    assert stored_batches(lake) == ["b1", "b3"] and latest_openapi(lake)["info"]["version"] == "5.1.0"
+    # an API without OpenAPI metadata: nothing stored, not an error
+    other = LakePaths.from_setting(tmp_path / "other")
+    api.fail("/metadata/", 404)
+    with caplog.at_level(logging.INFO, logger="oea"):
+        result = land_api(other, client_for(api), ["schools"], batch_id="c1")
+    assert result.openapi is None and latest_openapi(other) is None and result.batches
+    assert "lists no OpenAPI metadata" in caplog.text
+
+
+def test_entity_columns_of_the_served_document_type_every_flattened_column(api, dataset):
+    doc = client_for(api).openapi_document()
+    assert doc["swagger"] == "2.0" and doc == api.openapi
+    declared = entity_columns(doc)
+    flattened: dict[tuple[str, str], set[str]] = {}
+    for event in dataset.events():
+        if event.kind != "upsert":
+            continue
+        for entity, rows in flatten_record(event.resource, event.record).items():
+            columns = declared[("ed-fi", entity)]
+            for row in rows:
+                flattened.setdefault(("ed-fi", entity), set()).update(row)
+                for name, value in row.items():
+                    assert name in columns, f"{entity}.{name} is not in the document"
+                    coerce(value, columns[name])  # raises when the document's type does not fit the value
+    for key, names in flattened.items():
+        assert set(declared[key]) - names <= {"_ext"}, key  # an empty _ext is dropped by flatten_record
+    students = declared[("ed-fi", "students")]
+    assert (students["birthDate"], students["_lastModifiedDate"], students["_ext"]) == ("date", "timestamp", "string")
+    assert "_etag" not in students and "studentReference" not in declared[("ed-fi", "studentSchoolAssociations")]
+    ssa = declared[("ed-fi", "studentSchoolAssociations")]
+    assert (ssa["classOfSchoolYear"], ssa["schoolYear"], ssa["entryDate"]) == ("int", "int", "date")
+    assert declared[("ed-fi", "schools_addresses_periods")] == {
+        "id": "string", "addresses_ordinal": "int", "periods_ordinal": "int", "beginDate": "date"}
+    assert declared[("ed-fi", "courses")]["maximumAvailableCredits"] == "double"
+    assert declared[("ed-fi", "studentSectionAssociations")]["homeroomIndicator"] == "boolean"
+
+
+def test_entity_columns_reads_openapi_3_documents_and_other_namespaces():
+    doc = {"openapi": "3.0.1", "paths": {"/tpdm/candidates": {"get": {"responses": {"200": {"content": {
+        "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/tpdm_candidate"}}}}}}}},
+        "/tpdm/candidates/{id}": {}}, "components": {"schemas": {
+            "tpdm_candidate": {"type": "object", "properties": {
+                "id": {"type": "string"}, "candidateIdentifier": {"type": "string"},
+                "personReference": {"$ref": "#/components/schemas/edFi_personReference"},
+                "parentLocalEducationAgencyReference": {"type": "object", "properties": {
+                    "localEducationAgencyId": {"type": "integer", "format": "int64"}}},
+                "disability": {"type": "object", "properties": {"since": {"type": "string", "format": "date"}}},
+                "scores": {"type": "array", "items": {"type": "number"}}, "_etag": {"type": "string"}}},
+            "edFi_personReference": {"type": "object", "properties": {"personId": {"type": "string"},
+                                                                      "link": {"type": "object"}}}}}}
+    assert entity_columns(doc) == {
+        ("tpdm", "candidates"): {"id": "string", "candidateIdentifier": "string", "personId": "string",
+                                 "parentLocalEducationAgencyId": "bigint", "disability_since": "date"},
+        ("tpdm", "candidates_scores"): {"id": "string", "scores_ordinal": "int", "value": "double"}}

@@ -14,6 +14,7 @@ from oea_core.edfi import EdFiModule, generate_edfi, write_edfi_export
 from oea_core.edfi.flatten import MAX_DEPTH, flatten_record
 from oea_core.edfi.generator import EdFiDataset
 from oea_core.edfi.ingest import MAX_RECORD_BYTES, RAW_KEPT, change_version, parse_file
+from oea_core.edfi.key_changes import apply_to, rewrite_keys
 from oea_core.edfi.metadata import table_name
 from oea_testing import ENGINES
 
@@ -24,7 +25,7 @@ TEST_SALT = "edfi-test-salt-77"
 def refined(spark, tmp_path_factory, request):
     """A lake holding the generated three-batch export, landed and ingested once, by each engine."""
     root = tmp_path_factory.mktemp("edfi")
-    dataset = generate_edfi(students=24, staff=4, schools=2, batches=3, seed=5)
+    dataset = generate_edfi(students=24, staff=4, schools=2, batches=3, seed=5, key_changes=True)
     write_edfi_export(dataset, root / "export")
     module = EdFiModule(LakePaths.from_setting(root / "lake"), spark=spark, salt=Salt(TEST_SALT, "test"),
                         engine=request.param)
@@ -429,6 +430,83 @@ def test_a_daily_refine_rewrites_the_changed_records_and_equals_a_full_rebuild(m
     fresh.ingest()
     assert refined_rows(module) == refined_rows(fresh)
     assert refined_rows(module)["students"]
+
+
+# key changes ---------------------------------------------------------------------------------
+def enrolment(record_id, entry_date, version=None, student="s1"):
+    record = {"id": record_id, "studentReference": {"studentUniqueId": student, "link": {"rel": "Student"}},
+              "schoolReference": {"schoolId": 1}, "entryDate": entry_date, "entryGradeLevelDescriptor": "Ninth grade"}
+    return record if version is None else {**record, "changeVersion": version}
+
+
+def key_change(record_id, version, old, new, student="s1"):
+    keys = {"schoolId": 1, "studentUniqueId": student}
+    return {"id": record_id, "changeVersion": version, "oldKeyValues": {"entryDate": old, **keys},
+            "newKeyValues": {"entryDate": new, **keys}}
+
+
+def test_rewrite_keys_at_top_level_and_in_references_where_the_old_value_matches():
+    record = {"id": "x", "entryDate": "2023-08-21", "schoolReference": {"schoolId": 1, "link": {"rel": "School"}},
+              "classOfSchoolYearTypeReference": {"schoolYear": 2027}, "calendarReference": {"schoolYear": 2024}}
+    out = rewrite_keys(record, {"schoolId": 1, "classOfSchoolYear": 2027, "entryDate": "2023-01-01"},
+                       {"schoolId": 2, "classOfSchoolYear": 2028, "entryDate": "2023-09-01"})
+    assert out == {"id": "x", "entryDate": "2023-08-21",  # its old value differs: left alone
+                   "schoolReference": {"schoolId": 2, "link": {"rel": "School"}},
+                   "classOfSchoolYearTypeReference": {"schoolYear": 2028},  # role-named: classOfSchoolYear
+                   "calendarReference": {"schoolYear": 2024}}
+    assert rewrite_keys(record, {}, {"entryDate": "2023-09-01"})["entryDate"] == "2023-09-01"  # no old values
+    # a chain within one batch is applied in order; one not newer than the record is not applied, and one
+    # newer whose old values the record does not hold rewrites nothing but still takes its change version
+    chain = [(4, key_change("x", 4, "2023-08-21", "2023-09-01")), (6, key_change("x", 6, "2023-09-01", "2023-10-01"))]
+    assert apply_to(enrolment("x", "2023-08-21", 5), 5, chain) == (
+        enrolment("x", "2023-08-21", 6), 6, [False, True])
+    assert apply_to(enrolment("x", "2023-08-21", 3), 3, chain) == (
+        enrolment("x", "2023-10-01", 6), 6, [True, True])
+
+
+def test_key_changes_rewrite_keys_unless_an_upsert_is_newer_and_never_revive_a_record(module, tmp_path, caplog):
+    base = tmp_path / "export" / "studentSchoolAssociations" / "incremental"
+    day1, day2 = "rundate=2024-01-01", "rundate=2024-01-02"
+    write_lines(base / "upserts" / day1, "u.json", [
+        enrolment("a1", "2023-08-21", 1), enrolment("b1", "2023-08-21", 2, "s2"), enrolment("c1", "2023-08-21", 3, "s3"),
+        enrolment("d1", "2023-08-21", 4, "s4"), enrolment("e1", "2023-08-28", 6, "s5")])
+    write_lines(base / "keyChanges" / day1, "k.json", [
+        key_change("d1", 5, "2023-08-21", "2023-09-04", "s4"),  # the same batch as its upsert, newer: applied
+        key_change("e1", 5, "2023-08-21", "2023-08-25", "s5")],  # older than the batch's upsert: the upsert wins
+                raw_lines=[json.dumps({"id": "m1", "changeVersion": 7, "newKeyValues": ["2023-09-01"]})])
+    write_lines(base / "upserts" / day2, "u.json", [enrolment("b1", "2023-10-02", 12, "s2")])
+    write_lines(base / "deletes" / day2, "d.json", [{"id": "c1", "changeVersion": 13}])
+    write_lines(base / "keyChanges" / day2, "k.json", [
+        key_change("a1", 10, "2023-08-21", "2023-09-11"),  # newer than the state: applied
+        key_change("b1", 11, "2023-08-21", "2023-09-12", "s2"),  # the batch's upsert is newer: it wins
+        key_change("c1", 14, "2023-08-21", "2023-09-13", "s3"),  # deleted: stays deleted
+        key_change("z1", 15, "2023-08-21", "2023-09-14", "s9")])  # never seen: nothing
+    module.land(tmp_path / "export", batch_id="x")
+    with caplog.at_level(logging.WARNING, logger="oea"):
+        module.ingest(max_reject_share=0.2)
+    state = {r["id"]: r for r in arrow(module, "stage2np", "student_school_associations").to_pylist()}
+    assert {i: (json.loads(r["_record"])["entryDate"], r["_change_version"]) for i, r in state.items()} == {
+        "a1": ("2023-09-11", 10), "b1": ("2023-10-02", 12), "d1": ("2023-09-04", 5), "e1": ("2023-08-28", 6)}
+    assert json.loads(state["d1"]["_record"]) == enrolment("d1", "2023-09-04", 5, "s4")
+    history = {r["id"]: r for r in arrow(module, "stage2np", "student_school_associations_key_changes").to_pylist()}
+    assert {i: r["applied"] for i, r in history.items()} == {
+        "a1": True, "b1": False, "c1": False, "d1": True, "e1": False, "z1": False}
+    assert json.loads(history["a1"]["new_key_values"])["entryDate"] == "2023-09-11"
+    assert history["a1"]["_change_version"] == 10 and history["a1"]["_batch_id"] == "x_2024-01-02"
+    assert "2 key changes of records deleted or not in the current state changed nothing" in caplog.text
+    rejected = arrow(module, "stage2np", "student_school_associations_rejected").to_pylist()
+    assert [r["_reject_reason"] for r in rejected] == ["key change's newKeyValues is list, not an object"]
+    refined = arrow(module, "stage2p", "student_school_associations")
+    assert sorted(str(d) for d in refined["entryDate"].to_pylist()) == [
+        "2023-08-28", "2023-09-04", "2023-09-11", "2023-10-02"]
+
+    def versions():
+        root = os.path.join(module.lake.stage_root("stage2np"), "edfi")
+        return {t: module.store.version(os.path.join(root, t)) for t in os.listdir(root)}
+
+    before = versions()
+    assert all(r.nothing_new for r in module.ingest(max_reject_share=0.2))
+    assert versions() == before
 
 
 # records past the limits ---------------------------------------------------------------------

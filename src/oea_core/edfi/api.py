@@ -23,6 +23,7 @@ log = logging.getLogger("oea")
 CLIENT_ID_ENV = "OEA_EDFI_CLIENT_ID"
 CLIENT_SECRET_ENV = "OEA_EDFI_CLIENT_SECRET"
 DEFAULT_PAGE_SIZE = 500
+PAGED_KINDS = ("upserts", "deletes", "keyChanges")  # a resource, its /deletes, its /keyChanges
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class EdFiClient:
     # discovery ---------------------------------------------------------------------------------
     @property
     def urls(self) -> dict:
-        """The API root's ``urls`` (oauth, dataManagementApi, dependencies, changeQueries)."""
+        """The API root's ``urls`` (oauth, dataManagementApi, dependencies, changeQueries, openApiMetadata)."""
         if self._urls is None:
             root = self._request("GET", self.base_url + "/", auth=False).json()
             urls = dict(root.get("urls") or {})
@@ -76,6 +77,7 @@ class EdFiClient:
             urls.setdefault("dataManagementApi", self.base_url + "/data/v3/")
             urls.setdefault("dependencies", self.base_url + "/metadata/data/v3/dependencies")
             urls.setdefault("changeQueries", self.base_url + "/changeQueries/v1/")
+            urls.setdefault("openApiMetadata", self.base_url + "/metadata/")
             self._urls = urls
             log.info("Ed-Fi API %s (version %s)", self.base_url, root.get("version", "unknown"))
         return self._urls
@@ -102,13 +104,37 @@ class EdFiClient:
         value = body.get("newestChangeVersion", body.get("NewestChangeVersion"))
         return None if value is None else int(value)
 
+    def openapi_document(self, section: str = "Resources") -> dict | None:
+        """The API's OpenAPI (Swagger) document of a metadata section; None when the API serves none."""
+        listing = self._request("GET", self.urls["openApiMetadata"], ok_missing=True)
+        sections = listing.json() if listing is not None else None
+        if not isinstance(sections, list):
+            log.info("Ed-Fi API %s lists no OpenAPI metadata; none stored", self.base_url)
+            return None
+        uri = next((s.get("endpointUri") for s in sections if isinstance(s, dict)
+                    and str(s.get("name", "")).lower() == section.lower()), None)
+        document = self._request("GET", uri, ok_missing=True) if uri else None
+        if document is None:
+            log.info("Ed-Fi API %s has no OpenAPI document for %s; none stored", self.base_url, section)
+            return None
+        body = document.json()
+        if not isinstance(body, dict):
+            raise EdFiApiError(f"{uri} answered {type(body).__name__}, not an OpenAPI document (a JSON object)",
+                               path=uri)
+        return body
+
     # data --------------------------------------------------------------------------------------
-    def pages(self, resource: Resource, *, deletes: bool = False, min_change_version: int | None = None,
+    def pages(self, resource: Resource, *, kind: str = "upserts", min_change_version: int | None = None,
               max_change_version: int | None = None) -> Iterator[list[dict]]:
-        """Every page of a resource (or of its ``/deletes``), read with offset/limit until the end."""
+        """Every page of a resource (``kind`` ``upserts``), or of its ``/deletes`` or ``/keyChanges``.
+
+        A resource without a ``/keyChanges`` endpoint (HTTP 404) has no key changes: no pages.
+        """
+        if kind not in PAGED_KINDS:
+            raise EdFiApiError(f"unknown kind {kind!r} of Ed-Fi changes; use one of {list(PAGED_KINDS)}")
         url = self.urls["dataManagementApi"].rstrip("/") + f"/{resource.namespace}/{resource.name}"
-        if deletes:
-            url += "/deletes"
+        if kind != "upserts":
+            url += f"/{kind}"
         offset, total = 0, None
         while True:
             params: dict = {"offset": offset, "limit": self.page_size}
@@ -118,7 +144,10 @@ class EdFiClient:
                 params["minChangeVersion"] = min_change_version
             if max_change_version is not None:
                 params["maxChangeVersion"] = max_change_version
-            response = self._request("GET", url, params=params)
+            response = self._request("GET", url, params=params, ok_missing=kind == "keyChanges")
+            if response is None:
+                log.debug("%s: no keyChanges endpoint; no key changes landed", resource.name)
+                break
             if offset == 0 and "Total-Count" in response.headers:
                 total = int(response.headers["Total-Count"])
             page = response.json()

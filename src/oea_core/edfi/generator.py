@@ -2,11 +2,12 @@
 
 Records reference each other consistently (sections point at course offerings that exist,
 grades at student-section associations that exist), and changes arrive over several batches:
-inserts, updates, deletes, and a record inserted and deleted within the same batch. Each
-change has a change version, as an ODS/API's change queries would report. The same data
-can be written as an export in OEA's test-data layout
-(``<resource>/incremental/{upserts|deletes}/rundate=YYYY-MM-DD/*.json``) or served by a test
-API.
+inserts, updates, deletes, and a record inserted and deleted within the same batch; with
+``key_changes``, also a student school association whose ``entryDate`` (part of its natural key)
+changes in each later batch. Each change has a change version, as an ODS/API's change queries
+would report. The same data can be written as an export in OEA's test-data layout
+(``<resource>/incremental/{upserts|deletes|keyChanges}/rundate=YYYY-MM-DD/*.json``) or served by
+a test API.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def descriptor(name: str, code: str) -> str:
 
 @dataclass
 class Event:
-    """One change: an upsert (the record's new state) or a delete (``id``, ``changeVersion``, ``keyValues``)."""
+    """One change: an upsert (the record's new state), a delete (``id``, ``changeVersion``, ``keyValues``)
+    or a keyChange (``id``, ``changeVersion``, ``oldKeyValues``, ``newKeyValues``)."""
 
     change_version: int
     resource: str
@@ -82,7 +84,7 @@ class EdFiDataset:
             for event in events:
                 if event.kind == "upsert":
                     state[event.resource][event.record["id"]] = event.record
-                else:
+                elif event.kind == "delete":
                     state[event.resource].pop(event.record["id"], None)
         return state
 
@@ -116,14 +118,25 @@ class _Builder:
         self.batch.append(Event(self.version, resource, "delete",
                                 {"id": record_id, "changeVersion": self.version, "keyValues": key_values}))
 
+    def change_key(self, resource: str, record: dict, old: dict, new: dict, changed: dict) -> None:
+        """The record with ``changed`` fields, upserted, and its key change (the same change version, as the
+        ODS reports both for one update)."""
+        updated = self.upsert(resource, {**record, **changed})
+        self.batch.append(Event(self.version, resource, "keyChange", {
+            "id": updated["id"], "changeVersion": self.version, "oldKeyValues": old, "newKeyValues": new}))
+
 
 def _ref(**keys) -> dict:
     return dict(keys, link={"rel": "Link", "href": "/ed-fi/x/" + "-".join(str(v) for v in keys.values())})
 
 
 def generate_edfi(students: int = 24, staff: int = 6, schools: int = 2, batches: int = 3,
-                  seed: int = 7) -> EdFiDataset:
-    """Generate ``batches`` batches of consistent Ed-Fi changes (first batch: the full initial load)."""
+                  seed: int = 7, key_changes: bool = False) -> EdFiDataset:
+    """Generate ``batches`` batches of consistent Ed-Fi changes (first batch: the full initial load).
+
+    With ``key_changes`` each later batch also changes one student school association's ``entryDate``
+    (off by default, so the committed sample stays as it is).
+    """
     if batches < 1 or students < 4 or staff < 1 or schools < 1:
         raise ValueError("need at least 1 batch, 4 students, 1 staff member and 1 school")
     b = _Builder(seed)
@@ -297,8 +310,19 @@ def generate_edfi(students: int = 24, staff: int = 6, schools: int = 2, batches:
             leaver = ids[0] if ids[0] not in (renamed, dropper) else ids[1]
             enrolled.pop(leaver)
             _remove_student(b, leaver)
+        if key_changes:
+            _change_entry_date(b, sorted(enrolled)[(batch * 3 + 1) % len(enrolled)], enrolled, day)
         dataset.batches.append(b.batch)
     return dataset
+
+
+def _change_entry_date(b: _Builder, student_id: str, enrolled: dict, day: dt.date) -> None:
+    """A student school association's entryDate corrected: its natural key changes, its id stays."""
+    school_id = enrolled[student_id][0]
+    record = b.alive["studentSchoolAssociations"][b.new_id("studentSchoolAssociations", f"{student_id}/{school_id}")]
+    keys = {"schoolId": school_id, "studentUniqueId": student_id}
+    b.change_key("studentSchoolAssociations", record, {"entryDate": record["entryDate"], **keys},
+                 {"entryDate": day.isoformat(), **keys}, {"entryDate": day.isoformat()})
 
 
 def _remove_student(b: _Builder, student_id: str) -> None:
@@ -325,7 +349,7 @@ def write_edfi_export(dataset: EdFiDataset, out: str | os.PathLike, quirks: bool
         rundate = dataset.rundate(number)
         by_file: dict[tuple[str, str], list[dict]] = {}
         for event in events:
-            kind = "upserts" if event.kind == "upsert" else "deletes"
+            kind = {"upsert": "upserts", "delete": "deletes", "keyChange": "keyChanges"}[event.kind]
             by_file.setdefault((event.resource, kind), []).append(event.record)
         for (resource, kind), records in sorted(by_file.items()):
             folder = os.path.join(out, resource, "incremental", kind, f"rundate={rundate}")

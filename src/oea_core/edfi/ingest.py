@@ -7,6 +7,8 @@ changes carry change versions and the later one is older. Each batch is applied 
 Delta commit carrying ``oea.ingest/edfi/<namespace>/<resource>/<batch>``, so a rerun skips it.
 Every delete leaves a tombstone (``<resource>_tombstones``); an upsert of a deleted record is ignored
 unless it is provably newer (:func:`without_deleted`), so a delete that landed first stays a delete.
+Then the batch's key changes rewrite the natural keys of the records they are newer than
+(:mod:`.key_changes`), and are kept in ``<resource>_key_changes``.
 Lines that are not JSON records with an ``id`` are set aside in ``<resource>_rejected``, and so is
 a record past the limits (``MAX_RECORD_BYTES``, 16 MiB; ``flatten.MAX_DEPTH``, 64 levels): a JSON
 Lines record is measured before it is parsed, and a JSON array too deep for Python's parser is
@@ -29,6 +31,7 @@ from ..ingest import IngestResult
 from ..spark_paths import file_uri, literal_path
 from . import landing
 from .flatten import MAX_DEPTH
+from .key_changes import HISTORY, apply_key_changes, key_change_problem
 from .metadata import table_name
 
 if TYPE_CHECKING:
@@ -173,6 +176,8 @@ def _check_record(item: object, kind: str) -> tuple[dict | None, str | None]:
     version, problem = change_version(item.get("changeVersion"))
     if problem:
         return None, problem
+    if kind == "keyChanges" and (problem := key_change_problem(item)):
+        return None, problem
     if version is not None:
         item["changeVersion"] = version
     item["id"] = record_id
@@ -255,10 +260,12 @@ def ingest_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, nam
                                                                    store.version(state_path)})
     events = new_events.persist(StorageLevel.DISK_ONLY)
     try:
-        deletes = (F.col("_kind") == "deletes") & F.col("_reject_reason").isNull()
-        counts = {r["_batch_id"]: (r["rows"], r["rejected"], r["deletes"]) for r in events.groupBy("_batch_id").agg(
-            F.count(F.lit(1)).alias("rows"), F.count("_reject_reason").alias("rejected"),
-            F.count(F.when(deletes, 1)).alias("deletes")).collect()}
+        read = F.col("_reject_reason").isNull()
+        counts = {r["_batch_id"]: (r["rows"], r["rejected"], r["deletes"], r["key_changes"])
+                  for r in events.groupBy("_batch_id").agg(
+                      F.count(F.lit(1)).alias("rows"), F.count("_reject_reason").alias("rejected"),
+                      F.count(F.when(read & (F.col("_kind") == "deletes"), 1)).alias("deletes"),
+                      F.count(F.when(read & (F.col("_kind") == "keyChanges"), 1)).alias("key_changes")).collect()}
         total = sum(c[0] for c in counts.values())
         rejected = sum(c[1] for c in counts.values())
         if total and rejected / total > max_reject_share:
@@ -271,7 +278,7 @@ def ingest_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, nam
                 total=total)
         for batch_id in pending:
             _apply_batch(store, lake, table, namespace, resource, events.where(F.col("_batch_id") == batch_id),
-                         batch_id, counts.get(batch_id, (0, 0, 0)))
+                         batch_id, counts.get(batch_id, (0, 0, 0, 0)))
     finally:
         events.unpersist()
     if rejected:
@@ -282,20 +289,24 @@ def ingest_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, nam
 
 
 def latest_changes(events: DataFrame) -> DataFrame:
-    """One change per id: the newest by change version, then deletes after upserts, then file and line."""
+    """One change per id: the newest by change version, then deletes after upserts, then file and line.
+
+    Key changes are not among them (:mod:`.key_changes` applies them afterwards).
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     deleted = F.col("_kind") == "deletes"
     newest_first = Window.partitionBy("id").orderBy(
         F.col("_change_version").desc_nulls_last(), deleted.desc(), F.col("_file_seq").desc(), F.col("_line").desc())
-    ranked = events.where(F.col("_reject_reason").isNull()).withColumn("_rank", F.row_number().over(newest_first))
+    ranked = events.where(F.col("_reject_reason").isNull() & (F.col("_kind") != "keyChanges")).withColumn(
+        "_rank", F.row_number().over(newest_first))
     return ranked.where(F.col("_rank") == 1).select(
         "id", "_change_version", "_batch_id", "_last_modified", "_record", deleted.alias("_deleted"))
 
 
 def _apply_batch(store: DeltaStore, lake: LakePaths, table: str, namespace: str, resource: str,
-                 events: DataFrame, batch_id: str, counts: tuple[int, int, int]) -> None:
+                 events: DataFrame, batch_id: str, counts: tuple[int, int, int, int]) -> None:
     from pyspark.sql import functions as F
 
     txn = ingest_app_id(namespace, resource, batch_id)
@@ -311,14 +322,18 @@ def _apply_batch(store: DeltaStore, lake: LakePaths, table: str, namespace: str,
     if counts[2]:  # the batch has deletes: each leaves a tombstone
         deletes = changes.where(F.col("_deleted")).select("id", "_change_version", "_batch_id")
         store.merge(deletes, tombstones, ("id",), update=True, app_id=txn, metadata=meta)
-    result = store.apply_changes(changes, lake.table("stage2np", SOURCE, table), "id",
+    state_path = lake.table("stage2np", SOURCE, table)
+    if counts[3]:
+        changes = apply_key_changes(store, events, changes, table, state_path,
+                                    lake.table("stage2np", SOURCE, f"{table}{HISTORY}"), batch_id, txn, meta)
+    result = store.apply_changes(changes, state_path, "id",
                                  order="_change_version", deleted="_deleted", app_id=txn, metadata=meta)
     if ignored:
         log.warning("%s batch %s: %d upserts of records deleted before (by a delete that landed first) were "
                     "ignored; their tombstones are in stage2np/%s/%s%s", table, batch_id, ignored, SOURCE, table,
                     TOMBSTONES)
-    log.info("%s batch %s: %d records applied, %d rejected (version %s)", table, batch_id,
-             counts[0] - counts[1], counts[1], result.version)
+    log.info("%s batch %s: %d records applied (%d key changes), %d rejected (version %s)", table, batch_id,
+             counts[0] - counts[1] - counts[3], counts[3], counts[1], result.version)
 
 
 def without_deleted(tombstones: DataFrame, changes: DataFrame) -> tuple[DataFrame, int]:

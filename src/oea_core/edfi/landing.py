@@ -1,10 +1,10 @@
-"""Landing Ed-Fi data into ``stage1np/edfi/<namespace>/<resource>/<batch>/{upserts,deletes}/``.
+"""Landing Ed-Fi data into ``stage1np/edfi/<namespace>/<resource>/<batch>/{upserts,deletes,keyChanges}/``.
 
 Two ways in: from an Ed-Fi API (pages streamed to JSON Lines, with the change-version range
 in the batch's ``_manifest.json``; later runs fetch only what changed since the last landed
-range, plus deletes), or from files on disk (API JSON as arrays or JSON Lines, including
-OEA's ``<resource>/incremental/{upserts|deletes}/rundate=YYYY-MM-DD/*.json`` layout, one batch
-per rundate). Each batch is written to a temporary folder and renamed into place, so a
+range, plus deletes and key changes), or from files on disk (API JSON as arrays or JSON Lines,
+including OEA's ``<resource>/incremental/{upserts|deletes|keyChanges}/rundate=YYYY-MM-DD/*.json``
+layout, one batch per rundate). Each batch is written to a temporary folder and renamed into place, so a
 half-landed batch is never seen; a file whose bytes were landed before is skipped. A landed
 file is named ``<sequence>-<export file name>``, so Spark reads any name, hidden ones included;
 links, special files and names Spark cannot read are refused as for every source
@@ -36,13 +36,14 @@ from ..landing import (
 )
 from ..paths import LakePaths, check_name
 from ..spark_paths import shown
+from .openapi import land_openapi
 
 if TYPE_CHECKING:
     from .api import EdFiClient, Resource
 
 log = logging.getLogger("oea")
 SOURCE = "edfi"
-KINDS = ("upserts", "deletes")
+KINDS = ("upserts", "deletes", "keyChanges")  # keyChanges: a record's natural key changed (ODS/API 5.3+)
 DEFAULT_NAMESPACE = "ed-fi"
 SUFFIXES = (".json", ".jsonl", ".ndjson")
 RECORDS_PER_FILE = 50_000
@@ -71,6 +72,7 @@ class EdFiLandResult:
     empty: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
     from_api: bool = False
+    openapi: str | None = None  # the folder the API's OpenAPI document was stored in, when it was
 
     @property
     def batch_ids(self) -> list[str]:
@@ -78,13 +80,16 @@ class EdFiLandResult:
 
     def summary(self) -> str:
         """One line: what was landed, as which batches, and what had been landed before."""
+        stored = "; stored the API's OpenAPI document" if self.openapi else ""
         if not self.batches:
             return "nothing new" + (f": all {len(self.already_landed)} files were landed before"
-                                    if self.already_landed else "")
+                                    if self.already_landed else "") + stored
         records = sum(sum(b.records.values()) for b in self.batches)
+        key_changes = sum(b.records.get("keyChanges", 0) for b in self.batches)
         return (f"landed {len(self.batches)} resource batches ({sum(b.files for b in self.batches)} files"
-                + (f", {records} records" if self.from_api else "") + f") as {', '.join(self.batch_ids)}"
-                + (f"; {len(self.already_landed)} files already landed" if self.already_landed else ""))
+                + (f", {records} records" if self.from_api else "")
+                + (f" of which {key_changes} key changes" if key_changes else "") + f") as {', '.join(self.batch_ids)}"
+                + (f"; {len(self.already_landed)} files already landed" if self.already_landed else "") + stored)
 
 
 def resource_root(lake: LakePaths, namespace: str, resource: str) -> str:
@@ -202,20 +207,29 @@ def classify_file(relative_path: str) -> tuple[str, str, str, str | None]:
 
     ``students/incremental/deletes/rundate=2024-01-02/x.json`` -> ``("ed-fi", "students", "deletes",
     "2024-01-02")``; ``tpdm/candidates/x.jsonl`` -> ``("tpdm", "candidates", "upserts", None)``;
-    ``students.json`` -> ``("ed-fi", "students", "upserts", None)``.
+    ``students.json`` -> ``("ed-fi", "students", "upserts", None)``; ``sessions_keyChanges.json`` ->
+    ``("ed-fi", "sessions", "keyChanges", None)``.
     """
     parts = [p for p in re.split(_SEPARATORS, relative_path) if p]
     folders, name = parts[:-1], parts[-1]
     rundate = next((m.group(1) for p in folders if (m := _RUNDATE.match(p))), None)
-    kind = "deletes" if "deletes" in folders or re.search(r"deletes?(\.|$)", name, re.IGNORECASE) else "upserts"
+    kind = _kind_of(folders, name)
     plain = [p for p in folders if p not in ("incremental", "full", *KINDS) and not _RUNDATE.match(p)]
     if plain:
         resource = plain[-1]
         namespace = plain[-2] if len(plain) >= 2 else DEFAULT_NAMESPACE
     else:
-        resource = re.sub(r"[._-]?deletes?$", "", name.split(".")[0], flags=re.IGNORECASE)
+        resource = re.sub(r"[._-]?(deletes?|keyChanges?)$", "", name.split(".")[0], flags=re.IGNORECASE)
         namespace = DEFAULT_NAMESPACE
     return namespace, resource, kind, rundate
+
+
+def _kind_of(folders: list[str], name: str) -> str:
+    """The kind of changes an export file holds, from its folders or, failing that, its name."""
+    for kind, pattern in (("keyChanges", r"keyChanges?(\.|$)"), ("deletes", r"deletes?(\.|$)")):
+        if kind in folders or re.search(pattern, name, re.IGNORECASE):
+            return kind
+    return "upserts"
 
 
 def _is_empty(file: ExportFile) -> bool:
@@ -286,8 +300,10 @@ def land_api(lake: LakePaths, client: EdFiClient, resources: list[str] | None = 
     """Land every resource (or those named) from the API in dependency order.
 
     The first run pages through each resource completely; later runs fetch the changes
-    since the change version landed for that resource, and its deletes. Each resource's
-    batch is landed atomically, so an interrupted run can simply be run again. With ``strict``
+    since the change version landed for that resource, its deletes and its key changes (a
+    resource without a ``/keyChanges`` endpoint has none). Each resource's
+    batch is landed atomically, so an interrupted run can simply be run again. The API's OpenAPI
+    document is stored too, when it changed (:mod:`.openapi`). With ``strict``
     a named resource the API does not have is an error; otherwise it is skipped.
     """
     if lake.root is None:
@@ -304,13 +320,14 @@ def land_api(lake: LakePaths, client: EdFiClient, resources: list[str] | None = 
             raise LandingError(f"the API at {client.base_url} has no resources {sorted(unknown)}; "
                                "check the names against its dependency list")
     newest = client.newest_change_version()
+    openapi = land_openapi(lake, client, base)
     landed = []
     for number, resource in enumerate(order, start=1):
         log.info("[%d/%d] %s/%s", number, len(order), resource.namespace, resource.name)
         batch = _land_resource(lake, client, resource, base, newest)
         if batch is not None:
             landed.append(batch)
-    return EdFiLandResult(tuple(landed), from_api=True)
+    return EdFiLandResult(tuple(landed), from_api=True, openapi=openapi)
 
 
 def _land_resource(lake: LakePaths, client: EdFiClient, resource: Resource, batch_id: str,
@@ -325,7 +342,7 @@ def _land_resource(lake: LakePaths, client: EdFiClient, resource: Resource, batc
         kinds = KINDS if low is not None else ("upserts",)
         for kind in kinds:
             buffer: list[dict] = []
-            for page in client.pages(resource, deletes=kind == "deletes", min_change_version=low,
+            for page in client.pages(resource, kind=kind, min_change_version=low,
                                      max_change_version=newest):
                 buffer += page
                 if len(buffer) >= RECORDS_PER_FILE:

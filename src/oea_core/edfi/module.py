@@ -7,6 +7,7 @@ Outputs:
 - ``stage2np/edfi/<entity>_lookup``: identifiers next to their pseudonyms (students, staffs);
 - ``stage2np/edfi/<resource>_rejected`` / ``_not_refined``: what could not be read, with the reason.
 - ``stage2np/edfi/<resource>_tombstones``: every delete, so a late upsert of a deleted record is ignored.
+- ``stage2np/edfi/<resource>_key_changes``: every key change (a natural key rewritten), and whether it was applied.
 """
 
 from __future__ import annotations
