@@ -26,6 +26,7 @@ from . import landing
 from .api import DEFAULT_PAGE_SIZE, EdFiClient
 from .ingest import SOURCE, ingest_resource
 from .metadata import EdFiMetadata, is_descriptor, table_name
+from .openapi import entity_columns, latest_openapi
 from .refine import refine_resource
 
 if TYPE_CHECKING:
@@ -109,12 +110,14 @@ class EdFiModule(SourceModule):
                 return []
             salt = self.salt()
             store = self.store
+            document = latest_openapi(self.lake)
+            api_types = entity_columns(document) if document else None
             undeclared = []
             for namespace, resource in landed:
                 if not self.metadata.supports(resource):
                     undeclared.append(resource)
                 results += refine_resource(self.spark, self.lake, store, self.metadata, namespace, resource, salt,
-                                           max_reject_share=max_reject_share)
+                                           max_reject_share=max_reject_share, api_types=api_types)
         if undeclared:
             log.info("refined by the privacy rules (not in the metadata CSV): %s", ", ".join(undeclared))
         return results

@@ -9,7 +9,8 @@ holds (any Data Standard version, any extension) is refined under them:
 - a string of unknown meaning in a resource that describes a person (the person's own resource,
   or one that names a person by ``…UniqueId``) is masked; so is its ``_ext``;
 - a record ``id`` is hashed without a lookup where the resource describes a person;
-- everything else (descriptors, codes, dates, numbers, education organization and course keys) is kept.
+- everything else (descriptors, codes, dates, numbers, scores and results, education organization and
+  course keys) is kept.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ MASKED = re.compile(
     r"|^city$|_city$|[Pp]ostalCode|[Ll]atitude|[Ll]ongitude|[Ee]lectronicMail|[Ee]mail|[Tt]elephone|[Pp]hone"
     r"|[Ii]dentificationCode$|[Ii]dentificationDocument|[Dd]ocumentTitle|[Ss]ocialSecurity|(^|_)ssn$"
     r"|[Pp]assport|[Vv]isa|[Ll]oginId|[Dd]ateEnteredUS|[Ii]dentificationNumber|[Tt]axId")
-# Strings whose meaning is known and not about the person: keys, codes, descriptors, dates, titles.
+# Strings whose meaning is known and not an identity: keys, codes, descriptors, dates, titles, results.
 KNOWN = re.compile(r"(Descriptor|Id|Identifier|Code|Date|Time|Year|Title|Type|Status|Indicator|_ordinal)$"
+                   r"|(?i:result|score|grade|gradeEarned|credits?|points?|rank|percent\w*|level)$"
                    r"|^(id|namespace|codeValue|value)$|^_lastModifiedDate$")
 
 

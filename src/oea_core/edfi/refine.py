@@ -2,7 +2,8 @@
 
 Every resource is refined, whether the metadata CSV declares it or not. A column's type and
 pseudonymization op come from the CSV where it declares the column, else from the type the
-column had before, else from the values themselves (whole numbers -> bigint, numbers -> double,
+column had before, else from the API's OpenAPI metadata when it was landed from an API
+(:mod:`.openapi`), else from the values themselves (whole numbers -> bigint, numbers -> double,
 booleans, ``YYYY-MM-DD`` -> date, anything else -> string) and :mod:`.privacy`'s rules. The schemas
 in use are kept in the commit metadata of ``stage2np/edfi/<resource>_not_refined``, the table of
 what could not be refined, which every refine writes last.
@@ -101,6 +102,17 @@ class _KindBits:
 _KIND_BITS = _KindBits()
 
 
+def _of(entity: str):
+    """A filter for the ``(entity, row)`` items of one entity (a function, not a lambda in a loop)."""
+    def keep(item: tuple) -> bool:
+        return item[0] == entity
+    return keep
+
+
+def _row(item: tuple) -> tuple:
+    return item[1]
+
+
 def _typed(resource: str, specs: dict[str, tuple[tuple[str, str], ...]], rows: Iterable) -> Iterator[tuple]:
     """``(entity, row)`` for every flattened row of an entity in ``specs``, typed; ``(_REJECTED, why)`` if not."""
     for row in rows:
@@ -142,8 +154,13 @@ def infer_type(column: str, kinds: set[str]) -> str:
 
 
 def entity_specs(metadata: EdFiMetadata, resource: str, observed: dict[str, dict[str, set[str]]],
-                 previous: dict[str, Spec]) -> dict[str, Spec]:
-    """The schema of every entity seen now or before: declared columns, then earlier ones, then new ones."""
+                 previous: dict[str, Spec], api_types: dict[str, dict[str, str]] | None = None) -> dict[str, Spec]:
+    """The schema of every entity seen now or before: declared columns, then earlier ones, then new ones.
+
+    A new column's type is the API's (``api_types``: entity -> column -> type, from its OpenAPI
+    metadata) where it declares one, else inferred from the values.
+    """
+    api_types = api_types or {}
     main_columns = set(observed.get(resource, {})) | {c[0] for c in previous.get(resource, [])}
     if resource in metadata.schemas:
         main_columns |= set(metadata.schemas[resource].names)
@@ -165,7 +182,7 @@ def entity_specs(metadata: EdFiMetadata, resource: str, observed: dict[str, dict
                 spec.append([column, type_name, rule_op(resource, entity, column, type_name, person).value])
                 names.add(column)
         for column in sorted(observed.get(entity, {}).keys() - names):
-            type_name = infer_type(column, observed[entity][column])
+            type_name = api_types.get(entity, {}).get(column) or infer_type(column, observed[entity][column])
             spec.append([column, type_name, rule_op(resource, entity, column, type_name, person).value])
         specs[entity] = spec
     return specs
@@ -194,8 +211,12 @@ def _key_columns(schema: TableSchema) -> list[str]:
 
 
 def refine_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, metadata: EdFiMetadata,
-                    namespace: str, resource: str, salt: Salt, *, max_reject_share: float) -> list[IngestResult]:
-    """Bring the refined tables of a resource up to its current state: the changed records, or all of them."""
+                    namespace: str, resource: str, salt: Salt, *, max_reject_share: float,
+                    api_types: dict[tuple[str, str], dict[str, str]] | None = None) -> list[IngestResult]:
+    """Bring the refined tables of a resource up to its current state: the changed records, or all of them.
+
+    ``api_types`` are the column types of the API's OpenAPI metadata, by ``(namespace, entity)``.
+    """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -229,13 +250,14 @@ def refine_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, met
         affected = affected.distinct().persist(StorageLevel.DISK_ONLY)
     source = (state.join(affected, "id", "left_semi") if affected is not None else state).select("id", "_record")
     previous = last.get("schemas", {})
+    types = {entity: columns for (space, entity), columns in (api_types or {}).items() if space == namespace}
     observed = _observed(spark, source, resource)
-    specs = entity_specs(metadata, resource, observed, previous)
+    specs = entity_specs(metadata, resource, observed, previous, types)
     if incremental and any(specs[e] != previous.get(e) for e in specs):
         log.info("%s: columns appeared or changed type; rebuilding its refined tables", table)
         incremental, source = False, state.select("id", "_record")
         observed = _observed(spark, source, resource)
-        specs = entity_specs(metadata, resource, observed, previous)
+        specs = entity_specs(metadata, resource, observed, previous, types)
     meta = {"state_version": version, "batch_count": len(applied), "last_batch": max(applied, default=""),
             "schemas": specs}
     try:
@@ -268,7 +290,7 @@ def _write(spark: SparkSession, lake: LakePaths, store: DeltaStore, table: str, 
     try:
         counts = dict(typed.map(lambda item: item[0]).countByValue())
         bad, total = counts.get(_REJECTED, 0), sum(counts.values())
-        rejects = spark.createDataFrame(typed.filter(lambda item: item[0] == _REJECTED).map(lambda item: item[1]),
+        rejects = spark.createDataFrame(typed.filter(_of(_REJECTED)).map(_row),
                                         NOT_REFINED_DDL, verifySchema=False)
         if total and bad / total > max_reject_share:
             examples = [r["_reject_reason"] for r in rejects.limit(3).collect()]
@@ -277,7 +299,7 @@ def _write(spark: SparkSession, lake: LakePaths, store: DeltaStore, table: str, 
                 f"column types, more than the allowed {max_reject_share:.1%}; nothing was refined. Examples: "
                 f"{examples}. Fix the types in the Ed-Fi metadata CSV or raise --max-reject-share", table=table,
                 rejected=bad, total=total)
-        rejected_by = dict(rejects.groupBy("entity").count().collect()) if bad else {}
+        rejected_by: dict[str, int] = dict(rejects.groupBy("entity").count().collect()) if bad else {}
         results = []
         for entity, schema in schemas.items():
             target = lake.table("stage2p", SOURCE, schema.table)
@@ -285,7 +307,7 @@ def _write(spark: SparkSession, lake: LakePaths, store: DeltaStore, table: str, 
             if not rows and not store.exists(target):
                 continue  # an entity with no rows gets no table
             ddl = ", ".join(f"`{name}` {sql_type}" for name, sql_type in columns[entity])
-            entity_rows = typed.filter(lambda item, e=entity: item[0] == e).map(lambda item: item[1])
+            entity_rows = typed.filter(_of(entity)).map(_row)
             frame = to_pseudonymized(spark.createDataFrame(entity_rows, ddl, verifySchema=False), schema, salt)
             if incremental and store.exists(target):
                 _merge_rows(store, frame, target, schema, affected, salt, app, meta)
@@ -293,8 +315,8 @@ def _write(spark: SparkSession, lake: LakePaths, store: DeltaStore, table: str, 
                 store.write(frame, target, mode="overwrite", app_id=app, metadata=meta)
             if schema.with_ops(PseudoOp.HASH):  # lookups are rebuilt whole: one row per person, not per event
                 whole = state.select("id", "_record").rdd.mapPartitions(
-                    partial(_typed, resource, {entity: columns[entity]})).filter(lambda item, e=entity: item[0] == e)
-                lookup = to_lookup(spark.createDataFrame(whole.map(lambda item: item[1]), ddl, verifySchema=False),
+                    partial(_typed, resource, {entity: columns[entity]})).filter(_of(entity))
+                lookup = to_lookup(spark.createDataFrame(whole.map(_row), ddl, verifySchema=False),
                                    schema, salt)
                 if lookup is not None:
                     store.write(lookup, lake.table("stage2np", SOURCE, f"{schema.table}_lookup"), mode="overwrite",
@@ -303,7 +325,7 @@ def _write(spark: SparkSession, lake: LakePaths, store: DeltaStore, table: str, 
                                         rejected=rejected_by.get(entity, 0), kind="refined"))
             log.info("%s: %d rows refined into stage2p/%s/%s", entity, rows, SOURCE, schema.table)
         kept = rejects
-        if incremental and store.exists(marker):
+        if incremental and affected is not None and store.exists(marker):
             kept = store.read(marker).join(affected, "id", "left_anti").unionByName(rejects)
         if bad:
             log.warning("%s: %d rows could not be refined; they are in stage2np/%s/%s%s with the reason", table,
