@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,9 @@ def test_oea_run_then_papermill_again_changes_nothing_and_never_saves_the_salt(t
     # a first run that reads clean: only oea's own lines (no kernel transport warning, no shutdown noise)
     assert run.stderr and all(line.startswith("oea: ") for line in run.stderr.splitlines()), run.stderr
     assert run.stderr.count(" done in ") == 4  # one progress line per notebook, with its time
+    summary = re.search(r"^oea run: (\d+) tables written, ([\d,]+) rows, ([\d,]+) set aside, in \d+ s$", run.stdout,
+                        re.MULTILINE)
+    assert summary and int(summary[1]) > 40 and int(summary[2].replace(",", "")) > 1000, run.stdout
     for name in ("clever", "edfi"):  # the committed scripts are what `oea run` writes over the samples
         written = (tmp_path / "views" / f"{name}_views.sql").read_text(encoding="utf-8")
         assert written == (REPO / "sql_views" / f"{name}_views.sql").read_text(encoding="utf-8"), name

@@ -12,6 +12,7 @@ import csv
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -26,6 +27,7 @@ from .leftovers import find_leftovers, remove_leftovers
 from .lock import WAIT_SETTING, lake_lock, pull_source, source_run
 from .notebook_run import default_notebooks_dir, execute_notebook
 from .paths import LakePaths
+from .run_summary import summarize
 from .salt import redact
 from .sources import sources
 from .sql_preview import SqlPreview
@@ -91,6 +93,7 @@ def _sample(name: str, args: argparse.Namespace) -> str:
 
 
 def _run(lake: LakePaths, args: argparse.Namespace) -> int:
+    started = time.time()
     run_id = new_batch_id()
     out_dir = lake.state_path("runs", run_id) if lake.root else os.path.join("runs", run_id)
     notebooks_dir = args.notebooks or default_notebooks_dir()
@@ -109,6 +112,7 @@ def _run(lake: LakePaths, args: argparse.Namespace) -> int:
                 for result in module.ingest():
                     log.info("%s: %s", name, result.describe())
         _write_views(lake, name, args)
+    print(f"oea run: {summarize(lake, args.modules or sources.names(), started).line()}")
     return 0
 
 
@@ -192,6 +196,7 @@ def _flow_validate(lake: LakePaths, args: argparse.Namespace) -> int:
 
 
 def _flow_run(lake: LakePaths, args: argparse.Namespace) -> int:
+    started = time.time()
     flow = load_flow(args.file)
     run = FlowRun(flow, lake, batch_id=args.batch_id, max_parallel=args.max_parallel)
     summary = run.run(from_step=args.from_step, only=args.only)
@@ -200,6 +205,7 @@ def _flow_run(lake: LakePaths, args: argparse.Namespace) -> int:
         counts[step["status"]] = counts.get(step["status"], 0) + 1
     print(f"flow {flow.name} batch {run.batch_id}: {summary['status']} ("
           + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f"); run log: {run.folder}/run_log.json")
+    print(f"flow {flow.name}: {summarize(lake, sources.names(), started).line()}")
     return 0
 
 
