@@ -65,15 +65,14 @@ class EdFiModule(SourceModule):
              page_size: int = DEFAULT_PAGE_SIZE) -> landing.EdFiLandResult:
         """Land an export folder ``src``, or from the API at ``api`` (credentials from the environment).
 
-        From the API, ``resources`` defaults to the module's supported resources and descriptors.
+        From the API, ``resources`` defaults to every resource the API lists (all are refined).
         """
         if src is not None and (client is not None or api):
             raise LandingError("give either an Ed-Fi export folder or --api URL, not both")
         if client is not None or api:
             client = client or EdFiClient(str(api), page_size=page_size)
             with source_run(self.lake, SOURCE, "edfi land", stages=LANDING):
-                return landing.land_api(self.lake, client, resources or self.supported_resources(),
-                                        batch_id=batch_id, strict=resources is not None)
+                return landing.land_api(self.lake, client, resources, batch_id=batch_id)
         if src is None:
             raise LandingError("give an Ed-Fi export folder, or --api URL to land from an Ed-Fi API")
         with source_run(self.lake, SOURCE, "edfi land", stages=LANDING):
