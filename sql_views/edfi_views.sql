@@ -28,15 +28,6 @@ GO
 CREATE OR ALTER VIEW [dbo].[students_other_names] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/students_other_names/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [otherNames_ordinal] INT, [otherNameTypeDescriptor] VARCHAR(8000), [firstName] VARCHAR(8000), [middleName] VARCHAR(8000), [lastSurname] VARCHAR(8000), [generationCodeSuffix] VARCHAR(8000), [personalTitlePrefix] VARCHAR(8000)) AS [r];
 GO
-CREATE OR ALTER VIEW [dbo].[students_identification_documents] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/students_identification_documents/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [identificationDocuments_ordinal] INT, [identificationDocumentUseDescriptor] VARCHAR(8000), [personalInformationVerificationDescriptor] VARCHAR(8000), [issuerCountryDescriptor] VARCHAR(8000), [documentTitle] VARCHAR(8000), [documentExpirationDate] VARCHAR(8000), [issuerDocumentIdentificationCode] VARCHAR(8000), [issuerName] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[students_personal_identification_documents] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/students_personal_identification_documents/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [personalIdentificationDocuments_ordinal] INT, [identificationDocumentUseDescriptor] VARCHAR(8000), [personalInformationVerificationDescriptor] VARCHAR(8000), [issuerCountryDescriptor] VARCHAR(8000), [documentTitle] VARCHAR(8000), [documentExpirationDate] VARCHAR(8000), [issuerDocumentIdentificationCode] VARCHAR(8000), [issuerName] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[students_visas] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/students_visas/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [visas_ordinal] INT, [visaDescriptor] VARCHAR(8000)) AS [r];
-GO
 CREATE OR ALTER VIEW [dbo].[schools] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/schools/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [schoolId] INT, [nameOfInstitution] VARCHAR(8000), [shortNameOfInstitution] VARCHAR(8000), [webSite] VARCHAR(8000), [operationalStatusDescriptor] VARCHAR(8000), [charterStatusDescriptor] VARCHAR(8000), [schoolTypeDescriptor] VARCHAR(8000), [titleIPartASchoolDesignationDescriptor] VARCHAR(8000), [administrativeFundingControlDescriptor] VARCHAR(8000), [magnetSpecialProgramEmphasisSchoolDescriptor] VARCHAR(8000), [internetAccessDescriptor] VARCHAR(8000), [localEducationAgencyId] INT, [charterApprovalSchoolYear] INT, [charterApprovalAgencyTypeDescriptor] VARCHAR(8000), [_ext] VARCHAR(8000), [_lastModifiedDate] VARCHAR(8000)) AS [r];
 GO
@@ -48,9 +39,6 @@ SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/s
 GO
 CREATE OR ALTER VIEW [dbo].[schools_education_organization_categories] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/schools_education_organization_categories/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [educationOrganizationCategories_ordinal] INT, [educationOrganizationCategoryDescriptor] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[schools_identification_codes] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/schools_identification_codes/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [identificationCodes_ordinal] INT, [educationOrganizationIdentificationSystemDescriptor] VARCHAR(8000), [identificationCode] VARCHAR(8000)) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[schools_institution_telephones] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/schools_institution_telephones/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [institutionTelephones_ordinal] INT, [institutionTelephoneNumberTypeDescriptor] VARCHAR(8000), [telephoneNumber] VARCHAR(8000)) AS [r];
@@ -67,26 +55,11 @@ GO
 CREATE OR ALTER VIEW [dbo].[local_education_agencies_addresses] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/local_education_agencies_addresses/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [addresses_ordinal] INT, [addressTypeDescriptor] VARCHAR(8000), [stateAbbreviationDescriptor] VARCHAR(8000), [city] VARCHAR(8000), [postalCode] VARCHAR(8000), [streetNumberName] VARCHAR(8000), [apartmentRoomSuiteNumber] VARCHAR(8000), [buildingSiteNumber] VARCHAR(8000), [nameOfCounty] VARCHAR(8000), [countyFIPSCode] VARCHAR(8000), [latitude] VARCHAR(8000), [longitude] VARCHAR(8000), [congressionalDistrict] VARCHAR(8000), [localeDescriptor] VARCHAR(8000), [doNotPublishIndicator] BIT) AS [r];
 GO
-CREATE OR ALTER VIEW [dbo].[local_education_agencies_addresses_periods] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/local_education_agencies_addresses_periods/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [addresses_ordinal] INT, [periods_ordinal] INT, [beginDate] DATE, [endDate] DATE) AS [r];
-GO
 CREATE OR ALTER VIEW [dbo].[local_education_agencies_education_organization_categories] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/local_education_agencies_education_organization_categories/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [educationOrganizationCategories_ordinal] INT, [educationOrganizationCategoryDescriptor] VARCHAR(8000)) AS [r];
 GO
-CREATE OR ALTER VIEW [dbo].[local_education_agencies_identification_codes] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/local_education_agencies_identification_codes/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [identificationCodes_ordinal] INT, [educationOrganizationIdentificationSystemDescriptor] VARCHAR(8000), [identificationCode] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[local_education_agencies_institution_telephones] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/local_education_agencies_institution_telephones/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [institutionTelephones_ordinal] INT, [institutionTelephoneNumberTypeDescriptor] VARCHAR(8000), [telephoneNumber] VARCHAR(8000)) AS [r];
-GO
 CREATE OR ALTER VIEW [dbo].[student_school_associations] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/student_school_associations/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [studentUniqueId_pseudonym] VARCHAR(8000), [schoolId] INT, [entryDate] DATE, [entryGradeLevelDescriptor] VARCHAR(8000), [entryTypeDescriptor] VARCHAR(8000), [exitWithdrawDate] DATE, [exitWithdrawTypeDescriptor] VARCHAR(8000), [primarySchool] BIT, [repeatGradeIndicator] BIT, [schoolChoiceTransfer] BIT, [residencyStatusDescriptor] VARCHAR(8000), [enrollmentTypeDescriptor] VARCHAR(8000), [fullTimeEquivalency] DECIMAL(5, 4), [calendarCode] VARCHAR(8000), [schoolYear] INT, [classOfSchoolYear] INT, [educationOrganizationId] INT, [graduationPlanTypeDescriptor] VARCHAR(8000), [graduationSchoolYear] INT, [_ext] VARCHAR(8000), [_lastModifiedDate] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[student_school_associations_alternative_graduation_plans] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/student_school_associations_alternative_graduation_plans/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [alternativeGraduationPlans_ordinal] INT, [educationOrganizationId] INT, [graduationPlanTypeDescriptor] VARCHAR(8000), [graduationSchoolYear] INT) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[student_school_associations_education_plans] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/student_school_associations_education_plans/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [educationPlans_ordinal] INT, [educationPlanDescriptor] VARCHAR(8000)) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[courses] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/courses/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [courseCode] VARCHAR(8000), [courseTitle] VARCHAR(8000), [numberOfParts] INT, [educationOrganizationId] INT, [academicSubjectDescriptor] VARCHAR(8000), [courseDescription] VARCHAR(8000), [courseDefinedByDescriptor] VARCHAR(8000), [courseGPAApplicabilityDescriptor] VARCHAR(8000), [dateCourseAdopted] DATE, [highSchoolCourseRequirement] BIT, [maxCompletionsForCredit] INT, [maximumAvailableCredits] DECIMAL(9, 3), [minimumAvailableCredits] DECIMAL(9, 3), [timeRequiredForCompletion] INT, [_ext] VARCHAR(8000), [_lastModifiedDate] VARCHAR(8000)) AS [r];
@@ -94,26 +67,11 @@ GO
 CREATE OR ALTER VIEW [dbo].[courses_identification_codes] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/courses_identification_codes/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [identificationCodes_ordinal] INT, [courseIdentificationSystemDescriptor] VARCHAR(8000), [identificationCode] VARCHAR(8000), [assigningOrganizationIdentificationCode] VARCHAR(8000), [courseCatalogURL] VARCHAR(8000)) AS [r];
 GO
-CREATE OR ALTER VIEW [dbo].[courses_level_characteristics] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/courses_level_characteristics/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [levelCharacteristics_ordinal] INT, [courseLevelCharacteristicDescriptor] VARCHAR(8000)) AS [r];
-GO
 CREATE OR ALTER VIEW [dbo].[courses_offered_grade_levels] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/courses_offered_grade_levels/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [offeredGradeLevels_ordinal] INT, [gradeLevelDescriptor] VARCHAR(8000)) AS [r];
 GO
-CREATE OR ALTER VIEW [dbo].[courses_academic_subjects] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/courses_academic_subjects/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [academicSubjects_ordinal] INT, [academicSubjectDescriptor] VARCHAR(8000)) AS [r];
-GO
 CREATE OR ALTER VIEW [dbo].[course_offerings] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/course_offerings/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [localCourseCode] VARCHAR(8000), [localCourseTitle] VARCHAR(8000), [instructionalTimePlanned] INT, [courseCode] VARCHAR(8000), [educationOrganizationId] INT, [schoolId] INT, [schoolYear] INT, [sessionName] VARCHAR(8000), [_ext] VARCHAR(8000), [_lastModifiedDate] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[course_offerings_course_level_characteristics] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/course_offerings_course_level_characteristics/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [courseLevelCharacteristics_ordinal] INT, [courseLevelCharacteristicDescriptor] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[course_offerings_curriculum_useds] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/course_offerings_curriculum_useds/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [curriculumUseds_ordinal] INT, [curriculumUsedDescriptor] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[course_offerings_offered_grade_levels] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/course_offerings_offered_grade_levels/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [offeredGradeLevels_ordinal] INT, [gradeLevelDescriptor] VARCHAR(8000)) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[sections] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/sections/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [sectionIdentifier] VARCHAR(8000), [sectionName] VARCHAR(8000), [localCourseCode] VARCHAR(8000), [schoolId] INT, [schoolYear] INT, [sessionName] VARCHAR(8000), [classroomIdentificationCode] VARCHAR(8000), [locationSchoolId] INT, [availableCreditTypeDescriptor] VARCHAR(8000), [availableCredits] DECIMAL(9, 3), [educationalEnvironmentDescriptor] VARCHAR(8000), [instructionLanguageDescriptor] VARCHAR(8000), [mediumOfInstructionDescriptor] VARCHAR(8000), [populationServedDescriptor] VARCHAR(8000), [sequenceOfCourse] INT, [officialAttendancePeriod] BIT, [_ext] VARCHAR(8000), [_lastModifiedDate] VARCHAR(8000)) AS [r];
@@ -121,44 +79,14 @@ GO
 CREATE OR ALTER VIEW [dbo].[sections_class_periods] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/sections_class_periods/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [classPeriods_ordinal] INT, [classPeriodName] VARCHAR(8000), [schoolId] INT) AS [r];
 GO
-CREATE OR ALTER VIEW [dbo].[sections_characteristics] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/sections_characteristics/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [characteristics_ordinal] INT, [sectionCharacteristicDescriptor] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[sections_course_level_characteristics] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/sections_course_level_characteristics/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [courseLevelCharacteristics_ordinal] INT, [courseLevelCharacteristicDescriptor] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[sections_offered_grade_levels] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/sections_offered_grade_levels/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [offeredGradeLevels_ordinal] INT, [gradeLevelDescriptor] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[sections_programs] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/sections_programs/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [programs_ordinal] INT, [educationOrganizationId] INT, [programName] VARCHAR(8000), [programTypeDescriptor] VARCHAR(8000)) AS [r];
-GO
 CREATE OR ALTER VIEW [dbo].[student_section_associations] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/student_section_associations/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [studentUniqueId_pseudonym] VARCHAR(8000), [localCourseCode] VARCHAR(8000), [schoolId] INT, [schoolYear] INT, [sectionIdentifier] VARCHAR(8000), [sessionName] VARCHAR(8000), [beginDate] DATE, [endDate] DATE, [homeroomIndicator] BIT, [repeatIdentifierDescriptor] VARCHAR(8000), [teacherStudentDataLinkExclusion] BIT, [attemptStatusDescriptor] VARCHAR(8000), [_ext] VARCHAR(8000), [_lastModifiedDate] VARCHAR(8000)) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[staffs] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/staffs/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [staffUniqueId_pseudonym] VARCHAR(8000), [firstName] VARCHAR(8000), [middleName] VARCHAR(8000), [lastSurname] VARCHAR(8000), [generationCodeSuffix] VARCHAR(8000), [maidenName] VARCHAR(8000), [personalTitlePrefix] VARCHAR(8000), [preferredFirstName] VARCHAR(8000), [preferredLastSurname] VARCHAR(8000), [birthDate] VARCHAR(8000), [sexDescriptor] VARCHAR(8000), [hispanicLatinoEthnicity] BIT, [highestCompletedLevelOfEducationDescriptor] VARCHAR(8000), [highlyQualifiedTeacher] BIT, [yearsOfPriorProfessionalExperience] DECIMAL(5, 2), [yearsOfPriorTeachingExperience] DECIMAL(5, 2), [loginId] VARCHAR(8000), [citizenshipStatusDescriptor] VARCHAR(8000), [oldEthnicityDescriptor] VARCHAR(8000), [personId_pseudonym] VARCHAR(8000), [sourceSystemDescriptor] VARCHAR(8000), [_ext] VARCHAR(8000), [_lastModifiedDate] VARCHAR(8000)) AS [r];
 GO
-CREATE OR ALTER VIEW [dbo].[staffs_addresses] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/staffs_addresses/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [addresses_ordinal] INT, [addressTypeDescriptor] VARCHAR(8000), [stateAbbreviationDescriptor] VARCHAR(8000), [city] VARCHAR(8000), [postalCode] VARCHAR(8000), [streetNumberName] VARCHAR(8000), [apartmentRoomSuiteNumber] VARCHAR(8000), [buildingSiteNumber] VARCHAR(8000), [nameOfCounty] VARCHAR(8000), [countyFIPSCode] VARCHAR(8000), [latitude] VARCHAR(8000), [longitude] VARCHAR(8000), [congressionalDistrict] VARCHAR(8000), [localeDescriptor] VARCHAR(8000), [doNotPublishIndicator] BIT) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[staffs_addresses_periods] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/staffs_addresses_periods/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [addresses_ordinal] INT, [periods_ordinal] INT, [beginDate] DATE, [endDate] DATE) AS [r];
-GO
 CREATE OR ALTER VIEW [dbo].[staffs_electronic_mails] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/staffs_electronic_mails/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [electronicMails_ordinal] INT, [electronicMailTypeDescriptor] VARCHAR(8000), [electronicMailAddress] VARCHAR(8000), [primaryEmailAddressIndicator] BIT, [doNotPublishIndicator] BIT) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[staffs_telephones] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/staffs_telephones/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [telephones_ordinal] INT, [telephoneNumberTypeDescriptor] VARCHAR(8000), [telephoneNumber] VARCHAR(8000), [orderOfPriority] INT, [textMessageCapabilityIndicator] BIT, [doNotPublishIndicator] BIT) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[staffs_races] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/staffs_races/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [races_ordinal] INT, [raceDescriptor] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[staffs_identification_codes] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/staffs_identification_codes/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [identificationCodes_ordinal] INT, [staffIdentificationSystemDescriptor] VARCHAR(8000), [identificationCode_pseudonym] VARCHAR(8000), [assigningOrganizationIdentificationCode] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[staffs_other_names] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/staffs_other_names/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [otherNames_ordinal] INT, [otherNameTypeDescriptor] VARCHAR(8000), [firstName] VARCHAR(8000), [middleName] VARCHAR(8000), [lastSurname] VARCHAR(8000), [generationCodeSuffix] VARCHAR(8000), [personalTitlePrefix] VARCHAR(8000)) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[staff_section_associations] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/staff_section_associations/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [staffUniqueId_pseudonym] VARCHAR(8000), [localCourseCode] VARCHAR(8000), [schoolId] INT, [schoolYear] INT, [sectionIdentifier] VARCHAR(8000), [sessionName] VARCHAR(8000), [beginDate] DATE, [endDate] DATE, [classroomPositionDescriptor] VARCHAR(8000), [highlyQualifiedTeacher] BIT, [percentageContribution] DECIMAL(5, 4), [teacherStudentDataLinkExclusion] BIT, [_ext] VARCHAR(8000), [_lastModifiedDate] VARCHAR(8000)) AS [r];
@@ -168,9 +96,6 @@ SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/s
 GO
 CREATE OR ALTER VIEW [dbo].[grades] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/grades/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [studentUniqueId_pseudonym] VARCHAR(8000), [localCourseCode] VARCHAR(8000), [schoolId] INT, [schoolYear] INT, [sectionIdentifier] VARCHAR(8000), [sessionName] VARCHAR(8000), [beginDate] DATE, [gradeTypeDescriptor] VARCHAR(8000), [gradingPeriodDescriptor] VARCHAR(8000), [periodSequence] INT, [gradingPeriodName] VARCHAR(8000), [letterGradeEarned] VARCHAR(8000), [numericGradeEarned] DECIMAL(9, 2), [diagnosticStatement] VARCHAR(8000), [performanceBaseConversionDescriptor] VARCHAR(8000), [currentGradeIndicator] BIT, [currentGradeAsOfDate] DATE, [_ext] VARCHAR(8000), [_lastModifiedDate] VARCHAR(8000)) AS [r];
-GO
-CREATE OR ALTER VIEW [dbo].[grades_learning_standard_grades] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/grades_learning_standard_grades/', FORMAT = 'DELTA') WITH ([id_pseudonym] VARCHAR(8000), [learningStandardGrades_ordinal] INT, [learningStandardId] VARCHAR(8000), [letterGradeEarned] VARCHAR(8000), [numericGradeEarned] DECIMAL(9, 2), [diagnosticStatement] VARCHAR(8000), [performanceBaseConversionDescriptor] VARCHAR(8000)) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[academic_subject_descriptors] AS
 SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/edfi/academic_subject_descriptors/', FORMAT = 'DELTA') WITH ([id] VARCHAR(8000), [codeValue] VARCHAR(8000), [namespace] VARCHAR(8000), [shortDescription] VARCHAR(8000), [description] VARCHAR(8000), [effectiveBeginDate] DATE, [effectiveEndDate] DATE, [priorDescriptorId] INT, [_ext] VARCHAR(8000), [_lastModifiedDate] VARCHAR(8000)) AS [r];

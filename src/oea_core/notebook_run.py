@@ -32,7 +32,12 @@ def _papermill() -> Any:
 
 def _ipc_kernel_manager() -> type:
     """A KernelManager whose kernels talk over IPC sockets in a private temporary folder, not TCP: no port is
-    opened, and the kernel prints no "running over TCP without encryption" warning into every run."""
+    opened, and the kernel prints no "running over TCP without encryption" warning into every run.
+
+    It does not interrupt a kernel it is shutting down: jupyter_client does so before asking it to
+    shut down, and a kernel interrupted while idle logs "KeyboardInterrupt caught in kernel" into the
+    run's output (seen on a loaded machine). The notebook has finished by then; the shutdown request
+    and, after the wait, SIGTERM/SIGKILL still stop the kernel."""
     from jupyter_client.manager import KernelManager
 
     class IpcKernelManager(KernelManager):
@@ -40,6 +45,10 @@ def _ipc_kernel_manager() -> type:
             kwargs.setdefault("transport", "ipc")
             kwargs.setdefault("ip", os.path.join(tempfile.mkdtemp(prefix="oea-kernel-"), "kernel"))
             super().__init__(**kwargs)
+
+        async def _async_interrupt_kernel(self) -> None:
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
 
     return IpcKernelManager
 

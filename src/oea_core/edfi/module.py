@@ -143,8 +143,9 @@ class EdFiModule(SourceModule):
             existing = {(stage, name) for stage in ("stage2p", "stage2np")
                         if os.path.isdir(folder := self.lake.path(stage, SOURCE))
                         for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name, "_delta_log"))}
-        refined = sorted((stage, t) for stage, t in existing if stage == "stage2p" or t.endswith("_lookup"))
-        return refined or declared
+        refined = {(stage, t) for stage, t in existing if stage == "stage2p" or t.endswith("_lookup")}
+        # the declared tables in the metadata's order, then the others by name
+        return [t for t in declared if t in refined] + sorted(refined - set(declared)) if refined else declared
 
     def current(self, resource: str) -> DataFrame:
         """The current state of a resource (``stage2np/edfi/<resource>``)."""
