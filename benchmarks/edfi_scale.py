@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run  # noqa: E402  (the benchmark next door: machine(), _pss())
+import run  # the benchmark next door: machine(), _pss()
 
 HERE = Path(__file__).resolve().parent
 SALT = "benchmark-salt-0b1c"
@@ -175,14 +175,16 @@ def _step_total(step: dict) -> float:
     return step["land_s"] + step["ingest_s"] + step["refine_s"]
 
 
-def benchmark(students: int, days: int, backfill_days: int, workdir: Path, references: bool = True) -> dict:
+def benchmark(students: int, days: int, backfill_days: int, workdir: Path, references: bool = True,
+              resources: list[str] | None = None) -> dict:
     from edfi_scale_data import write_scale_export
 
     report: dict = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "machine": run.machine(), "students": students, "days": days, "backfill_days": backfill_days}
     print(f"generating the change feed for {students:,} students ...", flush=True)
     t = time.perf_counter()
-    batches = write_scale_export(workdir / "export", students, days=days, backfill_days=backfill_days)
+    batches = write_scale_export(workdir / "export", students, days=days, backfill_days=backfill_days,
+                                 resources=resources)
     os.sync()
     report["generate_s"] = time.perf_counter() - t
     backfill = batches[0]
@@ -270,9 +272,9 @@ def markdown(report: dict) -> str:
     m, s, rec = report["machine"], report["summary"], report["records"]
     steps = report["ours"]["steps"]
     lines = [f"# Ed-Fi at district scale ({report['when']})", "",
-             f"{m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, pyspark {m['pyspark']}, deltalake "
+             (f"{m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, pyspark {m['pyspark']}, deltalake "
              f"{m['deltalake']}, delta-spark {m.get('delta_spark')}, duckdb {m['duckdb']}, {m['java']}. One run each "
-             "(no medians: the machine may have been busy).", "",
+             "(no medians: the machine may have been busy)."), "",
              f"**{report['students']:,} students**: a backfill of {rec['backfill']:,} records ({report['backfill_days']} "
              f"school days of attendance) and {report['days']} daily batches of "
              + ", ".join(f"{n:,}" for n in rec["days"]) + " changes ("
@@ -304,10 +306,10 @@ def markdown(report: dict) -> str:
         lines += ["", "## References (same files, same tables, Parquet; no `oea_core`)", "",
                   "| engine | backfill | last day (recomputes the whole state) | Spark start | peak memory |",
                   "|---|---:|---:|---:|---:|",
-                  f"| bare Spark | {sp['backfill']['total_s']:.1f} s | {sp[last]['total_s']:.1f} s | "
-                  f"{sp['backfill']['spark_start_s']:.1f} s | {sp['backfill']['peak_memory_gib']:.2f} GiB |",
-                  f"| DuckDB | {dk['backfill']['total_s']:.1f} s | {dk[last]['total_s']:.1f} s | - | "
-                  f"{dk['backfill']['peak_memory_gib']:.2f} GiB |"]
+                  (f"| bare Spark | {sp['backfill']['total_s']:.1f} s | {sp[last]['total_s']:.1f} s | "
+                   f"{sp['backfill']['spark_start_s']:.1f} s | {sp['backfill']['peak_memory_gib']:.2f} GiB |"),
+                  (f"| DuckDB | {dk['backfill']['total_s']:.1f} s | {dk[last]['total_s']:.1f} s | - | "
+                   f"{dk['backfill']['peak_memory_gib']:.2f} GiB |")]
     lines += ["", "## Targets", ""]
     if "ours_over_spark_largest" in s:
         lines.append(f"- Ours within {TARGET_OVER_SPARK:g}x bare Spark on the largest resources ({', '.join(LARGEST)}), "
@@ -341,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="scratch folder (default: a temporary folder, removed afterwards)")
     parser.add_argument("--out", default=str(HERE / "results"), help="results folder (default benchmarks/results)")
     parser.add_argument("--no-reference", action="store_true", help="time only oea_core")
+    parser.add_argument("--resources", help="comma-separated resources to write and time (default: all)")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--roots", help=argparse.SUPPRESS)
     parser.add_argument("--lake", help=argparse.SUPPRESS)
@@ -353,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--days must be at least 1")
     os.makedirs(args.out, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as temp:
-        report = benchmark(args.students, args.days, args.backfill_days, Path(temp), not args.no_reference)
+        report = benchmark(args.students, args.days, args.backfill_days, Path(temp), not args.no_reference,
+                           args.resources.split(",") if args.resources else None)
     with open(os.path.join(args.out, "edfi_scale.json"), "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
     text = markdown(report)

@@ -128,8 +128,9 @@ TEMPLATES = {
 class _BatchFiles:
     """One batch's files: ``<resource>/incremental/<kind>/rundate=<date>/part-NNNNN.json``, rotated by size."""
 
-    def __init__(self, root: str, rundate: str, etag: str, modified: str, first_version: int) -> None:
-        self.root, self.rundate = root, rundate
+    def __init__(self, root: str, rundate: str, etag: str, modified: str, first_version: int,
+                 only: frozenset[str] | None = None) -> None:
+        self.root, self.rundate, self.only = root, rundate, only
         self.meta = {"etag": etag, "modified": modified}
         self.version = first_version
         self.buffers: dict[tuple[str, str], list[str]] = {}
@@ -145,6 +146,8 @@ class _BatchFiles:
         self._add(resource, "deletes", TEMPLATES["delete"] % {"id": rid, "version": self.version, "key": key})
 
     def _add(self, resource: str, kind: str, line: str) -> None:
+        if self.only is not None and resource not in self.only:
+            return
         buffer = self.buffers.setdefault((resource, kind), [])
         buffer.append(line)
         counts = self.counts.setdefault(resource, {"upserts": 0, "deletes": 0})
@@ -392,9 +395,10 @@ def _day(out: _BatchFiles, d: ScaleDistrict, number: int) -> None:
 
 
 def write_scale_export(out: str | os.PathLike, students: int, days: int = 3, backfill_days: int = 80,
-                       seed: int = 7) -> list[dict]:
+                       seed: int = 7, resources: list[str] | None = None) -> list[dict]:
     """Write the backfill and ``days`` daily batches under ``out/backfill``, ``out/day1``, ...
 
+    ``resources`` keeps only those resources' files (the rest of the district is generated all the same).
     Returns one entry per batch: ``{"folder", "rundate", "records": {resource: {"upserts": n, "deletes": n}}}``.
     """
     d = ScaleDistrict(students, backfill_days, seed)
@@ -404,7 +408,8 @@ def write_scale_export(out: str | os.PathLike, students: int, days: int = 3, bac
         rundate = (last_day + dt.timedelta(days=1)).isoformat()
         folder = os.path.join(os.fspath(out), "backfill" if number == 0 else f"day{number}")
         files = _BatchFiles(folder, rundate, etag=str(5250000000000000000 + number),
-                            modified=f"{rundate}T01:00:00Z", first_version=1_000_000 * (number + 1))
+                            modified=f"{rundate}T01:00:00Z", first_version=1_000_000 * (number + 1),
+                            only=frozenset(resources) if resources else None)
         if number == 0:
             _backfill(files, d)
         else:
