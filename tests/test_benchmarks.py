@@ -65,3 +65,33 @@ def test_cloud_benchmark_times_both_lakes_on_the_same_rows(tmp_path):
     total = report["end_to_end"]
     assert total["cloud_over_local"] == pytest.approx(total["cloud"] / total["local"])
     assert "| land |" in (out / "cloud.md").read_text()
+
+
+SCALE = Path(__file__).parents[1] / "benchmarks" / "edfi_scale.py"
+
+
+@pytest.mark.slow
+def test_edfi_scale_benchmark_agrees_with_bare_spark_and_duckdb_table_by_table(tmp_path):
+    out = tmp_path / "results"
+    largest = "studentSchoolAttendanceEvents,grades,studentSectionAssociations"
+    done = subprocess.run([sys.executable, str(SCALE), "--students", "200", "--days", "1", "--backfill-days", "3",
+                           "--resources", largest + ",students", "--out", str(out), "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=1200, check=False)  # ~2 min alone on 2 cores
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "edfi_scale.json").read_text())
+    records = report["records"]
+    assert records["per_resource"] == {"grades": 4200, "studentSchoolAttendanceEvents": 600,
+                                       "studentSectionAssociations": 1400, "students": 200}
+    assert records["total"] == records["backfill"] + records["days"][0] and records["days"][0] > 200
+    backfill, day = report["ours"]["steps"]
+    assert (backfill["name"], day["name"]) == ("backfill", "day1") and report["ours"]["engine"] == "delta-rs"
+    assert set(backfill["per_resource"]) == {*largest.split(","), "students"}
+    # the benchmark fails unless every table has the same rows in ours and both references; check it did compare
+    ours = report["ours"]["rows"]
+    assert ours["grades"] == report["spark"]["day1_recompute"]["rows"]["grades"] > 4000
+    assert ours["student_school_attendance_events"] == report["duckdb"]["day1_recompute"]["rows"][
+        "student_school_attendance_events"] > 600
+    summary = report["summary"]
+    assert summary["ours_over_spark_largest"] == pytest.approx(summary["ours_largest_s"] / summary["spark_largest_s"])
+    assert summary["day_over_backfill"][0] == pytest.approx(summary["ours_day_s"][0] / summary["ours_backfill_s"])
+    assert "| backfill | 6,400 |" in (out / "edfi_scale.md").read_text()
