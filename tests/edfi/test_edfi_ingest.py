@@ -405,9 +405,14 @@ def test_resources_outside_the_metadata_are_refined_under_the_privacy_rules(modu
     assert module.outputs() and ("stage2p", "calendars") in module.outputs()
 
 
+DAILY = ("students", "sections", "studentSchoolAssociations", "studentSchoolAttendanceEvents", "grades")
+
+
 def split_batches(dataset, folder, count):
-    """The export of the dataset's first ``count`` batches (earlier batches' files are the same bytes)."""
-    write_edfi_export(EdFiDataset(batches=dataset.batches[:count], start=dataset.start), folder)
+    """The export of the first ``count`` batches of the ``DAILY`` resources (earlier batches' files are the
+    same bytes); five resources keep the test quick and still hold child tables, deletes and a leaver."""
+    batches = [[e for e in batch if e.resource in DAILY] for batch in dataset.batches[:count]]
+    write_edfi_export(EdFiDataset(batches=batches, start=dataset.start), folder)
     return folder
 
 
