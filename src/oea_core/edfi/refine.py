@@ -231,7 +231,8 @@ def refine_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, met
     marker = lake.table("stage2np", SOURCE, f"{table}{NOT_REFINED}")
     last = _last_refine(store, marker)
     prefix = table[: -len(table_name(resource))]  # '' for ed-fi, '<namespace>_' otherwise
-    if last.get("state_version") == version and store.applied(marker, app):
+    # "schemas": a marker written before refines recorded them (an older oea_core) is rebuilt over once
+    if last.get("state_version") == version and "schemas" in last and store.applied(marker, app):
         log.info("%s: refined tables are up to date (state version %d)", table, version)
         return [IngestResult(prefix + table_name(e), skipped=(str(version),), kind="refined")
                 for e in last.get("schemas", {})]
