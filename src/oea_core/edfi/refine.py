@@ -29,6 +29,7 @@ from ..pseudonymize import PSEUDONYM_SUFFIX, hash_column, to_lookup, to_pseudony
 from ..schema import PseudoOp, TableSchema
 from . import landing
 from .flatten import ORDINAL, coerce, flatten_record
+from .ingest import TOMBSTONES, ingest_app_id, resource_table
 from .metadata import DESCRIPTOR_SPEC, EdFiMetadata, is_descriptor, table_name
 from .privacy import describes_person, rule_op
 
@@ -219,8 +220,6 @@ def refine_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, met
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
-
-    from .ingest import TOMBSTONES, ingest_app_id, resource_table
 
     table = resource_table(namespace, resource)
     state_path = lake.table("stage2np", SOURCE, table)
