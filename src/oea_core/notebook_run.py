@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .errors import MissingExtraError, NotebookRunError
 
@@ -30,9 +30,18 @@ def _papermill() -> Any:
     return papermill
 
 
-def _ipc_kernel_manager() -> type:
+def _append(path: str) -> BinaryIO:
+    return open(path, "ab")  # the caller closes it
+
+
+def _ipc_kernel_manager(kernel_log: str) -> type:
     """A KernelManager whose kernels talk over IPC sockets in a private temporary folder, not TCP: no port is
     opened, and the kernel prints no "running over TCP without encryption" warning into every run.
+
+    The kernel process's own stdout and stderr (not the notebook's output, which the executed copy keeps)
+    go to ``kernel_log``, not into the run's output: ipykernel logs asyncio noise while it shuts down
+    ("Task was destroyed but it is pending", "Event loop is closed"; seen in CI), and Spark's JVM writes
+    there too.
 
     It does not interrupt a kernel it is shutting down: jupyter_client does so before asking it to
     shut down, and a kernel interrupted while idle logs "KeyboardInterrupt caught in kernel" into the
@@ -49,6 +58,11 @@ def _ipc_kernel_manager() -> type:
         async def _async_interrupt_kernel(self) -> None:
             if not self.shutting_down:
                 await super()._async_interrupt_kernel()
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            with _append(kernel_log) as out:  # the kernel holds its own copy of the descriptor
+                kw["stdout"] = kw["stderr"] = out
+                await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return IpcKernelManager
 
@@ -91,12 +105,17 @@ def execute_notebook(source: str, target: str, parameters: Mapping[str, object],
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     log.info("running notebook %s", source)
     started = time.monotonic()
+    kernel_log = os.path.splitext(target)[0] + ".kernel.log"
     try:
         pm.execute_notebook(source, target, parameters=dict(parameters), kernel_name=kernel_name,
                             progress_bar=False, cwd=os.path.dirname(os.path.abspath(source)),
-                            kernel_manager_class=_ipc_kernel_manager())
+                            kernel_manager_class=_ipc_kernel_manager(kernel_log))
     except pm.PapermillExecutionError as exc:
         raise NotebookRunError(f"notebook {os.path.basename(source)} failed in cell {exc.exec_count}: {exc.ename}: "
-                               f"{exc.evalue} (executed copy: {target})", notebook=source) from None
+                               f"{exc.evalue} (executed copy: {target}; the kernel's own output: {kernel_log})",
+                               notebook=source) from None
+    finally:
+        if os.path.exists(kernel_log) and os.path.getsize(kernel_log) == 0:
+            os.remove(kernel_log)
     log.info("notebook %s done in %.1f s", os.path.basename(source), time.monotonic() - started)
     return target

@@ -131,18 +131,26 @@ def test_a_notebook_parameter_the_notebook_does_not_declare_fails_the_step_befor
 
 
 @pytest.mark.slow
-def test_a_notebook_step_gets_the_batch_id_and_a_failed_cell_is_named_in_the_run_log(tmp_path, lake):
-    _notebook(tmp_path / "nb.ipynb", "print(greeting, batch_id)\nif greeting == 'fail':\n    1 / 0")
+def test_a_notebook_step_gets_the_batch_id_and_a_failed_cell_is_named_in_the_run_log(tmp_path, lake, capfd):
+    """The kernel process's own output (not the notebook's) goes to a log beside the executed copy, which the
+    error names; none of it reaches the run's output."""
+    _notebook(tmp_path / "nb.ipynb", "print(greeting, batch_id)\nif greeting == 'fail':\n"
+                                     "    import os; os.write(2, b'said by the kernel process\\n'); 1 / 0")
     step = "{name: nb, kind: notebook, notebook: nb.ipynb, parameters: {greeting: GREETING}}"
     FlowRun(load_flow(flow_file(tmp_path, ONE_STEP.replace("{STEP}", step.replace("GREETING", "hello")))), lake,
             batch_id="g1").run()
     executed = Path(lake.state_path("runs", "g1")) / "notebooks" / "nb.ipynb"
     assert "hello g1" in executed.read_text()  # the notebook declares batch_id, so it got the run's
+    assert not executed.with_suffix(".kernel.log").exists()  # a kernel that said nothing leaves no log
     with pytest.raises(FlowError):
         FlowRun(load_flow(flow_file(tmp_path, ONE_STEP.replace("{STEP}", step.replace("GREETING", "fail")))), lake,
                 batch_id="f1").run()
     log = json.loads((Path(lake.state_path("runs", "f1")) / "run_log.json").read_text())
     executed = Path(lake.state_path("runs", "f1")) / "notebooks" / "nb.ipynb"
+    kernel_log = executed.with_suffix(".kernel.log")
     assert re.fullmatch(rf"NotebookRunError: notebook nb\.ipynb failed in cell \d+: ZeroDivisionError: division by "
-                        rf"zero \(executed copy: {re.escape(str(executed))}\)", log["steps"]["nb"]["error"])
+                        rf"zero \(executed copy: {re.escape(str(executed))}; the kernel's own output: "
+                        rf"{re.escape(str(kernel_log))}\)", log["steps"]["nb"]["error"])
     assert executed.exists()
+    assert "said by the kernel process" in kernel_log.read_text()
+    assert "said by the kernel process" not in capfd.readouterr().err
