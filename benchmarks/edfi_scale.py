@@ -134,37 +134,10 @@ WORKERS = {"ours": worker_ours, "spark": worker_spark, "duckdb": worker_duckdb}
 
 def run_worker(kind: str, roots: list[str], lake: Path, batch_id: str | None = None) -> dict:
     """A worker in a fresh process, with its wall time and the process tree's peak memory (summed PSS)."""
-    import threading
-
-    import psutil
-
     command = [sys.executable, __file__, "--worker", kind, "--roots", ",".join(roots), "--lake", str(lake)]
     if batch_id:
         command += ["--batch-id", batch_id]
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak, done = [0], threading.Event()
-
-    def sample() -> None:
-        root = psutil.Process(proc.pid)
-        while not done.is_set():
-            try:
-                peak[0] = max(peak[0], sum(run._pss(p) for p in [root, *root.children(recursive=True)]))
-            except psutil.Error:
-                pass
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = proc.communicate()
-    done.set()
-    sampler.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark worker {kind} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    result["wall_s"] = time.perf_counter() - started
-    result["peak_memory_gib"] = peak[0] / 2**30
-    return result
+    return run.measure(command, kind)
 
 
 # --- the driver ------------------------------------------------------------------------------------------------

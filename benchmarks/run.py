@@ -201,13 +201,18 @@ def _pss(process) -> int:
 def run_worker(kind: str, export: Path, lake: Path, increment: Path | None = None,
                engine: str | None = None) -> dict:
     """Run a worker in a fresh process; adds wall time and the process tree's peak memory (summed PSS)."""
-    import psutil
-
     command = [sys.executable, __file__, "--worker", kind, "--export", str(export), "--lake", str(lake)]
     if increment:
         command += ["--increment", str(increment)]
     if engine:
         command += ["--engine", engine]
+    return measure(command, kind)
+
+
+def measure(command: list[str], kind: str) -> dict:
+    """Run a worker command; its JSON line plus wall time and the process tree's peak memory (summed PSS)."""
+    import psutil
+
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0]
