@@ -1,4 +1,4 @@
-"""Run notifications: POST a JSON summary to a webhook, or run a command.
+"""Run notifications: POST a JSON summary to a webhook, a card to a Microsoft Teams webhook, or run a command.
 
 A notification that fails (the webhook cannot be reached, answers with an error status, the
 command fails or hangs) is logged and returned as a record for the run log; it never changes the
@@ -41,12 +41,29 @@ def notify(target: dict[str, Any], run_log: dict[str, Any], run_log_path: str, *
     if target.get("webhook"):
         records.append(_outcome(event, "webhook", _site(str(target["webhook"])),
                                 lambda: _webhook(str(target["webhook"]), payload, timeout)))
+    if target.get("teams"):
+        records.append(_outcome(event, "teams", _site(str(target["teams"])),
+                                lambda: _webhook(str(target["teams"]), teams_card(payload), timeout)))
     if target.get("command"):
         env = {**os.environ, "OEA_FLOW_STATUS": payload["status"], "OEA_FLOW_PIPELINE": payload["pipeline"],
                "OEA_FLOW_BATCH_ID": payload["batch_id"], "OEA_FLOW_RUN_LOG": run_log_path}
         records.append(_outcome(event, "command", str(target["command"]).split()[0] if str(target["command"]).strip()
                                 else "", lambda: _command(str(target["command"]), env, command_timeout)))
     return records
+
+
+def teams_card(payload: dict[str, Any]) -> dict[str, Any]:
+    """The summary as a Teams MessageCard: a title, the run's facts, and each failed step with its error."""
+    failed = payload["failed"]
+    facts = [{"name": "batch", "value": payload["batch_id"]}, {"name": "started", "value": payload["started"]},
+             {"name": "ended", "value": payload["ended"]},
+             *({"name": name, "value": status} for name, status in payload["steps"].items())]
+    return {"@type": "MessageCard", "@context": "https://schema.org/extensions",
+            "summary": f"flow {payload['pipeline']}: {payload['status']}",
+            "themeColor": "D13438" if payload["status"] == "failed" else "2EB67D",
+            "title": f"flow {payload['pipeline']} batch {payload['batch_id']}: {payload['status']}",
+            "sections": [{"facts": facts},
+                         *([{"text": "\n\n".join(f"**{n}**: {e}" for n, e in failed.items())}] if failed else [])]}
 
 
 def _outcome(event: str, kind: str, target: str, send: Callable[[], str | None]) -> dict[str, Any]:
