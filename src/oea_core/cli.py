@@ -213,7 +213,7 @@ def _flow_graph(lake: LakePaths, args: argparse.Namespace) -> int:
     flow = load_flow(args.file)
     if not args.run_log:
         pull_runs(lake)  # a cloud lake: the runs logged elsewhere too
-    run_log = RunLog.load(args.run_log) if args.run_log else RunLog.latest(runs_dir(lake), flow.name)
+    run_log = RunLog.load(args.run_log) if args.run_log else RunLog.latest(runs_dir(lake, flow.checkpoint_path), flow.name)
     for path in draw(flow, args.out, run_log):
         print(path)
     return 0

@@ -13,9 +13,9 @@ if TYPE_CHECKING:
 # package -> (extra of oea-core that installs it, what needs it)
 EXTRAS = {
     "duckdb": ("preview", "the SQL preview (oea sql)"),
-    "azure.identity": ("azure", "signing in to Azure (the Key Vault salt, an ADLS Gen2 lake)"),
+    "azure.identity": ("azure", "signing in to Azure (Key Vault secrets, an ADLS Gen2 lake)"),
     "adlfs": ("azure", "an ADLS Gen2 lake (--lake abfss://...)"),
-    "azure.keyvault.secrets": ("azure", "reading the salt from Azure Key Vault (OEA_KEYVAULT_URL)"),
+    "azure.keyvault.secrets": ("azure", "reading Key Vault secrets (the salt, a flow datasource's password)"),
     "azure.synapse.artifacts": ("synapse", "validating Synapse pipeline templates (oea synapse template)"),
     "graphviz": ("flows", "drawing flows (oea flow graph)"),
 }

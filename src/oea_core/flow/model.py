@@ -29,6 +29,28 @@ class Check:
     max: int = 0
 
 
+@dataclass(frozen=True)
+class Secret:
+    """Where a datasource's user or password is read when a step needs it: an environment variable or a
+    Key Vault secret. It holds the reference, never the value."""
+
+    env: str | None = None
+    vault: str | None = None
+    secret: str | None = None
+
+
+@dataclass(frozen=True)
+class Datasource:
+    """A database sql steps read through Spark's JDBC reader (``type: jdbc``, the only type)."""
+
+    name: str
+    url: str
+    user: Secret | None = None
+    password: Secret | None = None
+    driver: str | None = None
+    type: str = "jdbc"
+
+
 @dataclass
 class Step:
     """One step, with its dependencies expanded to step names; ``kind`` names its ``steps.StepKind``."""
@@ -46,6 +68,8 @@ class Step:
     depends_on: set[str]
     line: int
     timeout: float = DEFAULT_TIMEOUT
+    source: dict[str, Any] | None = None  # a sql step's `source` view: {datasource, table | query} or {type, table}
+    pre_views: dict[str, str] = field(default_factory=dict)  # view name -> SELECT, registered in order
 
 
 @dataclass
@@ -62,6 +86,8 @@ class Flow:
     steps: dict[str, Step]
     stages: list[str]
     timeout: float = DEFAULT_TIMEOUT
+    datasources: dict[str, Datasource] = field(default_factory=dict)
+    checkpoint_path: str | None = None  # where run logs live (see runlog.runs_dir); None: the lake's default
 
     @property
     def folder(self) -> str:

@@ -44,9 +44,17 @@ class StepRecord:
     pid: int | None = None
 
 
-def runs_dir(lake: LakePaths) -> str:
-    """The folder of the run logs (one folder per batch): in the lake's state when it is local, else ``./runs``."""
-    return lake.state_path("runs") if lake.root else os.path.abspath("runs")
+def runs_dir(lake: LakePaths, path: str | None = None) -> str:
+    """The folder of the run logs (one folder per batch): in the lake's state when it is local, else ``./runs``.
+
+    ``path`` (a flow's ``checkpoint.path``) replaces it: absolute, or relative to a local lake's folder.
+    Raises FlowError for a ``path`` on a cloud lake, whose run logs are synced from ``oea-framework/runs`` only."""
+    if path is None:
+        return lake.state_path("runs") if lake.root else os.path.abspath("runs")
+    if lake.is_cloud or lake.root is None:
+        raise FlowError(f"checkpoint.path {path!r} is for a local lake; {lake.shown} keeps its run logs in "
+                        "oea-framework/runs, synced with the account: remove checkpoint.path from the flow file")
+    return os.path.normpath(os.path.join(lake.root, path))  # an absolute path stays as it is
 
 
 def utc_now() -> str:

@@ -74,7 +74,7 @@ class FlowRun:
         self.sleep: Callable[[float], object] = self._aborted.wait if sleep is None else sleep  # ends on Ctrl-C
         self.max_parallel = max_parallel or flow.max_parallel
         self._spark = spark
-        self.folder = os.path.join(runs_dir(lake), self.batch_id)
+        self.folder = os.path.join(runs_dir(lake, flow.checkpoint_path), self.batch_id)
         self.templates = Templates(flow, lake, self.batch_id, self.folder)
         self.records: dict[str, StepRecord] = {n: StepRecord(depends_on=sorted(s.depends_on))
                                                for n, s in flow.steps.items()}

@@ -29,7 +29,8 @@ follows the one before (default: groups run side by side); a stage follows the s
 unless it gives its own ``depends_on``.
 Every problem in the file is reported at once, each with its line, including check parameters
 that are not the type their check SQL takes (see ``checks.py``). Each level (pipeline, stage,
-group, step) is read by a function of its own below.
+group, step) is read by a function of its own below. The reference format's spellings are made
+today's keys first (see ``reference.py``); its datasources are read by ``datasources.py``.
 """
 
 from __future__ import annotations
@@ -42,8 +43,17 @@ from typing import Any
 
 from ..errors import FlowError
 from .checks import check_problems
-from .model import DEFAULT_TIMEOUT, Check, Flow, Retry, Step
+from .datasources import read_datasources
+from .model import DEFAULT_TIMEOUT, Check, Datasource, Flow, Retry, Step
 from .problems import Checker, Node, yaml_loader
+from .reference import (
+    checkpoint,
+    normalize_pipeline,
+    normalize_step,
+    normalize_top,
+    read_pre_views,
+    read_source,
+)
 from .steps import step_kinds
 
 __all__ = ["DEFAULT_TIMEOUT", "SEVERITIES", "load_flow"]
@@ -52,14 +62,14 @@ SEVERITIES = ("error", "warn")
 _KEYS = {
     "top": {"pipeline", "stages"},
     "pipeline": {"name", "description", "default_retry", "notifications", "checkpoint", "batch_id", "max_parallel",
-                 "variables", "default_timeout"},
+                 "variables", "default_timeout", "datasources"},
     "stage": {"name", "description", "depends_on", "parallel", "groups"},
     "group": {"name", "description", "depends_on", "parallel", "steps"},
     "step": {"name", "description", "kind", "depends_on", "parameters", "inputs", "output", "checks", "retry",
-             "timeout"},  # and each registered kind's target key
+             "timeout", "source", "pre_views"},  # and each registered kind's target key
     "check": {"name", "sql", "severity", "params", "max"},
     "notifications": {"on_failure", "on_success"},
-    "notify": {"webhook", "command"},
+    "notify": {"webhook", "teams", "command"},
     "output": {"stage", "source", "table", "mode"},
 }
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -79,6 +89,8 @@ class _Pipeline:
     batch_id: str | None
     max_parallel: int
     variables: dict[str, Any]
+    datasources: dict[str, Datasource]
+    checkpoint_path: str | None
 
 
 @dataclass
@@ -102,6 +114,7 @@ def load_flow(path: str | os.PathLike[str]) -> Flow:
     path = os.fspath(path)
     doc = _read(path)
     check = Checker(path)
+    normalize_top(check, doc)
     check.keys(doc, _KEYS["top"], "top level")
     graph = _Graph(os.path.dirname(os.path.abspath(path)), _pipeline(check, doc))
     stages = doc.get("stages")
@@ -117,7 +130,7 @@ def load_flow(path: str | os.PathLike[str]) -> Flow:
     pipeline = graph.pipeline
     return Flow(pipeline.name, path, pipeline.description, pipeline.retry, pipeline.notifications,
                 pipeline.checkpoint, pipeline.batch_id, pipeline.max_parallel, pipeline.variables, graph.steps,
-                graph.stages, pipeline.timeout)
+                graph.stages, pipeline.timeout, pipeline.datasources, pipeline.checkpoint_path)
 
 
 def _read(path: str) -> Node:
@@ -138,6 +151,7 @@ def _read(path: str) -> Node:
 def _pipeline(check: Checker, doc: Node) -> _Pipeline:
     pipeline = doc.get("pipeline") or Node(line=doc.line)
     if check.mapping(pipeline, "pipeline", doc.line):
+        normalize_pipeline(check, pipeline)
         check.keys(pipeline, _KEYS["pipeline"], "pipeline")
     else:
         pipeline = Node(line=doc.line)
@@ -151,9 +165,11 @@ def _pipeline(check: Checker, doc: Node) -> _Pipeline:
     if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
         check.add("pipeline.max_parallel", pipeline.line, f"must be at least 1, not {max_parallel!r}")
         max_parallel = 1
+    resume, runs = checkpoint(check, pipeline)
     return _Pipeline(name, str(pipeline.get("description") or ""), retry, timeout, _notifications(check, pipeline),
-                     bool(pipeline.get("checkpoint", True)), pipeline.get("batch_id"), max_parallel,
-                     _mapping(check, pipeline, "variables", "pipeline", "variables must be a mapping"))
+                     resume, pipeline.get("batch_id"), max_parallel,
+                     _mapping(check, pipeline, "variables", "pipeline", "variables must be a mapping"),
+                     read_datasources(check, pipeline.get("datasources"), pipeline.line_of("datasources")), runs)
 
 
 def _notifications(check: Checker, pipeline: Node) -> dict[str, Any]:
@@ -220,6 +236,7 @@ def _group(check: Checker, graph: _Graph, stage: Node, where: str, group: object
 
 def _step(check: Checker, raw: Node, where: str, stage: str, group: str, graph: _Graph) -> Step | None:
     """The step in ``raw``; None when it cannot be one (no name, a name in use, an unknown kind, no target)."""
+    normalize_step(check, raw, f"step {raw['name']}" if isinstance(raw.get("name"), str) else where)
     check.keys(raw, _KEYS["step"] | step_kinds.target_keys(), where)
     name = str(raw.get("name") or "")
     if not _NAME.match(name):
@@ -240,7 +257,8 @@ def _step(check: Checker, raw: Node, where: str, stage: str, group: str, graph: 
                 output=_output(check, raw, who), checks=_checks(check, raw, who, graph.folder),
                 retry=check.retry(raw.get("retry"), f"{who}.retry", raw.line, pipeline.retry), depends_on=set(),
                 line=raw.line, timeout=check.duration(raw.get("timeout", pipeline.timeout), f"{who}.timeout",
-                                                      raw.line_of("timeout"), pipeline.timeout, "timeout", 1e-9))
+                                                      raw.line_of("timeout"), pipeline.timeout, "timeout", 1e-9),
+                source=read_source(check, raw, who, pipeline.datasources), pre_views=read_pre_views(check, raw, who))
     return step if unique else None  # read all the same, so that all its problems are reported
 
 

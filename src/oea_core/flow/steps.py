@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from ..delta import delta_store
 from ..errors import FlowError, NotebookRunError
 from ..notebook_run import check_parameters, execute_notebook, notebook_parameters
+from .datasources import jdbc_options
 
 if TYPE_CHECKING:  # runner.py imports this module to run steps; this one needs FlowRun only for its types
     from collections.abc import Callable, Iterator
@@ -150,26 +151,46 @@ class NotebookStep(WorkerStepKind):
 
 @step_kinds.register
 class SqlStep(StepKind):
-    """Renders a Jinja SQL file and writes its result to the Delta table ``output``, once per batch."""
+    """Renders a Jinja SQL file and writes its result to the Delta table ``output``, once per batch.
+
+    Before the SQL runs: ``inputs`` become views, then ``source`` the view ``source`` (a datasource's
+    table or query, read with Spark's JDBC reader, or a lake table), then each of ``pre_views`` in
+    order. A step with a ``source`` and no ``sql`` writes its source as it is."""
 
     name = "sql"
     target_key = "sql"
 
     def validate(self, check: Checker, where: str, raw: Node, folder: str) -> str | None:
-        target = self.target_file(check, where, raw, folder)
+        if raw.get("sql") is None and raw.get("source") is not None:
+            target: str | None = ""  # no SQL: the source as it is
+        else:
+            target = self.target_file(check, where, raw, folder)
         if target is not None and raw.get("output") is None:
-            check.add(where, raw.line, "a sql step needs 'output' (stage, source, table) for the Delta table it writes")
+            check.add(where, raw.line, "a sql step needs 'output' (stage, source, table) or 'destination' (path) for "
+                      "the Delta table it writes")
         return target
 
     def run(self, run: FlowRun, step: Step, deadline: float) -> int | None:
+        source = run.render(step, step.source)
+        options = None
+        if source and source.get("datasource"):  # its user and password are read before Spark starts, and kept here
+            options = jdbc_options(run.flow.datasources[source["datasource"]], source)
         with run.spark_deadline(step, deadline):
-            return self._write(run, step)
+            return self._write(run, step, source, options)
 
-    def _write(self, run: FlowRun, step: Step) -> int:
+    def _write(self, run: FlowRun, step: Step, source: dict[str, Any] | None, jdbc: dict[str, str] | None) -> int:
         for view, ref in run.render(step, step.inputs).items():
             run.lake_view(*_ref(step, ref), view=view)
-        with open(step.target, encoding="utf-8") as handle:
-            text = run.render(step, handle.read(), {"delta": run.lake_view})
+        if jdbc is not None:
+            run.spark.read.format("jdbc").options(**jdbc).load().createOrReplaceTempView("source")
+        elif source is not None:
+            run.lake_view(*_ref(step, source["table"]), view="source")
+        for view, sql in step.pre_views.items():
+            run.spark.sql(run.render(step, sql, {"delta": run.lake_view})).createOrReplaceTempView(view)
+        text = "SELECT * FROM source"
+        if step.target:
+            with open(step.target, encoding="utf-8") as handle:
+                text = run.render(step, handle.read(), {"delta": run.lake_view})
         output = run.render(step, step.output)
         path = run.lake.table(output["stage"], output["source"], output["table"])
         app_id = f"oea.flow/{run.flow.name}/{step.name}/{run.batch_id}"
