@@ -534,6 +534,7 @@ def test_a_reference_sql_step_reads_its_source_registers_pre_views_and_writes_it
     visits = spark.createDataFrame([("A", 1), ("A", 2), ("B", 3), (None, 4)], "school string, n int")
     store.write(visits, lake.table("stage2p", "demo", "visits"))
     files(tmp_path)
+    (tmp_path / "big.sql").write_text("SELECT school, count(*) AS n FROM big GROUP BY school\n")
     flow = load_flow(write(tmp_path, """\
         pipeline:
           name: ref
@@ -554,7 +555,6 @@ def test_a_reference_sql_step_reads_its_source_registers_pre_views_and_writes_it
                       destination: {format: delta, path: stage3p/demo/summary}
                       dq_checks: [dq/no_empty_school.sql]
         """))
-    (tmp_path / "big.sql").write_text("SELECT school, count(*) AS n FROM big GROUP BY school\n")
     log = FlowRun(flow, lake, batch_id="r1", spark=spark).run()
     assert statuses(log) == {"copy": "success", "summarise": "success"}
     assert log["steps"]["copy"]["rows"] == 4
