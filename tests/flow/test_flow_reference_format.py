@@ -579,3 +579,21 @@ def test_a_jdbc_source_reaches_sparks_jdbc_reader_and_its_password_stays_out_of_
     with pytest.raises(FlowError, match=f"Connection to 127.0.0.1:{port} refused"):
         run.run()
     assert PASSWORD not in (Path(run.folder) / "run_log.json").read_text()
+
+
+def test_the_reference_example_in_the_docs_loads(tmp_path):
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "flows.md").read_text(encoding="utf-8")
+    section = guide.split("## The reference format", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "sql").mkdir()
+    (tmp_path / "sql" / "enrollment_summary.sql").write_text("SELECT * FROM by_school\n")
+    (tmp_path / "dq").mkdir()
+    (tmp_path / "dq" / "no_negative_counts.sql").write_text("SELECT * FROM {{ output }} WHERE students < 0\n")
+    flow = load_flow(write(tmp_path, example))
+    assert list(flow.steps) == ["sis_students", "sis_enrollments", "enrollment_summary"]
+    assert {s.kind for s in flow.steps.values()} == {"sql"} and flow.steps["sis_students"].target == ""
+    assert flow.steps["enrollment_summary"].depends_on == {"sis_students", "sis_enrollments"}
+    assert list(flow.steps["enrollment_summary"].pre_views) == ["current", "by_school"]
+    assert flow.checkpoint_path == "flow_runs/sis" and flow.retry.delay == 60.0
+    assert flow.datasources["sis"].password == Secret(vault="oea-kv", secret="sis-password")
+    assert flow.notifications["on_failure"] == {"teams": "https://contoso.webhook.office.com/webhookb2/..."}
