@@ -397,6 +397,9 @@ class RefusingSpark:
 
     cancelJobGroup = setLocalProperty = setJobGroup
 
+    def newSession(self):
+        return self
+
     def format(self, name):
         self.seen["format"] = name
         return self
@@ -533,19 +536,28 @@ def test_a_reference_sql_step_reads_its_source_registers_pre_views_and_writes_it
     store = delta_store(spark)
     visits = spark.createDataFrame([("A", 1), ("A", 2), ("B", 3), (None, 4)], "school string, n int")
     store.write(visits, lake.table("stage2p", "demo", "visits"))
+    store.write(spark.createDataFrame([("A",), ("B",)], "school string"), lake.table("stage2p", "demo", "schools"))
     files(tmp_path)
     (tmp_path / "big.sql").write_text("SELECT school, count(*) AS n FROM big GROUP BY school\n")
     flow = load_flow(write(tmp_path, """\
         pipeline:
           name: ref
           stages:
-            - name: s
+            - name: copy
+              groups:
+                - name: copies
+                  parallel: true                # each step's `source` view is its own
+                  steps:
+                    - name: copy_visits
+                      source: {type: delta, table: stage2p/demo/visits}
+                      destination: {format: delta, path: stage3p/demo/visits_copy}
+                    - name: copy_schools
+                      source: {type: delta, table: stage2p/demo/schools}
+                      destination: {format: delta, path: stage3p/demo/schools_copy}
+            - name: report
               groups:
                 - name: g
                   steps:
-                    - name: copy
-                      source: {type: delta, table: stage2p/demo/visits}
-                      destination: {format: delta, path: stage3p/demo/visits_copy}
                     - name: summarise
                       source: {type: delta, table: stage3p/demo/visits_copy}
                       pre_views:
@@ -556,8 +568,9 @@ def test_a_reference_sql_step_reads_its_source_registers_pre_views_and_writes_it
                       dq_checks: [dq/no_empty_school.sql]
         """))
     log = FlowRun(flow, lake, batch_id="r1", spark=spark).run()
-    assert statuses(log) == {"copy": "success", "summarise": "success"}
-    assert log["steps"]["copy"]["rows"] == 4
+    assert statuses(log) == {"copy_visits": "success", "copy_schools": "success", "summarise": "success"}
+    assert log["steps"]["copy_visits"]["rows"] == 4 and log["steps"]["copy_schools"]["rows"] == 2
+    assert store.read(lake.table("stage3p", "demo", "schools_copy")).columns == ["school"]
     assert log["steps"]["summarise"]["checks"] == [{"name": "no_empty_school", "severity": "error", "value": 0,
                                                    "max": 0, "passed": True}]
     summary = store.read(lake.table("stage3p", "demo", "summary"))

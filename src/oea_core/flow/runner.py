@@ -278,12 +278,13 @@ class FlowRun:
                              timeout_message=self._timed_out(step, "its Spark jobs were cancelled")):
             yield
 
-    def lake_view(self, stage: str, source: str, table: str, view: str | None = None) -> str:
+    def lake_view(self, stage: str, source: str, table: str, view: str | None = None, *,
+                  session: SparkSession | None = None) -> str:
         """Register the lake table as a temporary view (``view``, else a name built from the checked lake
-        names) in the run's Spark session; returns the view's name."""
+        names) in ``session``, else the run's Spark session; returns the view's name."""
         view = view or re.sub(r"[^A-Za-z0-9_]", "_", f"{stage}__{source}__{table}")
         pull_source(self.lake, source, f"flow {self.flow.name} checks")  # a cloud lake: read the account's state
-        delta_store(self.spark).read(self.lake.table(stage, source, table)).createOrReplaceTempView(view)
+        delta_store(session or self.spark).read(self.lake.table(stage, source, table)).createOrReplaceTempView(view)
         return view
 
     # log, notifications ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ when it does not know one.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -172,33 +173,35 @@ class SqlStep(StepKind):
 
     def run(self, run: FlowRun, step: Step, deadline: float) -> int | None:
         source = run.render(step, step.source)
-        options = None
-        if source and source.get("datasource"):  # its user and password are read before Spark starts, and kept here
-            options = jdbc_options(run.flow.datasources[source["datasource"]], source)
+        jdbc = None
+        if source and source.get("datasource"):  # its user and password are read now, before Spark starts
+            jdbc = jdbc_options(run.flow.datasources[source["datasource"]], source)
         with run.spark_deadline(step, deadline):
-            return self._write(run, step, source, options)
+            return self._write(run, step, source, jdbc)
 
     def _write(self, run: FlowRun, step: Step, source: dict[str, Any] | None, jdbc: dict[str, str] | None) -> int:
-        for view, ref in run.render(step, step.inputs).items():
-            run.lake_view(*_ref(step, ref), view=view)
+        session = run.spark.newSession()  # temporary views of its own: steps running side by side may share names
+        view = functools.partial(run.lake_view, session=session)
+        for name, ref in run.render(step, step.inputs).items():
+            view(*_ref(step, ref), view=name)
         if jdbc is not None:
-            run.spark.read.format("jdbc").options(**jdbc).load().createOrReplaceTempView("source")
+            session.read.format("jdbc").options(**jdbc).load().createOrReplaceTempView("source")
         elif source is not None:
-            run.lake_view(*_ref(step, source["table"]), view="source")
-        for view, sql in step.pre_views.items():
-            run.spark.sql(run.render(step, sql, {"delta": run.lake_view})).createOrReplaceTempView(view)
+            view(*_ref(step, source["table"]), view="source")
+        for name, sql in step.pre_views.items():
+            session.sql(run.render(step, sql, {"delta": view})).createOrReplaceTempView(name)
         text = "SELECT * FROM source"
         if step.target:
             with open(step.target, encoding="utf-8") as handle:
-                text = run.render(step, handle.read(), {"delta": run.lake_view})
+                text = run.render(step, handle.read(), {"delta": view})
         output = run.render(step, step.output)
         path = run.lake.table(output["stage"], output["source"], output["table"])
         app_id = f"oea.flow/{run.flow.name}/{step.name}/{run.batch_id}"
-        store = delta_store(run.spark)
+        store = delta_store(session)  # its settings (timestamps as delta-rs reads them) on the step's session
         if store.applied(path, app_id):
             log.info("%s: batch %s already written to %s", step.name, run.batch_id, path)
             return 0
-        result = store.write(run.spark.sql(text), path, mode=output.get("mode", "overwrite"), app_id=app_id,
+        result = store.write(session.sql(text), path, mode=output.get("mode", "overwrite"), app_id=app_id,
                              metadata={"flow": run.flow.name, "step": step.name, "batch_id": run.batch_id})
         return result.rows
 
