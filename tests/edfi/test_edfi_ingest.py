@@ -437,6 +437,25 @@ def test_a_daily_refine_rewrites_the_changed_records_and_equals_a_full_rebuild(m
     assert refined_rows(module)["students"]
 
 
+def test_generated_history_ends_where_the_dataset_says_late_deliveries_included(module, tmp_path):
+    """``generate_edfi(history=True)``: ended enrollments, a transfer, a renamed school whose old name comes
+    late with its old change version, a deleted student delivered again later; ingest agrees with ``state()``."""
+    dataset = generate_edfi(students=8, staff=2, schools=2, batches=4, seed=3, history=True)
+    resources = ("students", "schools", "studentSchoolAssociations")
+    batches = [[e for e in batch if e.resource in resources] for batch in dataset.batches]
+    write_edfi_export(EdFiDataset(batches=batches, start=dataset.start), tmp_path / "export")
+    module.land(tmp_path / "export")
+    module.ingest()
+    for resource in resources:
+        assert state_of(module, resource) == dataset.state()[resource], resource
+    schools = {r["schoolId"]: r["nameOfInstitution"] for r in arrow(module, "stage2p", "schools").to_pylist()}
+    assert schools == dataset.school_names(3) and schools[255901001].startswith("Grand Bend Early College")
+    refined = set(arrow(module, "stage2p", "students")["studentUniqueId_pseudonym"].to_pylist())
+    assert refined == {pseudonym(r["studentUniqueId"], TEST_SALT) for r in dataset.state()["students"].values()}
+    exits = arrow(module, "stage2p", "student_school_associations").to_pylist()
+    assert sorted(str(r["exitWithdrawDate"]) for r in exits if r["exitWithdrawDate"]) == ["2023-09-08", "2023-09-15"]
+
+
 # key changes ---------------------------------------------------------------------------------
 def enrolment(record_id, entry_date, version=None, student="s1"):
     record = {"id": record_id, "studentReference": {"studentUniqueId": student, "link": {"rel": "Student"}},

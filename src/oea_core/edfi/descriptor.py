@@ -21,7 +21,7 @@ def _resources(text: str) -> list[str] | None:
 
 def _generate(out: str, args: argparse.Namespace) -> str:
     dataset = generate_edfi(students=args.students, staff=args.staff, schools=args.schools, batches=args.batches,
-                            seed=args.seed)
+                            seed=args.seed, history=args.history)
     files = write_edfi_export(dataset, out, quirks=not args.no_quirks)
     return f"wrote {len(files)} files to {out}: {len(dataset.events())} changes in {len(dataset.batches)} batches"
 
@@ -55,5 +55,8 @@ DESCRIPTOR = ModuleDescriptor(
         CliOption(("--schools",), {"type": int, "default": 2, "help": "schools (default %(default)s)"}),
         CliOption(("--batches",), {"type": int, "default": 3,
                                    "help": "batches of changes, the first a full load (default %(default)s)"}),
+        CliOption(("--history",), {"action": "store_true",
+                                   "help": "add the changes a gold layer's history follows (attributes, a school "
+                                           "renamed, enrollments ending, late deliveries; needs 3 batches)"}),
     ),
 )

@@ -4,7 +4,9 @@ Records reference each other consistently (sections point at course offerings th
 grades at student-section associations that exist), and changes arrive over several batches:
 inserts, updates, deletes, and a record inserted and deleted within the same batch; with
 ``key_changes``, also a student school association whose ``entryDate`` (part of its natural key)
-changes in each later batch. Each change has a change version, as an ODS/API's change queries
+changes in each later batch; with ``history``, the changes a gold layer's history must follow
+(attributes that change, a school renamed, enrollments that end, late deliveries; see
+``generate_edfi``). Each change has a change version, as an ODS/API's change queries
 would report. The same data can be written as an export in OEA's test-data layout
 (``<resource>/incremental/{upserts|deletes|keyChanges}/rundate=YYYY-MM-DD/*.json``) or served by
 a test API.
@@ -77,19 +79,60 @@ class EdFiDataset:
         return (self.start + dt.timedelta(days=batch)).isoformat()
 
     def state(self, batch: int | None = None) -> dict[str, dict[str, dict]]:
-        """``{resource: {id: record}}`` after batch ``batch`` (default: the last)."""
+        """``{resource: {id: record}}`` after batch ``batch`` (default: the last).
+
+        As ingest decides from the landed files: a later change wins unless both it and the current
+        record carry a ``changeVersion`` and the later one is older, and an upsert of a deleted record
+        is a late delivery unless it carries a change version newer than its delete's.
+        """
         last = len(self.batches) - 1 if batch is None else batch
         state: dict[str, dict[str, dict]] = {r: {} for r in RESOURCE_ORDER}
+        deleted: dict[str, dict[str, int | None]] = {r: {} for r in RESOURCE_ORDER}
         for events in self.batches[: last + 1]:
             for event in events:
+                record_id = event.record["id"]
                 if event.kind == "upsert":
-                    state[event.resource][event.record["id"]] = event.record
+                    version = event.record.get("changeVersion")
+                    current = state[event.resource].get(record_id)
+                    if record_id in deleted[event.resource] and not _newer(version,
+                                                                           deleted[event.resource][record_id]):
+                        continue
+                    if current is not None and _newer(current.get("changeVersion"), version):
+                        continue
+                    state[event.resource][record_id] = event.record
                 elif event.kind == "delete":
-                    state[event.resource].pop(event.record["id"], None)
+                    state[event.resource].pop(record_id, None)
+                    deleted[event.resource][record_id] = event.record.get("changeVersion")
         return state
+
+    def school_names(self, batch: int = 0) -> dict[int, str]:
+        """``{schoolId: nameOfInstitution}`` after batch ``batch`` (default: the initial load)."""
+        return {r["schoolId"]: r["nameOfInstitution"] for r in self.state(batch)["schools"].values()}
+
+    def roster(self) -> list[tuple[str, int, int]]:
+        """``(studentUniqueId, schoolId, batch)`` of every student ever upserted, deleted ones included, in the
+        order they first appear: the school of their first enrollment and the batch that first brought them."""
+        first: dict[str, tuple[int, int]] = {}
+        for number, events in enumerate(self.batches):
+            for event in events:
+                if event.kind == "upsert" and event.resource == "studentSchoolAssociations":
+                    student_id = event.record["studentReference"]["studentUniqueId"]
+                    first.setdefault(student_id, (event.record["schoolReference"]["schoolId"], number))
+        return [(student_id, school_id, number) for student_id, (school_id, number) in first.items()]
+
+    def deleted_students(self, batch: int | None = None) -> set[str]:
+        """The studentUniqueIds of the students upserted, then deleted, by batch ``batch`` (default: the last)."""
+        alive = {r["studentUniqueId"] for r in self.state(batch)["students"].values()}
+        last = len(self.batches) - 1 if batch is None else batch
+        return {e.record["studentUniqueId"] for events in self.batches[: last + 1] for e in events
+                if e.kind == "upsert" and e.resource == "students"} - alive
 
     def events(self) -> list[Event]:
         return [e for batch in self.batches for e in batch]
+
+
+def _newer(version: int | None, than: int | None) -> bool:
+    return version is not None and than is not None and version > than
 
 
 class _Builder:
@@ -103,9 +146,12 @@ class _Builder:
     def new_id(self, resource: str, key: str) -> str:
         return uuid.uuid5(uuid.NAMESPACE_URL, f"oea-edfi/{self.seed}/{resource}/{key}").hex
 
-    def upsert(self, resource: str, record: dict) -> dict:
+    def upsert(self, resource: str, record: dict, carry_version: bool = False) -> dict:
+        """The record, upserted with the next change version (also in its body with ``carry_version``)."""
         self.version += 1
         record = copy.deepcopy(record)
+        if carry_version:
+            record["changeVersion"] = self.version
         record["_etag"] = str(5250000000000000000 + self.version)
         record["_lastModifiedDate"] = f"2024-08-26T00:00:{self.version % 60:02d}Z"
         self.alive[resource][record["id"]] = record
@@ -117,6 +163,10 @@ class _Builder:
         self.alive[resource].pop(record_id, None)
         self.batch.append(Event(self.version, resource, "delete",
                                 {"id": record_id, "changeVersion": self.version, "keyValues": key_values}))
+
+    def replay(self, resource: str, record: dict, version: int) -> None:
+        """A late delivery: ``record`` as it was at ``version``, older than the record's newest change."""
+        self.batch.append(Event(version, resource, "upsert", copy.deepcopy(record)))
 
     def change_key(self, resource: str, record: dict, old: dict, new: dict, changed: dict) -> None:
         """The record with ``changed`` fields, upserted, and its key change (the same change version, as the
@@ -131,14 +181,29 @@ def _ref(**keys) -> dict:
 
 
 def generate_edfi(students: int = 24, staff: int = 6, schools: int = 2, batches: int = 3,
-                  seed: int = 7, key_changes: bool = False) -> EdFiDataset:
+                  seed: int = 7, key_changes: bool = False, history: bool = False) -> EdFiDataset:
     """Generate ``batches`` batches of consistent Ed-Fi changes (first batch: the full initial load).
 
-    With ``key_changes`` each later batch also changes one student school association's ``entryDate``
-    (off by default, so the committed sample stays as it is).
+    Every later batch has attendance, grades, a name change and a dropped section; from batch 2 a
+    student leaves (deleted with every record about them). With ``key_changes`` each later batch also
+    changes one student school association's ``entryDate``. With ``history`` (needs 3 batches or more):
+
+    - batch 1: a student's ``birthSexDescriptor`` changes; the first school is renamed (its upsert
+      carries its ``changeVersion``); another student's enrollment ends (``exitWithdrawDate`` = the
+      batch's day, their section associations get an ``endDate``), and they stay a student;
+    - batch 2: the same first student's ``entryGradeLevelDescriptor`` changes; a third student
+      transfers (enrollment ended, a new one at the next school three days later; with one school,
+      the enrollment just ends); a late delivery of the school's old name with its old, lower
+      ``changeVersion`` (it loses);
+    - batch 3, if any: a late delivery of the student deleted in batch 2, without a change version
+      (ingest ignores it: the delete's tombstone wins).
+
+    Both are off by default, so the committed sample stays as it is. Raises ValueError on counts too small.
     """
     if batches < 1 or students < 4 or staff < 1 or schools < 1:
         raise ValueError("need at least 1 batch, 4 students, 1 staff member and 1 school")
+    if history and batches < 3:
+        raise ValueError(f"history needs at least 3 batches (its changes are in batches 1 and 2), got {batches}")
     b = _Builder(seed)
     rng = b.rng
     dataset = EdFiDataset()
@@ -310,10 +375,71 @@ def generate_edfi(students: int = 24, staff: int = 6, schools: int = 2, batches:
             leaver = ids[0] if ids[0] not in (renamed, dropper) else ids[1]
             enrolled.pop(leaver)
             _remove_student(b, leaver)
+        if history:
+            _history(b, dataset, batch, f"604{students - 1:04d}", ids, enrolled, school_ids, day)
         if key_changes:
             _change_entry_date(b, sorted(enrolled)[(batch * 3 + 1) % len(enrolled)], enrolled, day)
         dataset.batches.append(b.batch)
     return dataset
+
+
+def _history(b: _Builder, dataset: EdFiDataset, batch: int, changer: str, ids: list[str], enrolled: dict,
+             school_ids: list[int], day: dt.date) -> None:
+    """Batch ``batch``'s changes for ``generate_edfi(history=True)`` (its docstring says which)."""
+    school_key = b.new_id("schools", str(school_ids[0]))
+    if batch == 1:
+        student = b.alive["students"][b.new_id("students", changer)]
+        sex = "Male" if student["birthSexDescriptor"].endswith("#Female") else "Female"
+        b.upsert("students", {**student, "birthSexDescriptor": descriptor("Sex", sex)})
+        school = b.alive["schools"][school_key]
+        b.upsert("schools", {**school, "nameOfInstitution": school["nameOfInstitution"].replace(
+            "High School", "Early College High School")}, carry_version=True)
+        leaver = ids[len(ids) // 2]
+        _end_enrollment(b, leaver, enrolled.pop(leaver), day, "Withdrawn")
+    elif batch == 2:
+        changer_school = enrolled[changer][0]
+        association = b.alive["studentSchoolAssociations"][
+            b.new_id("studentSchoolAssociations", f"{changer}/{changer_school}")]
+        grade = GRADES.index(association["entryGradeLevelDescriptor"].split("#")[1])
+        b.upsert("studentSchoolAssociations", {**association, "entryGradeLevelDescriptor": descriptor(
+            "GradeLevel", GRADES[grade + 1 if grade + 1 < len(GRADES) else grade - 1])})
+        remaining = sorted(set(enrolled) - {changer})
+        mover = remaining[len(remaining) // 2]
+        old_school, _sections = enrolled.pop(mover)
+        association = _end_enrollment(b, mover, (old_school, _sections), day, "Transferred")
+        if len(school_ids) > 1:
+            new_school = school_ids[(school_ids.index(old_school) + 1) % len(school_ids)]
+            b.upsert("studentSchoolAssociations", {
+                **association, "id": b.new_id("studentSchoolAssociations", f"{mover}/{new_school}"),
+                "schoolReference": _ref(schoolId=new_school),
+                "calendarReference": _ref(calendarCode="IEP", schoolId=new_school, schoolYear=SCHOOL_YEAR),
+                "entryDate": (day + dt.timedelta(days=3)).isoformat()})
+            enrolled[mover] = (new_school, [])
+        (old,) = [e for e in dataset.batches[0] if e.resource == "schools" and e.record["id"] == school_key]
+        b.replay("schools", {**old.record, "changeVersion": old.change_version}, old.change_version)
+    elif batch == 3:
+        (student_id,) = {e.record["keyValues"]["studentUniqueId"] for e in dataset.batches[2]
+                         if e.resource == "students" and e.kind == "delete"}
+        record_id = b.new_id("students", student_id)
+        last = [e for e in dataset.events() if e.resource == "students" and e.kind == "upsert"
+                and e.record["id"] == record_id][-1]
+        b.replay("students", last.record, last.change_version)
+
+
+def _end_enrollment(b: _Builder, student_id: str, enrollment: tuple[int, list[dict]], day: dt.date,
+                    reason: str) -> dict:
+    """The student's school association ended on ``day``, and their section associations with it."""
+    school_id, sections = enrollment
+    record = b.alive["studentSchoolAssociations"][b.new_id("studentSchoolAssociations", f"{student_id}/{school_id}")]
+    ended = b.upsert("studentSchoolAssociations", {
+        **record, "exitWithdrawDate": day.isoformat(),
+        "exitWithdrawTypeDescriptor": descriptor("ExitWithdrawType", reason)})
+    for keys in sections:
+        section_id = b.new_id("studentSectionAssociations", f"{student_id}/{keys['sectionIdentifier']}")
+        if section_id in b.alive["studentSectionAssociations"]:
+            b.upsert("studentSectionAssociations", {**b.alive["studentSectionAssociations"][section_id],
+                                                    "endDate": day.isoformat()})
+    return {k: v for k, v in ended.items() if not k.startswith("_") and not k.startswith("exitWithdraw")}
 
 
 def _change_entry_date(b: _Builder, student_id: str, enrolled: dict, day: dt.date) -> None:
