@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from oea_core.clever.generator import COLUMNS, QUIRKS, ROLES, generate_clever_export
+from oea_core.clever.generator import (
+    COLUMNS,
+    QUIRKS,
+    ROLES,
+    CleverStudent,
+    generate_clever_export,
+    object_id_for,
+)
 
 DAILY, USAGE = "daily-participation", "resource-usage"
+REPO = Path(__file__).resolve().parents[2]
 UNPADDED = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$")
 PADDED = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -170,3 +179,61 @@ def test_roles_with_no_users_are_skipped_and_bad_arguments_rejected(tmp_path):
         generate_clever_export(tmp_path / "y", reports=("attendance",))
     with pytest.raises(ValueError):
         generate_clever_export(tmp_path / "z", students=-1)
+
+
+def digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def test_the_default_export_is_the_committed_sample(tmp_path):
+    generate_clever_export(tmp_path / "clever")
+    assert digest(tmp_path / "clever") == digest(REPO / "test_data" / "clever")
+
+
+ROSTER = [CleverStudent("6040001", object_id_for("school", 1), "Grand Bend High School 1"),
+          CleverStudent("6040002", object_id_for("school", 2), "Grand Bend High School 2"),
+          ("9900000", object_id_for("school", 1), "Grand Bend High School 1"),  # a plain tuple does too
+          CleverStudent("", object_id_for("school", 2), "Grand Bend High School 2")]
+
+
+def test_a_roster_gives_each_student_their_sis_id_and_school(tmp_path):
+    export = generate_clever_export(tmp_path, students=ROSTER, teachers=2, staff=1, days=2, seed=3)
+    assert export.users == {"students": 4, "teachers": 2, "staff": 1}
+    schools = {s[1]: s[2] for s in ROSTER}
+    for report in (DAILY, USAGE):
+        students = [r for p in export.files if p.parent.name == report and p.name.endswith("-students.csv")
+                    for r in read_rows(p)]
+        assert {(r["sis_id"], r["clever_school_id"], r["school_name"]) for r in students} <= {tuple(s) for s in ROSTER}
+        staff = [r for p in export.files if p.parent.name == report and not p.name.endswith("-students.csv")
+                 for r in read_rows(p)]
+        assert staff and all(schools[r["clever_school_id"]] == r["school_name"] for r in staff)
+    daily = [r for p in export.files if p.name.endswith("daily-participation-students.csv") for r in read_rows(p)]
+    assert sorted(r["sis_id"] for r in daily) == sorted(2 * ["6040001", "6040002", "9900000", ""])
+    assert len({r["clever_user_id"] for r in daily}) == 4  # every student has a Clever id, blank sis_id or not
+    again = generate_clever_export(tmp_path / "again", students=ROSTER, teachers=2, staff=1, days=2, seed=3)
+    assert [p.read_bytes() for p in export.files] == [p.read_bytes() for p in again.files]
+
+
+def test_object_id_for_is_stable_and_shaped_like_clever_ids():
+    assert object_id_for("school", 1) == object_id_for("school", 1) != object_id_for("school", 2)
+    assert re.fullmatch(r"[0-9a-f]{24}", object_id_for("school", 1))
+
+
+@pytest.mark.parametrize(("roster", "others", "message"), [
+    ([ROSTER[0], ROSTER[0]], 0, r"sis_id \['6040001'\] given more than once"),
+    ([CleverStudent("1", "", "A")], 0, "every student needs a clever_school_id"),
+    ([], 3, "an empty roster has no schools for the teachers and staff"),
+])
+def test_a_bad_roster_is_refused_with_the_reason(tmp_path, roster, others, message):
+    with pytest.raises(ValueError, match=message):
+        generate_clever_export(tmp_path, students=roster, teachers=others, staff=0)
+
+
+def test_two_deactivated_students_in_a_roster_are_two_users(tmp_path):
+    blank = [CleverStudent("", "s1", "A"), CleverStudent("", "s1", "A")]
+    export = generate_clever_export(tmp_path, students=blank, teachers=0, staff=0, days=1)
+    assert export.rows[DAILY] == 2

@@ -3,6 +3,9 @@
 Writes the Clever SFTP drop layout ``<out_dir>/<report>/<YYYY-MM-DD>-<report>-<role>.csv`` for
 tests, committed samples and benchmarks. Rows are streamed to disk in chunks, so exports of millions
 of rows need memory only for the user list. The same arguments always give byte-identical files.
+
+Students are drawn at random, or given as a roster of ``CleverStudent`` (their ``sis_id`` and school),
+so that the export matches another source's students (see ``oea_core.district``).
 """
 
 from __future__ import annotations
@@ -10,12 +13,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import random
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date, timedelta
 from operator import itemgetter
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 ROLES = ("students", "teachers", "staff")
 REPORTS = ("daily-participation", "resource-usage")
@@ -58,6 +65,14 @@ _MAX_LOGINS = 5
 _CHUNK = 8192
 
 
+class CleverStudent(NamedTuple):
+    """One student of a roster: ``sis_id`` (blank for a deactivated Clever user) and their Clever school."""
+
+    sis_id: str
+    clever_school_id: str
+    school_name: str
+
+
 @dataclass(frozen=True)
 class GeneratedExport:
     """What ``generate_clever_export`` wrote."""
@@ -75,6 +90,12 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
+def object_id_for(*parts: object) -> str:
+    """A 24-hex id shaped like a Mongo ObjectId, the same for the same parts (for ids given in a roster)."""
+    value = _seed("object-id", *parts)
+    return f"{0x5C000000 + value % 0x06000000:08x}{_seed('object-id-low', *parts):016x}"
+
+
 def _object_id(rng: random.Random, taken: set[str]) -> str:
     """A new, unique 24-hex id shaped like a Mongo ObjectId (timestamp, then random bits)."""
     while True:
@@ -85,10 +106,16 @@ def _object_id(rng: random.Random, taken: set[str]) -> str:
 
 
 def _make_users(rng: random.Random, counts: dict[str, int], schools: list[tuple[str, str]],
-                taken: set[str]) -> dict[str, list[tuple[str, str, str, str, float, float]]]:
+                taken: set[str], roster: tuple[CleverStudent, ...] | None = None,
+                ) -> dict[str, list[tuple[str, str, str, str, float, float]]]:
     """Per role: ``(sis_id, clever_user_id, school_id, school_name, p_active, 5 / p_active)`` tuples."""
     users = {}
     for role in ROLES:
+        if role == "students" and roster is not None:
+            low, high = _ACTIVE_P[role]
+            users[role] = [(s.sis_id, _object_id(rng, taken), s.clever_school_id, s.school_name, p, _MAX_LOGINS / p)
+                           for s in roster for p in (rng.uniform(low, high),)]
+            continue
         n = counts[role]
         width = max(7, len(str(n * 10)))
         numbers = rng.sample(range(10 ** width), n)
@@ -140,7 +167,8 @@ class _Out:
             self.rows.clear()
 
 
-def generate_clever_export(out_dir: str | Path, *, students: int = 40, teachers: int = 4, staff: int = 2,
+def generate_clever_export(out_dir: str | Path, *, students: int | Sequence[CleverStudent] = 40, teachers: int = 4,
+                           staff: int = 2,
                            days: int = 3, start: date = date(2022, 1, 3), seed: int = 7,
                            quirks: bool = True, resources_per_active_user: int = 2,
                            reports: tuple[str, ...] = REPORTS) -> GeneratedExport:
@@ -149,8 +177,18 @@ def generate_clever_export(out_dir: str | Path, *, students: int = 40, teachers:
     One file per report, day and role (roles with no users are skipped). ``files`` is ordered by
     report, then day, then role; with ``quirks`` each file in that order gets the next of ``QUIRKS``
     (or none), cycling. Activity is the same whichever ``reports`` are asked for.
+
+    ``students`` is a number of random students, or a roster: one ``CleverStudent`` (or
+    ``(sis_id, clever_school_id, school_name)`` tuple) each, in that order. With a roster, teachers and
+    staff work at the roster's schools. Raises ValueError on a negative count, an unknown report, or a
+    roster with a repeated ``sis_id``, a blank school id, or no schools for its teachers and staff.
     """
-    counts = {"students": students, "teachers": teachers, "staff": staff}
+    if isinstance(students, int):
+        roster, n_students = None, students
+    else:
+        roster = _check_roster(students, teachers + staff)
+        n_students = len(roster)
+    counts = {"students": n_students, "teachers": teachers, "staff": staff}
     for name, value in (*counts.items(), ("days", days), ("resources_per_active_user",
                                                           resources_per_active_user)):
         if value < 0:
@@ -163,8 +201,12 @@ def generate_clever_export(out_dir: str | Path, *, students: int = 40, teachers:
     root = Path(out_dir)
     rng = random.Random(seed)
     taken: set[str] = set()
-    schools = [(_object_id(rng, taken), name) for name in SCHOOL_NAMES]
-    users = _make_users(rng, counts, schools, taken)
+    if roster is None:
+        schools = [(_object_id(rng, taken), name) for name in SCHOOL_NAMES]
+    else:
+        schools = list(dict.fromkeys((s.clever_school_id, s.school_name) for s in roster))
+        taken.update(school_id for school_id, _ in schools)
+    users = _make_users(rng, counts, schools, taken, roster)
     catalog = _make_catalog(rng, max(len(_RESOURCES), resources_per_active_user), taken)
     roles = [role for role in ROLES if counts[role]]
     dates = [start + timedelta(days=i) for i in range(days)]
@@ -204,6 +246,19 @@ def generate_clever_export(out_dir: str | Path, *, students: int = 40, teachers:
 
     files = tuple(path for path, _ in plan.values())
     return GeneratedExport(root=root, files=files, rows=totals, users=counts, quirks_applied=applied)
+
+
+def _check_roster(students: Sequence[CleverStudent], others: int) -> tuple[CleverStudent, ...]:
+    roster = tuple(CleverStudent(*s) for s in students)
+    repeated = sorted(i for i, n in Counter(s.sis_id for s in roster if s.sis_id).items() if n > 1)
+    if repeated:
+        raise ValueError(f"roster: sis_id {repeated[:5]} given more than once; a Clever sis_id names one user")
+    if any(not s.clever_school_id for s in roster):
+        raise ValueError("roster: every student needs a clever_school_id")
+    if others and not roster:
+        raise ValueError("roster: an empty roster has no schools for the teachers and staff; give teachers=0, "
+                         "staff=0 or some students")
+    return roster
 
 
 def _fill(role_users, activity, choice, daily: _Out | None, usage: _Out | None, k: int,
