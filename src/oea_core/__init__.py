@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .delta import DeltaRsStore, DeltaStore, SparkDeltaStore, WriteResult, delta_store, engine_name
+from .district import DistrictExport, generate_district
 from .errors import (
                      CommitConflictError,
                      DeltaEngineError,
@@ -47,6 +48,7 @@ __all__ = [
                      "DeltaRsStore",
                      "DeltaStore",
                      "DeltaTableError",
+                     "DistrictExport",
                      "EdFiApiError",
                      "FlowError",
                      "IngestError",
@@ -79,6 +81,7 @@ __all__ = [
                      "WriteResult",
                      "delta_store",
                      "engine_name",
+                     "generate_district",
                      "get_salt",
                      "get_spark",
                      "ingest_csv_table",

@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from .cloud_lake import pull_runs
 from .delta import ENGINE_SETTING, LOCAL_DEFAULT, engines
+from .district import generate_district
 from .errors import OEAError, UsageError
 from .flow import FlowRun, RunLog, load_flow, runs_dir
 from .flow.graph import draw
@@ -239,6 +240,21 @@ def _generate(lake: LakePaths, args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_district(lake: LakePaths, args: argparse.Namespace) -> int:
+    try:
+        result = generate_district(args.out, students=args.students, staff=args.staff, schools=args.schools,
+                                   batches=args.batches, days=args.days, seed=args.seed,
+                                   history=not args.no_history, quirks=not args.no_quirks)
+    except ValueError as exc:
+        raise UsageError(f"oea generate district: {exc}") from exc
+    print(f"wrote {result.root / 'edfi'}: {len(result.edfi.events())} changes in {len(result.edfi.batches)} batches; "
+          f"{result.root / 'clever'}: " + ", ".join(f"{k} {v} rows" for k, v in result.clever.rows.items())
+          + f"; Clever students: {len(result.matched_sis_ids)} matching Ed-Fi, {len(result.unmatched_sis_ids)} "
+          f"unmatched, {result.deactivated_students} with a blank sis_id (their rows: "
+          + ", ".join(f"{k} {v}" for k, v in result.unmatched_rows.items()) + ")")
+    return 0
+
+
 # the parser ------------------------------------------------------------------------------------
 def _command(commands: argparse._SubParsersAction, name: str, handler: Handler, *, help: str
              ) -> argparse.ArgumentParser:
@@ -306,6 +322,18 @@ def _module_commands(commands: argparse._SubParsersAction) -> None:
             option.add_to(parser)
         parser.add_argument("--seed", type=int, default=7, help="random seed (default %(default)s)")
         parser.add_argument("--no-quirks", action="store_true", help="plain files, no real-world variations")
+    district = _command(per_module, "district", _generate_district,
+                        help="a matching pair: Ed-Fi changes (OUT/edfi) and Clever reports (OUT/clever) of one district")
+    district.add_argument("out", help="folder to write")
+    for name, default, what in (("--students", 24, "Ed-Fi students"), ("--staff", 6, "staff (Clever teachers)"),
+                                ("--schools", 2, "schools"), ("--batches", 3, "Ed-Fi batches"),
+                                ("--days", 20, "Clever days")):
+        district.add_argument(name, type=int, default=default, help=f"{what} (default %(default)s)")
+    district.add_argument("--seed", type=int, default=7, help="random seed (default %(default)s)")
+    district.add_argument("--no-history", action="store_true",
+                          help="leave out the Ed-Fi history (attribute changes, a school renamed, enrollments ending, "
+                               "late deliveries)")
+    district.add_argument("--no-quirks", action="store_true", help="plain files, no real-world variations")
 
 
 def _lake_commands(commands: argparse._SubParsersAction) -> None:
