@@ -114,3 +114,12 @@ def test_pseudonyms_meet_under_one_salt(spark, engine, tmp_path):
     deleted = {pseudonym(s, TEST_SALT) for s in district.deleted_sis_ids}
     assert len([r for r in unknown if r["sis_id_pseudonym"] not in deleted]) == district.unmatched_rows[
         "daily-participation"]
+
+
+def test_the_clever_module_page_gives_the_default_counts(tmp_path):
+    district = generate_district(tmp_path)
+    page = (Path(__file__).resolve().parents[1] / "module_catalog" / "clever" / "README.md").read_text()
+    rows = district.unmatched_rows
+    assert (f"{len(district.unmatched_sis_ids)} and {district.deactivated_students} students, "
+            f"{rows['daily-participation']} `daily-participation` and {rows['resource-usage']} `resource-usage`"
+            in " ".join(page.split()))
