@@ -1,14 +1,17 @@
-"""oea_core: lake paths, schemas, pseudonymization, Delta IO, ingestion and SQL views for OEA-style lakes."""
+"""oea_core: lake paths, schemas, pseudonymization, Delta IO, ingestion, the gold layer and SQL views for OEA-style
+lakes."""
 
 from __future__ import annotations
 
 from .delta import DeltaRsStore, DeltaStore, SparkDeltaStore, WriteResult, delta_store, engine_name
 from .errors import (
                      CommitConflictError,
+                     DataQualityError,
                      DeltaEngineError,
                      DeltaTableError,
                      EdFiApiError,
                      FlowError,
+                     GoldError,
                      IngestError,
                      LakeLockError,
                      LakePathError,
@@ -25,6 +28,7 @@ from .errors import (
                      StorageCredentialError,
                      UsageError,
 )
+from .gold import GoldResult, build_star, build_vault
 from .ingest import CsvTableDef, IngestResult, ingest_csv_table
 from .landing import LandResult, land_folder
 from .paths import STAGES, LakePaths
@@ -43,12 +47,15 @@ __all__ = [
                      "ColumnSpec",
                      "CommitConflictError",
                      "CsvTableDef",
+                     "DataQualityError",
                      "DeltaEngineError",
                      "DeltaRsStore",
                      "DeltaStore",
                      "DeltaTableError",
                      "EdFiApiError",
                      "FlowError",
+                     "GoldError",
+                     "GoldResult",
                      "IngestError",
                      "IngestResult",
                      "LakeLockError",
@@ -77,6 +84,8 @@ __all__ = [
                      "TableSchema",
                      "UsageError",
                      "WriteResult",
+                     "build_star",
+                     "build_vault",
                      "delta_store",
                      "engine_name",
                      "get_salt",
