@@ -85,6 +85,10 @@ def test_facts_take_the_dimension_version_of_their_date_and_reruns_or_unchanged_
     build_vault(lake, "b2", load_ts=T2, store=rs)
     result = build_star(lake, "b2", effective_date=SECOND, store=rs)
     assert not any(result.checks.values()), result.checks
+    touched = {t: (r.inserted, r.updated, r.deleted) for t, r in result.tables.items()}
+    assert touched["dim_student"] == (1, 2, 0)  # S-1001 closed and opened, S-1003 closed
+    assert touched["fact_enrollment"] == (0, 0, 1)  # only the changed keys: S-1003's enrollment
+    assert touched["fact_attendance"] == (0, 1, 1)  # S-1001's absence re-keyed, S-1003's event gone
     history = sorted((r.birthSexDescriptor, r.valid_from, r.valid_to, r.is_current)
                      for r in star(rs, lake, "dim_student") if r.studentUniqueId_pseudonym == pseudo("S-1001"))
     assert history == [("Female", FIRST, SECOND, False), ("Male", SECOND, D(9999, 12, 31), True)]
