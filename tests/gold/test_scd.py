@@ -29,7 +29,8 @@ def scd2(store, path, df, day, app_id):
 def history(store, path):
     rows = store.read(path).collect()
     assert all(r.school_key == surrogate_key(r.school_hk, r.valid_from) for r in rows)
-    return sorted((r.school_hk, r.name, r.kind, r.valid_from, r.valid_to, r.is_current) for r in rows)
+    return sorted(((r.school_hk, r.name, r.kind, r.valid_from, r.valid_to, r.is_current) for r in rows),
+                  key=lambda row: (row[0], row[3]))
 
 
 EXPECTED = [
