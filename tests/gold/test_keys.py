@@ -47,3 +47,20 @@ def test_surrogate_keys_are_non_negative_bigints_fixed_by_hash_key_and_valid_fro
 
 def test_date_keys_are_yyyymmdd():
     assert date_key(dt.date(2024, 9, 3)) == 20240903
+
+
+def test_the_spark_expressions_give_the_python_reference_values(spark):
+    from pyspark.sql import functions as F
+
+    from oea_core.gold.keys import date_key_column, hash_key_column, hashdiff_column, surrogate_key_column
+
+    rows = [(" ab12 ", 7, dt.date(2024, 1, 2), True), ("Ab12", None, None, None), (None, None, None, None)]
+    df = spark.createDataFrame(rows, "s string, n int, d date, b boolean")
+    parts = [F.col(c) for c in ("s", "n", "d", "b")]
+    got = df.select(hash_key_column(*parts).alias("hk"), hashdiff_column(*parts).alias("diff"),
+                    surrogate_key_column(F.lit("x"), F.col("d")).alias("sk"), date_key_column(F.col("d")).alias("dk"),
+                    ).collect()
+    for (s, n, d, b), row in zip(rows, got):
+        assert row.hk == hash_key(s, n, d, b)
+        assert row.diff == hashdiff(s, n, d, b)
+        assert row.sk == surrogate_key("x", d) and row.dk == (date_key(d) if d else None)
