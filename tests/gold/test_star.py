@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from gold_data import RAW_STUDENTS, EdFiState, pseudo, school, student, write_state
@@ -39,6 +40,8 @@ def test_facts_join_to_dimensions_and_clever_rows_without_a_student_stay_under_t
     result = build_star(lake, "b1", effective_date="2023-08-01", store=rs)
     assert result.checks and not any(result.checks.values()), result.checks
     assert result.unknown_students == 2  # an unknown sis_id and a blank one; the teacher's row is not a student's
+    commit = rs.last_commit(lake.table("stage3p", "star", "fact_digital_activity"))
+    assert json.loads(commit["userMetadata"]) == {"batch_id": "b1", "unknown_students": 2}
     students = {r.student_key: r for r in star(rs, lake, "dim_student")}
     assert set(students) == {-1, *(student_key(raw) for raw in RAW_STUDENTS)}
     assert students[-1].is_current and students[-1].birthSexDescriptor == "Unknown"

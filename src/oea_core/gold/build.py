@@ -175,14 +175,15 @@ def build_star(lake: LakePaths | str | None = None, batch_id: str | None = None,
     results["dim_date"] = write_dim_date(store, lake, dates, batch_id)
     unknown = 0
     for name, (rows, key, partitions) in built.items():
+        metadata: dict[str, object] = {"batch_id": batch_id}
         if name == "fact_digital_activity":
             rows = rows.localCheckpoint(eager=True)
-            unknown = rows.where(F.col(facts.STUDENT_KEY) == UNKNOWN_KEY).count()
+            unknown = metadata["unknown_students"] = rows.where(F.col(facts.STUDENT_KEY) == UNKNOWN_KEY).count()
             if unknown:
                 log.warning("fact_digital_activity: %d Clever rows have no matching student in dim_student; they "
                             "are kept under student_key %d", unknown, UNKNOWN_KEY)
         results[name] = sync_rows(store, star_path(lake, name), rows, (key,), app_id=star_app_id(name, batch_id),
-                                  metadata={"batch_id": batch_id}, partition_by=partitions)
+                                  metadata=metadata, partition_by=partitions)
     counts = run_checks(store, lake, STAR_CHECKS) if checks else {}
     raise_on_failures(counts, f"star batch {batch_id}")
     return GoldResult(results, counts, unknown)
