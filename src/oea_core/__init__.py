@@ -1,4 +1,5 @@
-"""oea_core: lake paths, schemas, pseudonymization, Delta IO, ingestion and SQL views for OEA-style lakes."""
+"""oea_core: lake paths, schemas, pseudonymization, Delta IO, ingestion, the gold layer and SQL views for OEA-style
+lakes."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from .delta import DeltaRsStore, DeltaStore, SparkDeltaStore, WriteResult, delta
 from .district import DistrictExport, generate_district
 from .errors import (
                      CommitConflictError,
+                     DataQualityError,
                      DeltaEngineError,
                      DeltaTableError,
                      EdFiApiError,
                      FlowError,
+                     GoldError,
                      IngestError,
                      LakeLockError,
                      LakePathError,
@@ -26,6 +29,7 @@ from .errors import (
                      StorageCredentialError,
                      UsageError,
 )
+from .gold import GoldResult, build_star, build_vault
 from .ingest import CsvTableDef, IngestResult, ingest_csv_table
 from .landing import LandResult, land_folder
 from .paths import STAGES, LakePaths
@@ -44,6 +48,7 @@ __all__ = [
                      "ColumnSpec",
                      "CommitConflictError",
                      "CsvTableDef",
+                     "DataQualityError",
                      "DeltaEngineError",
                      "DeltaRsStore",
                      "DeltaStore",
@@ -51,6 +56,8 @@ __all__ = [
                      "DistrictExport",
                      "EdFiApiError",
                      "FlowError",
+                     "GoldError",
+                     "GoldResult",
                      "IngestError",
                      "IngestResult",
                      "LakeLockError",
@@ -79,6 +86,8 @@ __all__ = [
                      "TableSchema",
                      "UsageError",
                      "WriteResult",
+                     "build_star",
+                     "build_vault",
                      "delta_store",
                      "engine_name",
                      "generate_district",

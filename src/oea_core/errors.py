@@ -156,3 +156,21 @@ class MissingExtraError(OEAError):
 
 class UsageError(OEAError):
     """A command line that does not parse: an unknown command, module or option, or a missing argument."""
+
+
+class GoldError(OEAError):
+    """The gold layer (Data Vault, star schema) cannot be built from its inputs: a missing table or key
+    column, a snapshot with a key twice, or a missing setting."""
+
+    def __init__(self, message: str, *, table: str | None = None, column: str | None = None) -> None:
+        super().__init__(message)
+        self.table = table
+        self.column = column
+
+
+class DataQualityError(GoldError):
+    """Data-quality checks of the gold layer found offending rows; ``failed`` maps each check to its count."""
+
+    def __init__(self, message: str, *, failed: dict[str, int]) -> None:
+        super().__init__(message)
+        self.failed = failed
