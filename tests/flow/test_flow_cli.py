@@ -81,3 +81,40 @@ def test_shipped_clever_flow_runs_with_its_checks(tmp_path, monkeypatch, capsys)
     assert main(["--lake", str(lake), "flow", "run", str(REPO / "flows" / "clever_flow.yaml"),
                  "--batch-id", "f1"]) == 0
     assert "(1 cached)" in capsys.readouterr().out
+
+
+@pytest.mark.spark
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_shipped_main_flow_builds_the_vault_and_the_star_on_the_samples(tmp_path, monkeypatch, capsys):
+    from deltalake import DeltaTable
+
+    monkeypatch.setenv("OEA_SALT", SALT)
+    monkeypatch.chdir(tmp_path)  # write_views writes sql_views/ here
+    lake = tmp_path / "lake"
+    flow = str(REPO / "flows" / "main_flow.yaml")
+    assert main(["--lake", str(lake), "flow", "run", flow, "--batch-id", "m1"]) == 0
+    log = json.loads((lake / "oea-framework" / "runs" / "m1" / "run_log.json").read_text())
+    assert log["status"] == "success"
+    assert {name: step["status"] for name, step in log["steps"].items()} == dict.fromkeys(
+        ["clever_ingestion", "edfi_land", "edfi_ingest", "edfi_refine", "build_vault", "build_star", "write_views"],
+        "success")
+    assert all(check["passed"] for step in ("build_vault", "build_star") for check in log["steps"][step]["checks"])
+
+    def table(area: str, name: str):
+        return DeltaTable(str(lake / "stage3p" / area / name)).to_pyarrow_table()
+
+    students = DeltaTable(str(lake / "stage2p" / "edfi" / "students")).to_pyarrow_table()
+    assert table("vault", "hub_student").num_rows == students.num_rows
+    dim_student = table("star", "dim_student").to_pylist()
+    assert len([r for r in dim_student if r["student_key"] != -1]) == students.num_rows  # one version each
+    assert all(r["is_current"] for r in dim_student)
+    attendance = DeltaTable(str(lake / "stage2p" / "edfi" / "student_school_attendance_events")).to_pyarrow_table()
+    assert table("star", "fact_attendance").num_rows == attendance.num_rows
+    participation = DeltaTable(str(lake / "stage2p" / "clever" / "daily_participation_pseudo")).to_pyarrow_table()
+    assert table("star", "fact_digital_activity").num_rows >= 1 and participation.num_rows >= 1
+    assert log["steps"]["build_star"]["rows"] > 0
+    # the same batch again: every step checkpointed, nothing runs
+    capsys.readouterr()
+    assert main(["--lake", str(lake), "flow", "run", flow, "--batch-id", "m1"]) == 0
+    assert "(7 cached)" in capsys.readouterr().out

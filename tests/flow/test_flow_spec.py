@@ -104,10 +104,88 @@ def test_dependencies_expand_groups_stages_and_sequences(tmp_path):
     assert flow.downstream("s1") == {"s1", "s2", "p2", "z", "f"}
 
 
-@pytest.mark.parametrize("name", ["clever_flow.yaml", "edfi_flow.yaml", "main_flow.yaml"])
+@pytest.mark.parametrize("name", ["clever_flow.yaml", "edfi_flow.yaml", "gold_flow.yaml", "main_flow.yaml"])
 def test_shipped_flows_validate(name):
     flow = load_flow(REPO / "flows" / name)
     assert flow.steps and all(s.checks or s.kind == "python" or s.name == "edfi_land" for s in flow.steps.values())
+
+
+def test_the_main_flow_builds_the_gold_layer_after_the_modules_and_before_the_views():
+    flow = load_flow(REPO / "flows" / "main_flow.yaml")
+    modules = {"clever_ingestion", "edfi_land", "edfi_ingest", "edfi_refine"}
+    assert flow.steps["build_vault"].depends_on == modules
+    assert flow.steps["build_star"].depends_on == {"build_vault"}
+    assert flow.steps["write_views"].depends_on == {"build_star"}
+    assert flow.steps["build_star"].target == "oea_core.gold:build_star"
+    assert flow.variables["effective_date"] == ""
+
+
+def test_an_included_flow_brings_its_stages_folder_defaults_and_variables(tmp_path):
+    (tmp_path / "gold").mkdir()
+    (tmp_path / "gold" / "dq").mkdir()
+    (tmp_path / "gold" / "dq" / "rows.sql").write_text("SELECT 0 AS count\n", encoding="utf-8")
+    (tmp_path / "gold" / "inner.yaml").write_text(textwrap.dedent("""\
+        pipeline:
+          name: inner
+          default_retry: {attempts: 4, delay_seconds: 3}
+          variables: {day: "2026-01-05", shared: inner}
+          stages:
+            - name: in1
+              groups:
+                - name: ig
+                  steps:
+                    - {name: i1, kind: python, callable: "flow_helpers:record", parameters: {day: "{{ day }}"},
+                       checks: [{sql: dq/rows.sql}]}
+            - name: in2
+              groups: [{name: ig2, steps: [{name: i2, kind: python, callable: "flow_helpers:record"}]}]
+        """), encoding="utf-8")
+    flow = load_flow(write(tmp_path, """\
+        pipeline:
+          name: outer
+          default_retry: {attempts: 1, delay: 0}
+          variables: {shared: outer}
+        stages:
+          - name: first
+            groups: [{name: g1, steps: [{name: a, kind: python, callable: "flow_helpers:record"}]}]
+          - include: gold/inner.yaml
+          - name: last
+            groups: [{name: g3, steps: [{name: z, kind: python, callable: "flow_helpers:record"}]}]
+        """))
+    assert flow.stages == ["first", "in1", "in2", "last"]
+    assert {n: s.depends_on for n, s in flow.steps.items()} == {"a": set(), "i1": {"a"}, "i2": {"i1"}, "z": {"i2"}}
+    assert flow.steps["i1"].checks[0].sql == str(tmp_path / "gold" / "dq" / "rows.sql")  # the included file's folder
+    assert (flow.steps["i1"].retry.attempts, flow.steps["i1"].retry.delay) == (4, 3)  # its own defaults
+    assert flow.steps["z"].retry.attempts == 1
+    assert flow.variables == {"shared": "outer", "day": "2026-01-05"}  # the including flow's value wins
+
+
+def test_an_include_that_is_missing_or_a_cycle_or_broken_is_a_problem_with_its_line(tmp_path):
+    (tmp_path / "loop.yaml").write_text("pipeline: {name: loop}\nstages:\n  - include: flow.yaml\n",
+                                        encoding="utf-8")
+    (tmp_path / "bad.yaml").write_text(textwrap.dedent("""\
+        pipeline: {name: bad}
+        stages:
+          - name: s
+            groups: [{name: g, steps: [{name: b, kind: python, callable: "flow_helpers:record", colour: red}]}]
+        """), encoding="utf-8")
+    path = write(tmp_path, """\
+        pipeline: {name: outer}
+        stages:
+          - include: nowhere.yaml
+          - include: loop.yaml
+          - include: bad.yaml
+          - {include: bad.yaml, name: twice}
+        """)
+    with pytest.raises(FlowError) as caught:
+        load_flow(path)
+    problems = caught.value.problems
+    assert any(p.startswith(f"{path}:3: stages[0].include: flow file ") and "nowhere.yaml does not exist" in p
+               for p in problems)
+    assert any(p.startswith(f"{tmp_path / 'loop.yaml'}:3: stages[0].include: flow.yaml includes itself")
+               for p in problems)
+    assert any(p.startswith(f"{tmp_path / 'bad.yaml'}:4: stages[0].groups[0].steps[0]: unknown key 'colour'")
+               for p in problems)
+    assert any(p.startswith(f"{path}:6: stages[3]: unknown key 'name'") for p in problems)
 
 
 def test_not_yaml_and_missing_file(tmp_path):

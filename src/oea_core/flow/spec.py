@@ -27,6 +27,7 @@ names, so no two of these may share a name); in a group with ``parallel: false``
 default) each step follows the one before; in a stage with ``parallel: false`` each group
 follows the one before (default: groups run side by side); a stage follows the stage before
 unless it gives its own ``depends_on``.
+A stage list item ``{include: other_flow.yaml}`` puts that file's stages there (see ``_include``).
 Every problem in the file is reported at once, each with its line, including check parameters
 that are not the type their check SQL takes (see ``checks.py``). Each level (pipeline, stage,
 group, step) is read by a function of its own below. The reference format's spellings are made
@@ -63,6 +64,7 @@ _KEYS = {
     "top": {"pipeline", "stages"},
     "pipeline": {"name", "description", "default_retry", "notifications", "checkpoint", "batch_id", "max_parallel",
                  "variables", "default_timeout", "datasources"},
+    "include": {"include"},
     "stage": {"name", "description", "depends_on", "parallel", "groups"},
     "group": {"name", "description", "depends_on", "parallel", "steps"},
     "step": {"name", "description", "kind", "depends_on", "parameters", "inputs", "output", "checks", "retry",
@@ -121,8 +123,7 @@ def load_flow(path: str | os.PathLike[str]) -> Flow:
     if not isinstance(stages, list) or not stages:
         check.add("stages", doc.line, "give a list of stages, each with groups of steps")
         stages = []
-    for index, stage in enumerate(stages):
-        _stage(check, graph, index, stage, doc.line)
+    _stages(check, graph, stages, doc.line, [os.path.abspath(path)])
     _link(check, graph)
     if check.problems:
         raise FlowError(f"flow file {path} has {len(check.problems)} problem(s):\n  " + "\n  ".join(check.problems),
@@ -131,6 +132,55 @@ def load_flow(path: str | os.PathLike[str]) -> Flow:
     return Flow(pipeline.name, path, pipeline.description, pipeline.retry, pipeline.notifications,
                 pipeline.checkpoint, pipeline.batch_id, pipeline.max_parallel, pipeline.variables, graph.steps,
                 graph.stages, pipeline.timeout, pipeline.datasources, pipeline.checkpoint_path)
+
+
+def _stages(check: Checker, graph: _Graph, stages: list[Any], line: int, files: list[str]) -> None:
+    """Read each stage, or the stages of the flow file an ``{include: FILE}`` item names (``files``: the
+    files being read, outermost first, so that an include cycle is a problem)."""
+    for index, stage in enumerate(stages):
+        if isinstance(stage, Node) and "include" in stage:
+            _include(check, graph, stage, f"stages[{index}]", files)
+        else:
+            _stage(check, graph, index, stage, line)
+
+
+def _include(check: Checker, graph: _Graph, item: Node, where: str, files: list[str]) -> None:
+    """The stages of another flow file, in place of ``item``: they follow the stage before and are read
+    with that file's folder and pipeline defaults (retry, timeout, datasources); its variables are added
+    where this flow does not set them. Its notifications and checkpoint are the including flow's."""
+    check.keys(item, _KEYS["include"], where)
+    line, name = item.line_of("include"), item.get("include")
+    if not isinstance(name, str) or not name:
+        check.add(f"{where}.include", line, "give the path of a flow file, relative to this one")
+        return
+    path = os.path.abspath(os.path.join(graph.folder, name))
+    if path in files:
+        check.add(f"{where}.include", line, f"{name} includes itself (through {' -> '.join(files)}); remove the cycle")
+        return
+    try:
+        doc = _read(path)
+    except FlowError as exc:
+        check.add(f"{where}.include", line, str(exc))
+        return
+    inner = Checker(path)
+    normalize_top(inner, doc)
+    inner.keys(doc, _KEYS["top"], "top level")
+    pipeline = _pipeline(inner, doc)
+    outer = graph.pipeline
+    for key, value in pipeline.variables.items():
+        outer.variables.setdefault(key, value)
+    for key, source in pipeline.datasources.items():
+        outer.datasources.setdefault(key, source)
+    graph.folder, graph.pipeline = os.path.dirname(path), pipeline
+    try:
+        stages = doc.get("stages")
+        if not isinstance(stages, list) or not stages:
+            inner.add("stages", doc.line, "give a list of stages, each with groups of steps")
+        else:
+            _stages(inner, graph, stages, doc.line, [*files, path])
+    finally:
+        graph.folder, graph.pipeline = os.path.dirname(files[-1]), outer
+    check.problems.extend(inner.problems)
 
 
 def _read(path: str) -> Node:

@@ -145,7 +145,7 @@ def build_star(lake: LakePaths | str | None = None, batch_id: str | None = None,
                engine: str | None = None, checks: bool = True, context: dict[str, Any] | None = None) -> GoldResult:
     """Build the star schema (``stage3p/star``) from the vault, ``stage2p/edfi`` and ``stage2p/clever``.
 
-    ``effective_date`` (a date or ``YYYY-MM-DD``; default today, UTC) dates the batch's dimension
+    ``effective_date`` (a date or ``YYYY-MM-DD``; None or empty: today, UTC) dates the batch's dimension
     changes. Raises GoldError for a missing setting or input, DataQualityError when a check fails.
     """
     from pyspark.sql import functions as F
@@ -190,7 +190,7 @@ def build_star(lake: LakePaths | str | None = None, batch_id: str | None = None,
 
 
 def _as_date(value: dt.date | str | None) -> dt.date:
-    if value is None:
+    if value is None or isinstance(value, str) and not value.strip():
         return dt.datetime.now(dt.timezone.utc).date()
     if isinstance(value, dt.datetime):
         return value.date()
