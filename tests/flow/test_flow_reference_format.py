@@ -390,7 +390,13 @@ class RefusingSpark:
 
     def __init__(self):
         self.seen = {}
-        self.sparkContext = self.read = self
+        self.sparkContext = self.read = self.conf = self
+
+    def get(self, key, default=None):  # conf.get: no settings, so the delta-rs engine checks the batch was not written
+        return default
+
+    def set(self, key, value):  # conf.set: the engine's session settings
+        pass
 
     def setJobGroup(self, *args, **kwargs):
         pass
@@ -426,6 +432,21 @@ def test_a_password_from_the_environment_is_read_at_run_time_and_never_reaches_t
                              "user": "reader-from-env", "password": PASSWORD}
     text = (Path(run.folder) / "run_log.json").read_text()
     assert PASSWORD not in text and "reader-from-env" not in text and "'password': '<secret>'" in text
+
+
+def test_a_batch_already_written_is_not_read_from_its_datasource_again(tmp_path, lake, monkeypatch):
+    import pyarrow as pa
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    flow = load_flow(write(tmp_path, JDBC_FLOW.replace("URL", "jdbc:postgresql://db.example/sis")))
+    monkeypatch.setenv("SIS_USER", "reader-from-env")
+    monkeypatch.setenv("SIS_PASSWORD", PASSWORD)
+    path = lake.table("stage1np", "sis", "students")  # as the first run of batch j1 left it
+    write_deltalake(path, pa.table({"id": [1]}),
+                    commit_properties=CommitProperties(app_transactions=[Transaction("oea.flow/jdbc/students/j1", 1)]))
+    spark = RefusingSpark()
+    FlowRun(flow, lake, batch_id="j1", spark=spark).run()  # a driver that refuses: never asked
+    assert spark.seen == {}
 
 
 def test_a_missing_environment_variable_fails_the_step_naming_the_datasource_and_variable(tmp_path, lake):

@@ -181,6 +181,13 @@ class SqlStep(StepKind):
 
     def _write(self, run: FlowRun, step: Step, source: dict[str, Any] | None, jdbc: dict[str, str] | None) -> int:
         session = run.spark.newSession()  # temporary views of its own: steps running side by side may share names
+        output = run.render(step, step.output)
+        path = run.lake.table(output["stage"], output["source"], output["table"])
+        app_id = f"oea.flow/{run.flow.name}/{step.name}/{run.batch_id}"
+        store = delta_store(session)  # its settings (timestamps as delta-rs reads them) on the step's session
+        if store.applied(path, app_id):  # before any source is read: a rerun connects to nothing
+            log.info("%s: batch %s already written to %s", step.name, run.batch_id, path)
+            return 0
         view = functools.partial(run.lake_view, session=session)
         for name, ref in run.render(step, step.inputs).items():
             view(*_ref(step, ref), view=name)
@@ -194,13 +201,6 @@ class SqlStep(StepKind):
         if step.target:
             with open(step.target, encoding="utf-8") as handle:
                 text = run.render(step, handle.read(), {"delta": view})
-        output = run.render(step, step.output)
-        path = run.lake.table(output["stage"], output["source"], output["table"])
-        app_id = f"oea.flow/{run.flow.name}/{step.name}/{run.batch_id}"
-        store = delta_store(session)  # its settings (timestamps as delta-rs reads them) on the step's session
-        if store.applied(path, app_id):
-            log.info("%s: batch %s already written to %s", step.name, run.batch_id, path)
-            return 0
         result = store.write(session.sql(text), path, mode=output.get("mode", "overwrite"), app_id=app_id,
                              metadata={"flow": run.flow.name, "step": step.name, "batch_id": run.batch_id})
         return result.rows
