@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from oea_core import LakePathError, LakePaths, views_script
+from oea_core import LakePathError, LakePaths, view_set_script, views_script
 from oea_core.clever import CleverModule
 from oea_core.sql_views import write_views_script
 
@@ -148,11 +148,13 @@ def _scripts() -> dict[str, str]:
     scripts = {p.name: p.read_text(encoding="utf-8") for p in sorted((repo / "sql_views").glob("*.sql"))}
     scripts["clever_data_source"] = clever_script(data_source=True)
     scripts["edfi_data_source"] = views_script(ADLS, "edfi", EdFiModule(ADLS).outputs(), data_source=True)
+    scripts["star_data_source"] = view_set_script(ADLS, "star", data_source=True)
     return scripts
 
 
 @pytest.mark.slow  # sqlfluff takes seconds per script
-@pytest.mark.parametrize("name", ["clever_views.sql", "edfi_views.sql", "clever_data_source", "edfi_data_source"])
+@pytest.mark.parametrize("name", ["clever_views.sql", "edfi_views.sql", "star_views.sql", "vault_views.sql",
+                                  "clever_data_source", "edfi_data_source", "star_data_source"])
 def test_every_script_parses_as_tsql_with_nothing_unparsable(name):
     import sqlfluff
 

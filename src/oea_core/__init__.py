@@ -30,6 +30,7 @@ from .errors import (
                      UsageError,
 )
 from .gold import GoldResult, build_star, build_vault
+from .gold_views import view_set_script
 from .ingest import CsvTableDef, IngestResult, ingest_csv_table
 from .landing import LandResult, land_folder
 from .paths import STAGES, LakePaths
@@ -102,5 +103,6 @@ __all__ = [
                      "sources",
                      "to_lookup",
                      "to_pseudonymized",
+                     "view_set_script",
                      "views_script",
 ]

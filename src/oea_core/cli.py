@@ -22,6 +22,7 @@ from .district import generate_district
 from .errors import OEAError, UsageError
 from .flow import FlowRun, RunLog, load_flow, runs_dir
 from .flow.graph import draw
+from .gold_views import GOLD_AREAS, view_set_names, view_set_script
 from .ingest import DEFAULT_MAX_REJECT_SHARE
 from .landing import new_batch_id
 from .leftovers import find_leftovers, remove_leftovers
@@ -32,7 +33,7 @@ from .run_summary import summarize
 from .salt import redact
 from .sources import sources
 from .sql_preview import SqlPreview
-from .sql_views import views_script, write_views_script
+from .sql_views import write_views_script
 from .synapse import build_wheel, write_template
 
 log = logging.getLogger("oea")
@@ -70,8 +71,7 @@ def _write_views(lake: LakePaths, name: str, args: argparse.Namespace) -> str:
     if not (args.storage_account or lake.account):
         log.warning("no storage account given: the script uses 'yourstorageaccount'; "
                     "pass --storage-account or set OEA_STORAGE_ACCOUNT")
-    tables = sources.create(name, lake=lake).outputs()
-    script = views_script(lake, name, tables, account=account, workspace=args.workspace, data_source=args.data_source)
+    script = view_set_script(lake, name, account=account, workspace=args.workspace, data_source=args.data_source)
     path = write_views_script(script, args.out, name)
     log.info("wrote %s", path)
     return path
@@ -300,7 +300,8 @@ def _module_commands(commands: argparse._SubParsersAction) -> None:
     _wait_option(ingest)
 
     views = _command(commands, "views", _views, help="write the serverless SQL views script to sql_views/")
-    views.add_argument("module", choices=names, metavar="MODULE", help=f"source module: {', '.join(names)}")
+    views.add_argument("module", choices=view_set_names(), metavar="MODULE",
+                       help=f"source module: {', '.join(names)}; or a gold area: {', '.join(GOLD_AREAS)}")
     _view_options(views)
 
     run = _command(commands, "run", _run, help="run the module notebooks with papermill, then write the SQL views")
@@ -344,8 +345,8 @@ def _lake_commands(commands: argparse._SubParsersAction) -> None:
     sql.add_argument("--list", action="store_true", help="list the views")
     sql.add_argument("--csv", action="store_true", help="write every row as CSV to stdout")
     sql.add_argument("--max-rows", type=int, default=40, help="rows shown in the terminal (default %(default)s)")
-    sql.add_argument("--module", action="append", dest="modules", choices=names,
-                     help="only this module's views (repeatable)")
+    sql.add_argument("--module", action="append", dest="modules", choices=view_set_names(),
+                     help=f"only this module's or gold area's ({', '.join(GOLD_AREAS)}) views (repeatable)")
     sql.add_argument("--workspace", default=os.environ.get("OEA_WORKSPACE", "dev"),
                      help="workspace name in database names (default %(default)s)")
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from .errors import SqlPreviewError
 from .extras import require
+from .gold_views import view_set_names, view_tables
 from .lock import pull_source
-from .sources import sources
 from .sql_views import ViewDef, view_defs
 
 if TYPE_CHECKING:
@@ -56,7 +56,8 @@ def _select_list(view: ViewDef, nested: set[str]) -> str:
 
 
 class SqlPreview:
-    """A DuckDB connection holding every module's views over a local lake."""
+    """A DuckDB connection holding the views of ``modules`` (default: every source module and the gold areas,
+    ``vault`` and ``star``) over a local lake; tables not built yet have no view."""
 
     def __init__(self, lake: LakePaths, modules: list[str] | None = None, workspace: str = "dev") -> None:
         duckdb = require("duckdb")
@@ -67,9 +68,9 @@ class SqlPreview:
                                   f"{lake.shown} has none here: give --lake a folder or an abfss:// URL")
         self.con = duckdb.connect()
         self.views: dict[str, list[str]] = {}
-        for name in modules or sources.names():
+        for name in modules or view_set_names():
             pull_source(lake, name, f"{name} sql preview")  # a cloud lake's working copy: the account's state
-            outputs = sources.create(name, lake=lake).outputs()
+            outputs = view_tables(lake, name)
             for view in view_defs(lake, name, outputs, workspace=workspace):
                 if view.columns is None:
                     continue

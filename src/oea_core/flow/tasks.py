@@ -7,26 +7,33 @@ import os
 from typing import Any
 
 from ..errors import FlowError
-from ..sources import sources
-from ..sql_views import views_script, write_views_script
+from ..gold_views import GOLD_AREAS, view_set_script, view_tables
+from ..sql_views import write_views_script
 
 log = logging.getLogger("oea")
 
 
-def write_views(modules: list[str], out: str = "sql_views", account: str | None = None, workspace: str = "dev",
-                context: dict[str, Any] | None = None) -> int:
-    """Write ``<out>/<module>_views.sql`` for each module over the run's lake; returns the number of views.
+def write_views(modules: list[str] | None = None, out: str = "sql_views", account: str | None = None,
+                workspace: str = "dev", gold: bool = False, context: dict[str, Any] | None = None) -> int:
+    """Write ``<out>/<name>_views.sql`` for each module over the run's lake, and with ``gold`` also
+    ``vault_views.sql`` and ``star_views.sql`` (the gold layer's databases); returns the number of views.
 
-    Raises FlowError without ``context`` (a flow step passes it).
+    ``modules`` may name the gold areas (``vault``, ``star``) too. Raises FlowError without ``context``
+    (a flow step passes it) or with nothing to write.
     """
     if context is None:
         raise FlowError("write_views runs as a flow python step, which passes it the run's context (the lake)")
+    names = list(modules or []) + [area for area in GOLD_AREAS if gold and area not in (modules or [])]
+    if not names:
+        raise FlowError("write_views has nothing to write: give the step parameters modules: [clever, ...] "
+                        "and/or gold: true")
     lake = context["lake"]
     account = account or os.environ.get("OEA_STORAGE_ACCOUNT") or lake.account or "yourstorageaccount"
     views = 0
-    for name in modules:
-        tables = sources.create(name, lake=lake).outputs()
-        path = write_views_script(views_script(lake, name, tables, account=account, workspace=workspace), out, name)
+    for name in names:
+        tables = view_tables(lake, name)
+        script = view_set_script(lake, name, account=account, workspace=workspace)
+        path = write_views_script(script, out, name)
         log.info("wrote %s (%d views)", path, len(tables))
         views += len(tables)
     return views

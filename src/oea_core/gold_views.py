@@ -1,0 +1,50 @@
+"""Serverless SQL views over the gold layer, beside the source modules' views.
+
+A *view set* is what ``oea views NAME`` writes and ``oea sql --module NAME`` previews: a source
+module's outputs (``clever``, ``edfi``, ...) or a gold area, ``vault`` (``stage3p/vault``) or
+``star`` (``stage3p/star``). Each gold area gets its own database, named like every other
+(:func:`oea_core.sql_views.database_name`): ``sdb_<workspace>_s3p_vault`` and
+``sdb_<workspace>_s3p_star``, with one view per table, typed from the Delta tables' schemas.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import LakePathError
+from .gold.model import GOLD_STAGE, STAR, STAR_TABLES, VAULT, VAULT_TABLES
+from .sources import sources
+from .sql_views import views_script
+
+if TYPE_CHECKING:
+    from .paths import LakePaths
+
+GOLD_AREAS: dict[str, tuple[str, ...]] = {VAULT: VAULT_TABLES, STAR: STAR_TABLES}
+_ABOUT = {VAULT: "the gold layer's Data Vault (stage3p/vault)", STAR: "the gold layer's star schema (stage3p/star)"}
+
+
+def gold_tables(area: str) -> list[tuple[str, str]]:
+    """``("stage3p", table)`` for each table of a gold area (``vault`` or ``star``); raises LakePathError."""
+    if area not in GOLD_AREAS:
+        raise LakePathError(f"{area!r} is not a gold area; use one of {sorted(GOLD_AREAS)}", path=area)
+    return [(GOLD_STAGE, table) for table in GOLD_AREAS[area]]
+
+
+def view_set_names() -> list[str]:
+    """Every view set: the registered source modules, then the gold areas."""
+    return [*sources.names(), *GOLD_AREAS]
+
+
+def view_tables(lake: LakePaths, name: str) -> list[tuple[str, str]]:
+    """``(stage, table)`` of a view set: a gold area's tables, else the source module's outputs.
+
+    Raises the registry's error for a name that is neither.
+    """
+    return gold_tables(name) if name in GOLD_AREAS else sources.create(name, lake=lake).outputs()
+
+
+def view_set_script(lake: LakePaths, name: str, *, account: str | None = None, workspace: str = "dev",
+                    data_source: bool = False) -> str:
+    """The serverless SQL script of a view set (see :func:`oea_core.sql_views.views_script`)."""
+    return views_script(lake, name, view_tables(lake, name), account=account, workspace=workspace,
+                        data_source=data_source, about=_ABOUT.get(name))
