@@ -114,6 +114,9 @@ def test_shipped_main_flow_builds_the_vault_and_the_star_on_the_samples(tmp_path
     participation = DeltaTable(str(lake / "stage2p" / "clever" / "daily_participation_pseudo")).to_pyarrow_table()
     assert table("star", "fact_digital_activity").num_rows >= 1 and participation.num_rows >= 1
     assert log["steps"]["build_star"]["rows"] > 0
+    star_views = (tmp_path / "sql_views" / "star_views.sql").read_text(encoding="utf-8")
+    assert "sdb_dev_s3p_star" in star_views and "stage3p/star/fact_digital_activity" in star_views
+    assert (tmp_path / "sql_views" / "vault_views.sql").is_file()
     # the same batch again: every step checkpointed, nothing runs
     capsys.readouterr()
     assert main(["--lake", str(lake), "flow", "run", flow, "--batch-id", "m1"]) == 0
