@@ -288,7 +288,9 @@ def _write(spark: SparkSession, lake: LakePaths, store: DeltaStore, table: str, 
     columns = {e: tuple((c.name, c.type) for c in s.columns) for e, s in schemas.items()}
     typed = source.rdd.mapPartitions(partial(_typed, resource, columns)).persist(StorageLevel.DISK_ONLY)
     try:
-        counts = dict(typed.map(lambda item: item[0]).countByValue())
+        # countByValue reduces over partitions, and raises on none: Spark can plan an empty source (a batch
+        # whose every change lost to a newer one) with no partition at all
+        counts = dict(typed.map(lambda item: item[0]).countByValue()) if typed.getNumPartitions() else {}
         bad, total = counts.get(_REJECTED, 0), sum(counts.values())
         rejects = spark.createDataFrame(typed.filter(_of(_REJECTED)).map(_row),
                                         NOT_REFINED_DDL, verifySchema=False)
