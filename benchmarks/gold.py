@@ -33,7 +33,6 @@ import datetime as dt
 import functools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -130,12 +129,11 @@ class _Phases:
     """Seconds per phase of a build, by wrapping the functions ``oea_core.gold`` calls (no change to it)."""
 
     def __init__(self) -> None:
-        import oea_core.gold.build as build
-        import oea_core.gold.vault as vault
+        from oea_core.gold import build, vault
 
         self.seconds: dict[str, float] = {}
         self.current = "vault"
-        name = lambda path: str(path).rstrip("/").rsplit("/", 1)[-1]  # noqa: E731
+        name = lambda path: str(path).rstrip("/").rsplit("/", 1)[-1]
         for module, function, label in (
                 (vault, "load_table", lambda a, kw: a[2].target.table),
                 (build, "_scd2", lambda a, kw: a[2]),
@@ -305,8 +303,8 @@ def markdown(report: dict) -> str:
               f"{s['unmatched_clever_rows']['backfill']:,} and {s['unmatched_clever_rows']['with_day']:,} rows of "
               "unmatched or blank-`sis_id` students)."), "",
              "## Rows per table", "",
-             "Written by the build (`GoldResult.tables[...].rows`: a write's rows, or a MERGE's change set) and the "
-             "table's rows after it.", "",
+             ("Written by the build (`GoldResult.tables[...].rows`: a write's rows, or a MERGE's change set) and "
+              "the table's rows after it."), "",
              "| table | full: written | after full | day: written | day: inserted / updated / deleted | after day |",
              "|---|---:|---:|---:|---:|---:|"]
     for table in sorted(set(full["tables"]) | set(day["tables"]), key=lambda t: (not t.startswith(("hub", "link", "sat")), t)):
@@ -316,9 +314,9 @@ def markdown(report: dict) -> str:
                      f"{d.get('rows', 0):,} | {d.get('inserted', 0):,} / {d.get('updated', 0):,} / "
                      f"{d.get('deleted', 0):,} | {day['table_rows'].get(f'{area}/{table}', 0):,} |")
     lines += ["", "## Where the time goes", "",
-              "Wall time per phase (`vault:<table>` is `load_table`; `star:dim_*` the SCD merge; `star:fact_*` "
-              "`sync_rows`, which runs the fact's whole plan; `star:other` computes each fact's date range for "
-              "`dim_date` and the unknown-student count, running the fact plans again).", "",
+              ("Wall time per phase (`vault:<table>` is `load_table`; `star:dim_*` the SCD merge; `star:fact_*` "
+               "`sync_rows`, which runs the fact's whole plan; `star:other` computes each fact's date range for "
+               "`dim_date` and the unknown-student count, running the fact plans again)."), "",
               "| phase | full | day |", "|---|---:|---:|", *_phase_rows(full, day), "",
               ("What was measured: each step in a fresh process on one lake (`benchmarks/gold.py`); times exclude "
                "Spark's start. Peak memory: the process tree's summed PSS, JVM included; the day's covers its "
