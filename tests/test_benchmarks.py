@@ -95,3 +95,39 @@ def test_edfi_scale_benchmark_agrees_with_bare_spark_and_duckdb_table_by_table(t
     assert summary["ours_over_spark_largest"] == pytest.approx(summary["ours_largest_s"] / summary["spark_largest_s"])
     assert summary["day_over_backfill"][0] == pytest.approx(summary["ours_day_s"][0] / summary["ours_backfill_s"])
     assert "| backfill | 6,400 |" in (out / "edfi_scale.md").read_text()
+
+
+GOLD = Path(__file__).parents[1] / "benchmarks" / "gold.py"
+
+
+@pytest.mark.slow
+def test_gold_benchmark_reports_a_full_build_and_a_day_with_consistent_rows(tmp_path):
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, str(GOLD), "--students", "20", "--backfill-days", "2", "--out", str(out),
+                           "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=1800,
+                          check=False)  # ~5 min alone on 2 cores: four Spark starts, about 30 small Delta tables
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "gold.json").read_text())
+    full, day, summary = report["full"], report["day"], report["summary"]
+    assert report["students"] == 20 and report["records"]["edfi_day"] > 20
+    assert summary["day_over_full"] == pytest.approx(day["build_s"] / full["build_s"])
+    assert summary["target_met"] == (summary["day_over_full"] <= 0.1)
+    assert full["build_s"] == pytest.approx(full["vault_s"] + full["star_s"])
+    assert full["checks_failed"] == day["checks_failed"] == 0
+    # the full build wrote every table whole; the vault only grows; a fact gains its inserts and loses its deletes
+    for table, written in full["tables"].items():
+        area = "star" if table.startswith(("dim_", "fact_")) else "vault"
+        assert full["table_rows"][f"{area}/{table}"] == written["rows"] > 0, table
+        after = day["table_rows"][f"{area}/{table}"]
+        if area == "vault":
+            assert after == full["table_rows"][f"vault/{table}"] + day["tables"][table]["rows"], table
+        elif table.startswith("fact_"):
+            change = day["tables"][table]
+            assert after == written["rows"] + change["inserted"] - change["deleted"], table
+    assert full["tables"]["fact_attendance"]["rows"] == 20 * 2  # one event per student and school day
+    assert full["tables"]["hub_student"]["rows"] == 20 and day["tables"]["hub_student"]["rows"] == 1  # a new student
+    # every Clever row of an unmatched or blank sis_id is kept under the unknown student, and only those
+    assert full["unknown_students"] == summary["unmatched_clever_rows"]["backfill"] > 0
+    assert day["unknown_students"] == summary["unmatched_clever_rows"]["with_day"] > full["unknown_students"]
+    assert full["peak_memory_gib"] > 0.1 and set(full["phases"]) >= {"vault:hub_student", "star:fact_attendance"}
+    assert "| **full build** |" in (out / "gold.md").read_text()
