@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from oea_core import LakePathError, LakePaths, view_set_script, views_script
 from oea_core.clever import CleverModule
 from oea_core.sql_views import write_views_script
+from oea_testing import views_by_database
 
 GOLDEN = Path(__file__).parent / "golden" / "clever_views.sql"
 ADLS = LakePaths(account="districtlake01")  # no working copy: no tables to read, as when scripts are made for Synapse
@@ -29,15 +29,7 @@ def test_clever_script_matches_the_golden_file():
 
 def test_pseudonymized_and_lookup_views_live_in_separate_databases():
     script = clever_script(workspace="prod")
-    views = {}
-    database = None
-    for line in script.splitlines():
-        if line.startswith("USE ["):
-            database = line[5:line.index("]")]
-        match = re.match(r"CREATE OR ALTER VIEW \[dbo\]\.\[(\w+)\]", line)
-        if match:
-            views[match.group(1)] = database
-    assert views == {
+    assert views_by_database(script) == {
         "daily_participation_pseudo": "sdb_prod_s2p_clever", "resource_usage_pseudo": "sdb_prod_s2p_clever",
         "daily_participation_lookup": "sdb_prod_s2np_clever", "resource_usage_lookup": "sdb_prod_s2np_clever",
     }

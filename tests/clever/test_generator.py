@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import re
 from datetime import date
 from pathlib import Path
@@ -18,6 +17,7 @@ from oea_core.clever.generator import (
     generate_clever_export,
     object_id_for,
 )
+from oea_testing import digest
 
 DAILY, USAGE = "daily-participation", "resource-usage"
 REPO = Path(__file__).resolve().parents[2]
@@ -179,14 +179,6 @@ def test_roles_with_no_users_are_skipped_and_bad_arguments_rejected(tmp_path):
         generate_clever_export(tmp_path / "y", reports=("attendance",))
     with pytest.raises(ValueError):
         generate_clever_export(tmp_path / "z", students=-1)
-
-
-def digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            h.update(str(path.relative_to(folder)).encode() + path.read_bytes())
-    return h.hexdigest()
 
 
 def test_the_default_export_is_the_committed_sample(tmp_path):

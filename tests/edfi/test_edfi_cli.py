@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 from api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
 
 from oea_core.edfi import generate_edfi, write_edfi_export
+from oea_testing import digest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,14 +60,6 @@ def test_api_without_credentials_is_a_one_line_error(tmp_path):
     assert run.stderr.strip() == ("oea: error: no Ed-Fi API credentials: set OEA_EDFI_CLIENT_ID and "
                                   "OEA_EDFI_CLIENT_SECRET in the environment (they are never taken from the "
                                   "command line)")
-
-
-def digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            h.update(str(path.relative_to(folder)).encode() + path.read_bytes())
-    return h.hexdigest()
 
 
 def test_generator_is_deterministic_and_the_sample_is_its_output(tmp_path):
