@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 
 import pytest
 from gold_data import RAW_STUDENTS, EdFiState, pseudo, student, write_state
@@ -75,6 +76,13 @@ def test_satellites_insert_only_on_a_hashdiff_change_and_a_rerun_or_unchanged_ba
            .where(F.col("load_ts") == F.lit(T2)).collect()}
     assert new == {(hash_key(pseudo("S-1001")), "Male", False), (hash_key(pseudo("S-1003")), None, True)}
     assert result.tables["sat_student_demographics"].rows == 2
-    assert build_vault(lake, "b2", load_ts=T3, store=rs).tables["sat_student_demographics"].skipped
-    assert build_vault(lake, "b3", load_ts=T3, store=rs).rows == 0
+    # b2's checks passed, so its input versions were recorded: a rerun, or a batch with no new input, does nothing
+    rerun, unchanged = (build_vault(lake, b, load_ts=T3, store=rs) for b in ("b2", "b3"))
+    assert rerun.up_to_date and unchanged.up_to_date and not rerun.tables and unchanged.rows == 0
     assert versions(rs, lake) == after
+    os.remove(lake.state_path("gold", "vault_inputs.json"))  # without the record, the batch's app id skips it
+    assert build_vault(lake, "b2", load_ts=T3, store=rs).tables["sat_student_demographics"].skipped
+    write_state(spark, rs, lake, changed.but(students=(student("S-1001", "Female"), student("S-1002", "Male"))))
+    again = build_vault(lake, "b4", load_ts=T3, store=rs)  # an input changed: built, and recorded again
+    assert not again.up_to_date and again.tables["sat_student_demographics"].rows == 1
+    assert build_vault(lake, "b5", load_ts=T3, store=rs).up_to_date

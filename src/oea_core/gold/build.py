@@ -10,7 +10,9 @@ so rerunning a batch writes nothing, and a batch that changed nothing writes not
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +36,10 @@ from .model import (
     SAT_SCHOOL,
     SAT_STUDENT_DEMOGRAPHICS,
     SECTION_ATTRIBUTES,
+    STAR,
     VAULT,
     VAULT_LOADS,
+    VAULT_TABLES,
 )
 from .scd import apply_scd1, apply_scd2
 from .star import current_attributes, star_app_id, star_path, unknown_member, write_dim_date
@@ -56,6 +60,7 @@ class GoldResult:
     tables: dict[str, WriteResult]
     checks: dict[str, int] = field(default_factory=dict)
     unknown_students: int = 0
+    up_to_date: bool = False  # skipped: no input table changed since the last successful build
 
     @property
     def rows(self) -> int:
@@ -78,6 +83,52 @@ def _store(store: DeltaStore | None, engine: str | None) -> DeltaStore:
     return store if store is not None else delta_store(get_spark("oea-gold"), engine)
 
 
+def _inputs(store: DeltaStore, lake: LakePaths, area: str) -> dict[str, int | None] | None:
+    """The Delta version of every table a build of ``area`` reads (None: a lake whose folders cannot be listed)."""
+    if lake.root is None:
+        return None
+    tables = [("stage2p", source, name) for source in (EDFI, CLEVER)
+              for name in sorted(_listdir(lake.path("stage2p", source)))]
+    if area == STAR:
+        tables += [(GOLD_STAGE, VAULT, name) for name in VAULT_TABLES]
+    return {"/".join(t): store.version(lake.table(*t)) for t in tables}
+
+
+def _listdir(folder: str) -> list[str]:
+    try:
+        return [name for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name, "_delta_log"))]
+    except FileNotFoundError:
+        return []
+
+
+def _built_from(lake: LakePaths, area: str) -> str:
+    return lake.state_path("gold", f"{area}_inputs.json")
+
+
+def up_to_date(store: DeltaStore, lake: LakePaths, area: str) -> tuple[bool, dict[str, int | None] | None]:
+    """Whether ``area`` (vault or star) was built from exactly the input versions the lake holds now,
+    and those versions (recorded by :func:`_record_inputs` after a build whose checks passed)."""
+    inputs = _inputs(store, lake, area)
+    if inputs is None:
+        return False, None
+    try:
+        with open(_built_from(lake, area), encoding="utf-8") as f:
+            recorded = json.load(f).get("inputs")
+    except (OSError, ValueError):
+        return False, inputs
+    return recorded == inputs and all(v is not None for v in inputs.values()), inputs
+
+
+def _record_inputs(lake: LakePaths, area: str, batch_id: str, inputs: dict[str, int | None] | None) -> None:
+    if inputs is None:
+        return
+    path = _built_from(lake, area)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({"batch_id": batch_id, "inputs": inputs}, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
 def build_vault(lake: LakePaths | str | None = None, batch_id: str | None = None, *,
                 load_ts: dt.datetime | None = None, store: DeltaStore | None = None, engine: str | None = None,
                 checks: bool = True, context: dict[str, Any] | None = None) -> GoldResult:
@@ -87,9 +138,14 @@ def build_vault(lake: LakePaths | str | None = None, batch_id: str | None = None
     """
     lake, batch_id = _settings(lake, batch_id, context, "build_vault")
     store = _store(store, engine)
+    current, inputs = up_to_date(store, lake, VAULT)
+    if current:
+        log.info("vault: up to date, no input table changed since its last build; nothing to do")
+        return GoldResult({}, up_to_date=True)
     results = load_vault(store, lake, VAULT_LOADS, batch_id, load_ts or dt.datetime.now(dt.timezone.utc))
     counts = run_checks(store, lake, VAULT_CHECKS) if checks else {}
     raise_on_failures(counts, f"vault batch {batch_id}")
+    _record_inputs(lake, VAULT, batch_id, inputs if checks else None)
     return GoldResult(results, counts)
 
 
@@ -151,8 +207,12 @@ def build_star(lake: LakePaths | str | None = None, batch_id: str | None = None,
     from pyspark.sql import functions as F
 
     lake, batch_id = _settings(lake, batch_id, context, "build_star")
-    store = _store(store, engine)
     day = _as_date(effective_date)
+    store = _store(store, engine)
+    current, inputs = up_to_date(store, lake, STAR)
+    if current:
+        log.info("star: up to date, no input table changed since its last build; nothing to do")
+        return GoldResult({}, up_to_date=True)
     results = _dimensions(store, lake, day, batch_id)
     dim_student, dim_school = store.read(star_path(lake, "dim_student")), store.read(star_path(lake, "dim_school"))
     spans = facts.enrollments(_read(store, lake.table(GOLD_STAGE, VAULT, LINK_ENROLLMENT.table), "run build_vault"),
@@ -186,6 +246,7 @@ def build_star(lake: LakePaths | str | None = None, batch_id: str | None = None,
                                   metadata=metadata, partition_by=partitions)
     counts = run_checks(store, lake, STAR_CHECKS) if checks else {}
     raise_on_failures(counts, f"star batch {batch_id}")
+    _record_inputs(lake, STAR, batch_id, inputs if checks else None)
     return GoldResult(results, counts, unknown)
 
 
