@@ -41,3 +41,17 @@ def views_by_database(script: str) -> dict[str, str | None]:
         if match:
             views[match.group(1)] = database
     return views
+
+
+def secrets_found(secrets: dict[str, str], *roots: Path, texts: tuple[str, ...] = ()) -> list[str]:
+    """Where any of ``secrets`` (label: value) appears: each file under ``roots`` (run logs, executed
+    notebooks, logs, data) and each of ``texts`` (captured output, exception texts), as ``where: label``."""
+    found = []
+    for root in roots:
+        for path in sorted(root.rglob("*")) if root.is_dir() else [root]:
+            if path.is_file():
+                data = path.read_bytes()
+                found += [f"{path}: {label}" for label, value in secrets.items() if value.encode() in data]
+    for number, text in enumerate(texts):
+        found += [f"text {number}: {label}" for label, value in secrets.items() if value in text]
+    return found

@@ -223,9 +223,16 @@ def lake_database_ddl(lake: LakePaths, source: str, tables: list[tuple[str, str]
 
 
 def write_views_script(script: str, out_dir: str, source: str) -> str:
-    """Write ``<out_dir>/<source>_views.sql``; returns its path."""
+    """Write ``<out_dir>/<source>_views.sql`` (left alone when it already holds ``script``); returns its path."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{sql_name(source, 'source')}_views.sql")
-    with open(path, "w", encoding="utf-8") as handle:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == script:
+                return path
+    except FileNotFoundError:
+        pass
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
         handle.write(script)
+    os.replace(path + ".tmp", path)
     return path

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from oea_core.cli import main
+from oea_testing import secrets_found
 
 REPO = Path(__file__).resolve().parents[2]
 SALT = "flow-salt-4b7e21"
@@ -117,7 +118,8 @@ def test_shipped_main_flow_builds_the_vault_and_the_star_on_the_samples(tmp_path
     star_views = (tmp_path / "sql_views" / "star_views.sql").read_text(encoding="utf-8")
     assert "sdb_dev_s3p_star" in star_views and "stage3p/star/fact_digital_activity" in star_views
     assert (tmp_path / "sql_views" / "vault_views.sql").is_file()
+    # the salt reached no run log, executed notebook, view script or output
+    assert secrets_found({"salt": SALT}, tmp_path, texts=(capsys.readouterr().out,)) == []
     # the same batch again: every step checkpointed, nothing runs
-    capsys.readouterr()
     assert main(["--lake", str(lake), "flow", "run", flow, "--batch-id", "m1"]) == 0
     assert "(7 cached)" in capsys.readouterr().out

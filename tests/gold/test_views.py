@@ -126,6 +126,9 @@ def test_the_flow_step_and_oea_views_write_the_gold_scripts(built, tmp_path, cap
         written = (tmp_path / "flow" / f"{area}_views.sql").read_text(encoding="utf-8")
         assert written == view_set_script(built, area, account="yourstorageaccount")
     assert write_views(["star"], out=str(tmp_path / "one"), gold=True, context={"lake": built}) == count
+    stamp = (tmp_path / "flow" / "star_views.sql").stat().st_mtime_ns
+    assert write_views(gold=True, out=str(tmp_path / "flow"), context={"lake": built}) == 0  # same text: left alone
+    assert (tmp_path / "flow" / "star_views.sql").stat().st_mtime_ns == stamp
     with pytest.raises(FlowError, match="write_views has nothing to write: give the step parameters modules"):
         write_views(context={"lake": built})
     assert main(["--lake", built.root, "views", "star", "--out", str(tmp_path / "cli")]) == 0

@@ -35,6 +35,15 @@ if TYPE_CHECKING:
     MergeClauses = Callable[[TableMerger], TableMerger]
 
 
+def table_version(path: str) -> int | None:
+    """The current version of the Delta table at local ``path`` (None when there is none), read by delta-rs
+    without Spark; either engine's tables (delta-rs reads what Delta Lake's Spark writer commits)."""
+    log = os.path.join(path, "_delta_log")
+    if not (os.path.isdir(log) and any(name.endswith(".json") for name in os.listdir(log))):
+        return None
+    return RsTable(path).version()
+
+
 class DeltaRsStore(DeltaStore):
     """Delta IO with delta-rs commits; the embedded lake's engine when the benchmark says so."""
 
@@ -53,8 +62,7 @@ class DeltaRsStore(DeltaStore):
         return os.path.isdir(log) and any(name.endswith(".json") for name in os.listdir(log))
 
     def version(self, path: str) -> int | None:
-        table = self._table(path)
-        return None if table is None else table.version()
+        return table_version(path)
 
     def applied(self, path: str, app_id: str) -> bool:
         table = self._table(path)

@@ -16,7 +16,8 @@ log = logging.getLogger("oea")
 def write_views(modules: list[str] | None = None, out: str = "sql_views", account: str | None = None,
                 workspace: str = "dev", gold: bool = False, context: dict[str, Any] | None = None) -> int:
     """Write ``<out>/<name>_views.sql`` for each module over the run's lake, and with ``gold`` also
-    ``vault_views.sql`` and ``star_views.sql`` (the gold layer's databases); returns the number of views.
+    ``vault_views.sql`` and ``star_views.sql`` (the gold layer's databases); returns the number of views in
+    the scripts it wrote (a script that already holds the same text is left alone and counts none).
 
     ``modules`` may name the gold areas (``vault``, ``star``) too. Raises FlowError without ``context``
     (a flow step passes it) or with nothing to write.
@@ -33,7 +34,19 @@ def write_views(modules: list[str] | None = None, out: str = "sql_views", accoun
     for name in names:
         tables = view_tables(lake, name)
         script = view_set_script(lake, name, account=account, workspace=workspace)
+        before = _text(os.path.join(out, f"{name}_views.sql"))
         path = write_views_script(script, out, name)
+        if before == script:
+            log.info("%s is up to date (%d views)", path, len(tables))
+            continue
         log.info("wrote %s (%d views)", path, len(tables))
         views += len(tables)
     return views
+
+
+def _text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..delta import delta_store
+from ..delta.rs import table_version
 from ..errors import GoldError
 from ..paths import LakePaths
 from ..spark import get_spark
@@ -83,7 +84,7 @@ def _store(store: DeltaStore | None, engine: str | None) -> DeltaStore:
     return store if store is not None else delta_store(get_spark("oea-gold"), engine)
 
 
-def _inputs(store: DeltaStore, lake: LakePaths, area: str) -> dict[str, int | None] | None:
+def _inputs(lake: LakePaths, area: str) -> dict[str, int | None] | None:
     """The Delta version of every table a build of ``area`` reads (None: a lake whose folders cannot be listed)."""
     if lake.root is None:
         return None
@@ -91,7 +92,7 @@ def _inputs(store: DeltaStore, lake: LakePaths, area: str) -> dict[str, int | No
               for name in sorted(_listdir(lake.path("stage2p", source)))]
     if area == STAR:
         tables += [(GOLD_STAGE, VAULT, name) for name in VAULT_TABLES]
-    return {"/".join(t): store.version(lake.table(*t)) for t in tables}
+    return {"/".join(t): table_version(lake.table(*t)) for t in tables}
 
 
 def _listdir(folder: str) -> list[str]:
@@ -105,10 +106,10 @@ def _built_from(lake: LakePaths, area: str) -> str:
     return lake.state_path("gold", f"{area}_inputs.json")
 
 
-def up_to_date(store: DeltaStore, lake: LakePaths, area: str) -> tuple[bool, dict[str, int | None] | None]:
-    """Whether ``area`` (vault or star) was built from exactly the input versions the lake holds now,
-    and those versions (recorded by :func:`_record_inputs` after a build whose checks passed)."""
-    inputs = _inputs(store, lake, area)
+def up_to_date(lake: LakePaths, area: str) -> tuple[bool, dict[str, int | None] | None]:
+    """Whether ``area`` (vault or star) was built from exactly the input versions the lake holds now, and
+    those versions (recorded after a build whose checks passed). Reads Delta logs only: no Spark."""
+    inputs = _inputs(lake, area)
     if inputs is None:
         return False, None
     try:
@@ -137,11 +138,11 @@ def build_vault(lake: LakePaths | str | None = None, batch_id: str | None = None
     Raises GoldError for a missing setting or input, DataQualityError when a check finds offending rows.
     """
     lake, batch_id = _settings(lake, batch_id, context, "build_vault")
-    store = _store(store, engine)
-    current, inputs = up_to_date(store, lake, VAULT)
+    current, inputs = up_to_date(lake, VAULT)
     if current:
         log.info("vault: up to date, no input table changed since its last build; nothing to do")
         return GoldResult({}, up_to_date=True)
+    store = _store(store, engine)
     results = load_vault(store, lake, VAULT_LOADS, batch_id, load_ts or dt.datetime.now(dt.timezone.utc))
     counts = run_checks(store, lake, VAULT_CHECKS) if checks else {}
     raise_on_failures(counts, f"vault batch {batch_id}")
@@ -208,11 +209,11 @@ def build_star(lake: LakePaths | str | None = None, batch_id: str | None = None,
 
     lake, batch_id = _settings(lake, batch_id, context, "build_star")
     day = _as_date(effective_date)
-    store = _store(store, engine)
-    current, inputs = up_to_date(store, lake, STAR)
+    current, inputs = up_to_date(lake, STAR)
     if current:
         log.info("star: up to date, no input table changed since its last build; nothing to do")
         return GoldResult({}, up_to_date=True)
+    store = _store(store, engine)
     results = _dimensions(store, lake, day, batch_id)
     dim_student, dim_school = store.read(star_path(lake, "dim_student")), store.read(star_path(lake, "dim_school"))
     spans = facts.enrollments(_read(store, lake.table(GOLD_STAGE, VAULT, LINK_ENROLLMENT.table), "run build_vault"),

@@ -1,0 +1,118 @@
+"""The nightly production run's steps (``flows/production_flow.yaml``), as flow ``python`` callables.
+
+Each step does its part only when there is something new for it, and decides that before Spark starts:
+
+- :func:`land_clever_sftp` pulls Clever's reports from the SFTP drop (``OEA_CLEVER_SFTP_URL``), downloading
+  only files not landed before; :func:`land_edfi_api` lands the Ed-Fi API's changes since the last
+  landed change version (``OEA_EDFI_API_URL``). A source whose setting is empty is skipped, logged.
+- :func:`ingest_new` ingests (and for Ed-Fi refines) a source only when ``stage1np/<source>`` holds batches
+  it has not ingested since its last successful ingest (recorded in ``oea-framework/production/``).
+- the gold builds skip themselves when no input table changed (:func:`oea_core.gold.up_to_date`).
+
+So a night with nothing new downloads nothing, starts no Spark session and writes no table. A failed
+night records nothing, so the next run (or a rerun of its batch id) picks the work up again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from . import sources
+from .errors import FlowError
+from .ingest import DEFAULT_MAX_REJECT_SHARE
+from .paths import LakePaths
+
+log = logging.getLogger("oea")
+CLEVER_SFTP_ENV = "OEA_CLEVER_SFTP_URL"
+EDFI_API_ENV = "OEA_EDFI_API_URL"
+
+
+def _lake(context: dict[str, Any] | None, what: str) -> LakePaths:
+    if not context or context.get("lake") is None:
+        raise FlowError(f"{what} runs as a flow python step, which passes it the run's context (the lake)")
+    lake = context["lake"]
+    return lake if isinstance(lake, LakePaths) else LakePaths.from_setting(lake)
+
+
+def land_clever_sftp(url: str = "", context: dict[str, Any] | None = None) -> int:
+    """Land Clever's new reports from ``url`` (default ``$OEA_CLEVER_SFTP_URL``); returns the files landed."""
+    lake = _lake(context, "land_clever_sftp")
+    url = url or os.environ.get(CLEVER_SFTP_ENV, "")
+    if not url:
+        log.info("Clever SFTP: no URL (set %s or the step's url); nothing to land", CLEVER_SFTP_ENV)
+        return 0
+    from .sftp import land_sftp
+
+    result = land_sftp(lake, url)
+    log.info("%s", result.summary())
+    return len(result.landed.landed) if result.landed is not None else 0
+
+
+def land_edfi_api(api_url: str = "", resources: list[str] | None = None,
+                  context: dict[str, Any] | None = None) -> int:
+    """Land the Ed-Fi API's changes (``api_url``, default ``$OEA_EDFI_API_URL``); returns the batches landed.
+
+    Credentials: ``OEA_EDFI_CLIENT_ID``/``OEA_EDFI_CLIENT_SECRET``, or Key Vault (``OEA_KEYVAULT_URL``).
+    """
+    lake = _lake(context, "land_edfi_api")
+    api_url = api_url or os.environ.get(EDFI_API_ENV, "")
+    if not api_url:
+        log.info("Ed-Fi API: no URL (set %s or the step's api_url); nothing to land", EDFI_API_ENV)
+        return 0
+    from .edfi import EdFiModule
+
+    result = EdFiModule(lake=lake).land(api=api_url, resources=resources, batch_id=(context or {}).get("batch_id"))
+    log.info("%s", result.summary())
+    return len(result.batches)
+
+
+def _record(lake: LakePaths, source: str) -> str:
+    return lake.state_path("production", f"{source}_ingested.json")
+
+
+def landed_batches(lake: LakePaths, source: str) -> list[str]:
+    """Every landed batch of ``source`` (the folders holding a ``_manifest.json``), relative to its stage1np folder."""
+    root = lake.path("stage1np", source)
+    found = []
+    for folder, _dirs, files in os.walk(root):
+        if "_manifest.json" in files:
+            found.append(os.path.relpath(folder, root).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def pending(lake: LakePaths, source: str) -> bool:
+    """Whether ``source`` has landed batches its last successful :func:`ingest_new` did not see (always
+    true on a cloud lake, whose working copy is brought up to date by the ingest itself)."""
+    if lake.root is None or lake.account is not None:
+        return True
+    try:
+        with open(_record(lake, source), encoding="utf-8") as f:
+            seen = json.load(f).get("batches")
+    except (OSError, ValueError):
+        return bool(landed_batches(lake, source))
+    return seen != landed_batches(lake, source)
+
+
+def ingest_new(module: str, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE,
+               context: dict[str, Any] | None = None) -> int:
+    """Ingest (and refine) ``module``'s new batches; returns the rows written. Does nothing, without starting
+    Spark, when nothing was landed since its last successful run."""
+    lake = _lake(context, "ingest_new")
+    if not pending(lake, module):
+        log.info("%s: nothing landed since its last ingest; nothing to do", module)
+        return 0
+    batches = landed_batches(lake, module) if lake.root is not None else []
+    with sources.create(module, lake=lake) as source:
+        results = source.ingest(max_reject_share=max_reject_share)
+    for result in results:
+        log.info("%s", result.describe())
+    if lake.root is not None and lake.account is None:
+        path = _record(lake, module)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump({"batch_id": (context or {}).get("batch_id"), "batches": batches}, f, indent=1)
+        os.replace(path + ".tmp", path)
+    return sum(result.rows for result in results)
