@@ -181,7 +181,7 @@ def _error(exc: BaseException, url: str, name: str) -> KeyVaultError:
         reason, message = "unreachable", (f"{where}: the vault cannot be reached, {_unreachable_kind(exc)}: check "
                                           f"{VAULT_URL_ENV}, DNS, the network and TLS")
     elif isinstance(exc, azure.HttpResponseError):
-        reason, message = "failed", f"{where}: the vault answered HTTP {exc.status_code}"
+        reason, message = "failed", f"{where}: the vault answered HTTP {exc.status_code} ({type(exc).__name__})"
     else:
         reason, message = "failed", (f"could not read {where}: {type(exc).__name__}; check the vault URL, the "
                                      "secret's name and your access")
