@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,9 @@ from oea_core.edfi.api import EdFiClient
 from oea_core.errors import KeyVaultError
 from oea_core.flow.datasources import jdbc_options
 from oea_core.flow.model import Datasource, Secret
+from oea_core.synapse.notebooks import SYNAPSE_SETUP
+
+REPO = Path(__file__).resolve().parents[1]
 
 SALT_VALUE = "kv-salt-value-3f9a1c77e2"
 CLIENT_ID = "edfi-client-id-4471"
@@ -172,3 +177,10 @@ def test_without_vault_or_variables_the_edfi_error_names_both_ways(monkeypatch):
                                            r"OEA_EDFI_CLIENT_SECRET in the environment, or OEA_KEYVAULT_URL to a Key "
                                            r"Vault holding secrets oeaEdFiClientId and oeaEdFiClientSecret"):
         EdFiClient("https://edfi.example/api")
+
+
+def test_the_synapse_setup_and_docs_read_the_same_secrets_into_the_same_variables():
+    pairs = {secret: env for env, secret in re.findall(r'\("(\w+)", "(\w+)"\)', SYNAPSE_SETUP)}
+    assert pairs == keyvault.ENV_VARIABLES
+    table = (REPO / "docs" / "synapse.md").read_text(encoding="utf-8")
+    assert all(f"`{name}`" in table for name in keyvault.ENV_VARIABLES)
