@@ -128,9 +128,11 @@ def test_the_secret_names_and_their_variables_are_exported():
     ("expired", (r"^secret 'oeaSalt' in Key Vault {url}: authentication failed, the vault refused the token "
                 r"\(expired, revoked or from another tenant\): sign in again")),
     ("garbled", r"^secret 'oeaSalt' in Key Vault {url}: the vault answered HTTP 200 \(DecodeError\)$"),
-])
-def test_a_vault_that_does_not_give_the_salt_is_one_line_naming_vault_and_secret(vault, lake, caplog, case,
-                                                                                  expected):
+    ("no token", (r"^secret 'oeaSalt' in Key Vault {url}: authentication failed, no Azure credential could get a "
+                  r"token \(ClientAuthenticationError\): sign in again")),
+], ids=["missing", "forbidden", "expired", "garbled", "no token"])
+def test_a_vault_that_does_not_give_the_salt_is_one_line_naming_vault_and_secret(vault, lake, caplog, monkeypatch,
+                                                                                  case, expected):
     vault.secrets["other"] = "another-secret-value-77"
     if case != "missing":
         vault.secrets[keyvault.SALT] = SALT_VALUE
@@ -138,12 +140,16 @@ def test_a_vault_that_does_not_give_the_salt_is_one_line_naming_vault_and_secret
         vault.forbidden.add(keyvault.SALT)
     elif case == "expired":
         vault.token_lifetime = -60  # the identity endpoint's tokens are already expired when the vault sees them
+    elif case == "no token":
+        monkeypatch.setenv("IDENTITY_HEADER", "not-the-header")  # the identity endpoint refuses: no token at all
+        keyvault._forget_clients()
     elif case == "garbled":
         vault.garbled.add(keyvault.SALT)  # 200, but the body is not JSON (and holds the value)
     with pytest.raises(SaltError, match=expected.format(url=vault.url)) as info:
         get_salt(lake, environ={"OEA_KEYVAULT_URL": vault.url})
     assert isinstance(info.value.__cause__, KeyVaultError) and info.value.__cause__.reason == {
-        "missing": "not_found", "forbidden": "forbidden", "expired": "authentication", "garbled": "failed"}[case]
+        "missing": "not_found", "forbidden": "forbidden", "expired": "authentication", "garbled": "failed",
+        "no token": "authentication"}[case]
     assert_one_clean_line(info.value, vault.url, keyvault.SALT, caplog, SALT_VALUE, "another-secret-value-77")
     assert not os.path.exists(lake.secret_file)
 

@@ -79,8 +79,9 @@ def read_secret(url: str, name: str) -> str:
     Raises KeyVaultError (one line, naming the vault and the secret) when it is missing, empty, forbidden,
     the sign-in fails or the vault cannot be reached.
     """
+    client = _client(url)  # no network yet; a missing SDK is a MissingExtraError, not a vault error
     try:
-        value = _client(url).get_secret(name).value
+        value = client.get_secret(name).value
     except Exception as exc:  # the SDK raises many types; map them, and keep the cause without its text
         _scrub(exc)
         raise _error(exc, url, name) from exc
@@ -141,6 +142,8 @@ def _scrub(exc: BaseException) -> None:
             current.error = None  # type: ignore[attr-defined]
         else:
             text = redact(str(current).splitlines()[0] if str(current) else "")[:300]
+        if isinstance(getattr(current, "doc", None), str):  # json's decode errors keep the whole body
+            current.doc = ""  # type: ignore[attr-defined]
         try:
             current.args = (text,)
             for attribute in ("message", "exc_msg"):
