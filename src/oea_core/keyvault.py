@@ -182,7 +182,7 @@ def _error(exc: BaseException, url: str, name: str) -> KeyVaultError:
                                              "(az login), or check the managed identity or AZURE_* variables")
     elif isinstance(exc, (azure.ServiceRequestError, azure.ServiceResponseError)):
         reason, message = "unreachable", (f"{where}: the vault cannot be reached, {_unreachable_kind(exc)}: check "
-                                          f"{VAULT_URL_ENV}, DNS, the network and TLS")
+                                          "the vault URL, DNS, the network and TLS")
     elif isinstance(exc, azure.HttpResponseError):
         reason, message = "failed", f"{where}: the vault answered HTTP {exc.status_code} ({type(exc).__name__})"
     else:
