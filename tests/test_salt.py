@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from oea_core import LakePaths, Salt, SaltError, get_salt
+from oea_core import redaction as redaction_module
 from oea_core import salt as salt_module
-from oea_core.salt import redact, remember_secret
+from oea_core.redaction import redact, remember_secret
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_SALT = "from-env-salt-77aa"
@@ -29,8 +30,8 @@ OTHER_SALT = "a-different-salt-9f3c"
 @pytest.fixture(autouse=True)
 def _own_redaction_registry(monkeypatch):
     """Salts registered here ("x", "salt") must not leak into other tests' redaction."""
-    monkeypatch.setattr(salt_module, "_SEEN", set())
-    monkeypatch.setattr(salt_module, "_SECRETS", set())
+    monkeypatch.setattr(redaction_module, "_SEEN", set())
+    monkeypatch.setattr(redaction_module, "_SECRETS", set())
     monkeypatch.delenv("OEA_ALLOW_SHORT_SALT", raising=False)
 
 
@@ -82,7 +83,7 @@ def test_adls_lake_needs_env_or_keyvault():
 
 def test_unreachable_keyvault_is_a_clear_error_without_the_salt_file(lake):
     url = "https://127.0.0.1:9/"
-    with pytest.raises(SaltError, match="could not read secret 'oeaSalt' from Key Vault https://127.0.0.1:9/"):
+    with pytest.raises(SaltError, match=r"^secret 'oeaSalt' in Key Vault https://127.0.0.1:9/: the vault cannot be reached"):
         get_salt(lake, environ={"OEA_KEYVAULT_URL": url})
     assert not os.path.exists(lake.secret_file)
 

@@ -29,8 +29,8 @@ from .leftovers import find_leftovers, remove_leftovers
 from .lock import WAIT_SETTING, lake_lock, pull_source, source_run
 from .notebook_run import default_notebooks_dir, execute_notebook
 from .paths import LakePaths
+from .redaction import redact
 from .run_summary import summarize
-from .salt import redact
 from .sources import sources
 from .sql_preview import SqlPreview
 from .sql_views import write_views_script

@@ -31,6 +31,19 @@ class SaltError(OEAError):
     """The pseudonymization salt is missing, empty, unreadable, too short, or not the lake's salt."""
 
 
+class KeyVaultError(OEAError):
+    """A Key Vault secret could not be read. The message names the vault and the secret, never a value.
+
+    ``reason`` is one of ``not_found``, ``forbidden``, ``authentication``, ``unreachable``, ``empty``, ``failed``.
+    """
+
+    def __init__(self, message: str, *, vault: str, secret: str, reason: str) -> None:
+        super().__init__(message)
+        self.vault = vault
+        self.secret = secret
+        self.reason = reason
+
+
 class LandingError(OEAError):
     """Files could not be landed in stage1np."""
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 EXTRAS = {
     "duckdb": ("preview", "the SQL preview (oea sql)"),
     "azure.identity": ("azure", "signing in to Azure (Key Vault secrets, an ADLS Gen2 lake)"),
+    "azure.core.exceptions": ("azure", "telling Key Vault's errors apart (not found, forbidden, unreachable)"),
     "adlfs": ("azure", "an ADLS Gen2 lake (--lake abfss://...)"),
     "azure.keyvault.secrets": ("azure", "reading Key Vault secrets (the salt, a flow datasource's password)"),
     "azure.synapse.artifacts": ("synapse", "validating Synapse pipeline templates (oea synapse template)"),

@@ -13,25 +13,24 @@ from __future__ import annotations
 
 import base64
 import datetime
-import functools
 import hashlib
 import hmac
 import json
 import logging
 import os
-import re
 import secrets
 import socket
 from typing import TYPE_CHECKING, TypedDict
 
-from .errors import SaltError
-from .extras import require
+from . import keyvault
+from .errors import KeyVaultError, SaltError
 from .paths import STAGES, LakePaths
+from .redaction import remember_salt
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-KEYVAULT_SECRET_NAME = "oeaSalt"
+KEYVAULT_SECRET_NAME = keyvault.SALT
 MIN_SALT_LENGTH = 16
 ALLOW_SHORT_ENV = "OEA_ALLOW_SHORT_SALT"
 FINGERPRINT_FILE = "salt_fingerprint.json"  # in the lake's bookkeeping: LakePaths.state_path
@@ -39,7 +38,6 @@ _ALGORITHM, _VERSION, _ITERATIONS = "pbkdf2-hmac-sha256", 1, 200_000
 _LABEL = b"oea-core salt fingerprint v1:"
 _MAKE_ONE = ('python -c "import secrets,base64;'
              'print(base64.b64encode(secrets.token_bytes(16)).decode())"')
-_SEEN: set[str] = set()  # salts created in this process, so error text can be scrubbed of them
 log = logging.getLogger("oea")
 
 
@@ -72,7 +70,7 @@ class Salt:
             raise SaltError(f"the salt from {origin} is empty: set a non-empty salt there")
         self._value = value
         self.origin = origin
-        _SEEN.add(value)
+        remember_salt(value)
 
     def reveal(self) -> str:
         """The salt's text, for hashing only."""
@@ -82,52 +80,6 @@ class Salt:
         return f"Salt(origin={self.origin!r}, value=<hidden>)"
 
     __str__ = __repr__
-
-
-_SECRETS: set[str] = set()
-# Values this long are redacted wherever they occur; shorter ones only as whole tokens (not next to a
-# letter, digit or '_'), so a short value never garbles the words around it ("exist" with salt "x").
-_REDACT_ANYWHERE_MIN = 8
-
-
-def remember_secret(value: str | None) -> None:
-    """Have :func:`redact` hide ``value`` (an API secret or token) from now on."""
-    if value and len(value) >= 4:
-        _SECRETS.add(value)
-
-
-@functools.lru_cache(maxsize=8)
-def _redaction(values: tuple[tuple[str, str], ...]) -> tuple[re.Pattern[str], dict[str, str]]:
-    parts = [re.escape(v) if len(v) >= _REDACT_ANYWHERE_MIN else rf"(?<!\w){re.escape(v)}(?!\w)"
-             for v, _ in values]
-    return re.compile("|".join(parts)), dict(values)
-
-
-def redact(text: str) -> str:
-    """``text`` with every salt (``<salt>``) and remembered secret (``<secret>``) replaced, for errors and logs.
-
-    One pass, longest value first, so a replacement is never scanned again.
-    """
-    labels = {v: "<secret>" for v in _SECRETS} | {v: "<salt>" for v in _SEEN}
-    if not labels or not text:
-        return text
-    pattern, label = _redaction(tuple(sorted(labels.items(), key=lambda kv: (-len(kv[0]), kv[0]))))
-    return pattern.sub(lambda m: label[m.group(0)], text)
-
-
-def _from_keyvault(url: str) -> str:
-    DefaultAzureCredential = require("azure.identity").DefaultAzureCredential
-    SecretClient = require("azure.keyvault.secrets").SecretClient
-    try:
-        value = SecretClient(vault_url=url, credential=DefaultAzureCredential()).get_secret(
-            KEYVAULT_SECRET_NAME
-        ).value
-    except Exception as exc:  # the SDK raises many types; keep the cause, not the value
-        raise SaltError(
-            f"could not read secret {KEYVAULT_SECRET_NAME!r} from Key Vault {url}: {type(exc).__name__}; "
-            "check the vault URL and your access"
-        ) from exc
-    return value or ""  # a secret without a value: Salt() refuses it as empty
 
 
 def _how_to_supply(lake: LakePaths) -> str:
@@ -270,13 +222,15 @@ def get_salt(lake: LakePaths, environ: Mapping[str, str] | None = None) -> Salt:
     Raises SaltError when none can be had, it is empty or too short, or it is not the lake's salt.
     """
     env = os.environ if environ is None else environ
-    if "OEA_SALT" in env:
-        salt = Salt(env["OEA_SALT"], "environment variable OEA_SALT")
-    elif env.get("OEA_KEYVAULT_URL"):
-        url = env["OEA_KEYVAULT_URL"]
-        salt = Salt(_from_keyvault(url), f"Key Vault {url} secret {KEYVAULT_SECRET_NAME}")
+    try:
+        found = keyvault.secret(keyvault.SALT, environ=env)
+    except KeyVaultError as exc:
+        raise SaltError(str(exc)) from exc
+    if found is not None:
+        salt = Salt(found.value, found.origin)
     elif not lake.is_local:
-        raise SaltError("no salt for an ADLS lake: set OEA_SALT or OEA_KEYVAULT_URL (secret 'oeaSalt')")
+        raise SaltError(f"no salt for an ADLS lake: set {keyvault.SALT_ENV} or {keyvault.VAULT_URL_ENV} "
+                        f"(secret {keyvault.SALT!r})")
     else:
         salt = Salt(_from_file(lake), f"salt file {lake.secret_file}")
     _check_length(salt, env)

@@ -18,11 +18,11 @@ import pytest
 from test_flow_run import statuses
 
 from oea_core import LakePaths
+from oea_core import keyvault as keyvault_module
 from oea_core.flow import FlowError, FlowRun, load_flow
-from oea_core.flow import datasources as datasources_module
 from oea_core.flow.datasources import jdbc_options
 from oea_core.flow.model import Datasource, Secret
-from oea_core.salt import redact
+from oea_core.redaction import redact
 
 PASSWORD = "pa55-w0rd-from-the-env"  # looked for in the run log
 
@@ -357,16 +357,19 @@ def test_a_keyvault_secret_is_read_with_the_azure_sdk(monkeypatch):
             return type("KeyVaultSecret", (), {"value": "kv-value-0123456789"})()
 
     modules = {"azure.identity": type("identity", (), {"DefaultAzureCredential": object}),
-               "azure.keyvault.secrets": type("secrets", (), {"SecretClient": Client})}
-    monkeypatch.setattr(datasources_module, "require", modules.__getitem__)
+               "azure.keyvault.secrets": type("secrets", (), {"SecretClient": Client}),
+               "azure.core.exceptions": pytest.importorskip("azure.core.exceptions")}
+    monkeypatch.setattr(keyvault_module, "require", modules.__getitem__)
+    keyvault_module._forget_clients()  # a client cached by another test is not this fake
     datasource = Datasource("sis", "jdbc:postgresql://db/sis", None, Secret(vault="oea-kv", secret="sis-password"))
     assert jdbc_options(datasource, {"table": "t"}, {})["password"] == "kv-value-0123456789"
     assert seen == {"url": "https://oea-kv.vault.azure.net", "secret": "sis-password"}
     assert redact("kv-value-0123456789") == "<secret>"
     missing = Datasource("sis", "jdbc:x", None, Secret(vault="https://kv.example", secret="missing"))
-    with pytest.raises(FlowError, match=r"datasource sis: could not read its password, Key Vault secret 'missing' "
-                                        r"from https://kv.example: LookupError; check the vault"):
+    with pytest.raises(FlowError, match=r"^datasource sis: its password: could not read secret 'missing' in Key "
+                                        r"Vault https://kv.example: LookupError; check the vault URL"):
         jdbc_options(missing, {"table": "t"}, {})
+    keyvault_module._forget_clients()
 
 
 JDBC_FLOW = """\

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 from ..errors import CommitConflictError, DeltaTableError
-from ..salt import redact
+from ..redaction import redact
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -8,20 +8,20 @@ The client key, secret and token never appear in logs or errors.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import EdFiApiError
-from ..salt import redact, remember_secret
+from .. import keyvault
+from ..errors import EdFiApiError, KeyVaultError
+from ..redaction import redact, remember_secret
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 log = logging.getLogger("oea")
-CLIENT_ID_ENV = "OEA_EDFI_CLIENT_ID"
-CLIENT_SECRET_ENV = "OEA_EDFI_CLIENT_SECRET"
+CLIENT_ID_ENV = keyvault.EDFI_CLIENT_ID_ENV
+CLIENT_SECRET_ENV = keyvault.EDFI_CLIENT_SECRET_ENV
 DEFAULT_PAGE_SIZE = 500
 PAGED_KINDS = ("upserts", "deletes", "keyChanges")  # a resource, its /deletes, its /keyChanges
 
@@ -47,11 +47,13 @@ class EdFiClient:
         import requests
 
         self.base_url = base_url.rstrip("/")
-        self.client_id = client_id or os.environ.get(CLIENT_ID_ENV)
-        self._secret = client_secret or os.environ.get(CLIENT_SECRET_ENV)
+        self.client_id = client_id or _credential(keyvault.EDFI_CLIENT_ID)
+        self._secret = client_secret or _credential(keyvault.EDFI_CLIENT_SECRET)
         if not self.client_id or not self._secret:
             raise EdFiApiError(f"no Ed-Fi API credentials: set {CLIENT_ID_ENV} and {CLIENT_SECRET_ENV} in the "
-                               "environment (they are never taken from the command line)")
+                               f"environment, or {keyvault.VAULT_URL_ENV} to a Key Vault holding secrets "
+                               f"{keyvault.EDFI_CLIENT_ID} and {keyvault.EDFI_CLIENT_SECRET} (they are never taken "
+                               "from the command line)")
         remember_secret(self._secret)
         self.page_size = page_size
         self.max_retries = max_retries
@@ -231,3 +233,12 @@ def _hint(status: int) -> str:
     if status == 404:
         return "; check the API URL and that the resource exists in this API version"
     return ""
+
+
+def _credential(name: str) -> str | None:
+    """Ed-Fi credential ``name`` from its environment variable or Key Vault; None when neither is set."""
+    try:
+        found = keyvault.secret(name)
+    except KeyVaultError as exc:
+        raise EdFiApiError(f"Ed-Fi API credentials: {exc}") from exc
+    return found.value if found else None

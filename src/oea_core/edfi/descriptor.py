@@ -42,7 +42,8 @@ DESCRIPTOR = ModuleDescriptor(
     pipeline_parameters={"apiUrl": {"type": "string", "defaultValue": ""}},
     land_options=(
         CliOption(("--api",), {"metavar": "URL", "help": "land from this Ed-Fi ODS/API (credentials from "
-                                                           "$OEA_EDFI_CLIENT_ID and $OEA_EDFI_CLIENT_SECRET)"}),
+                                                           "$OEA_EDFI_CLIENT_ID and $OEA_EDFI_CLIENT_SECRET, or "
+                                                           "Key Vault $OEA_KEYVAULT_URL)"}),
         CliOption(("--resources",), {"type": _resources, "help": "with --api: comma-separated resources "
                                                                  "(default: all the module supports)"}),
         CliOption(("--page-size",), {"type": int, "default": DEFAULT_PAGE_SIZE,

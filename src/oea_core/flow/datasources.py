@@ -22,9 +22,9 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FlowError
-from ..extras import require
-from ..salt import remember_secret
+from .. import keyvault
+from ..errors import FlowError, KeyVaultError
+from ..redaction import remember_secret
 from .model import Datasource, Secret
 from .problems import Node
 
@@ -119,15 +119,7 @@ def resolve(secret: Secret, datasource: str, what: str, environ: Mapping[str, st
 
 
 def _keyvault(secret: Secret, datasource: str, what: str) -> str:
-    credential = require("azure.identity").DefaultAzureCredential
-    client = require("azure.keyvault.secrets").SecretClient
-    vault = str(secret.vault)
-    url = vault if vault.startswith("https://") else f"https://{vault}.vault.azure.net"
     try:
-        value = client(vault_url=url, credential=credential()).get_secret(secret.secret).value
-    except Exception as exc:  # the SDK raises many types; keep the cause, never a value
-        raise FlowError(f"datasource {datasource}: could not read its {what}, Key Vault secret {secret.secret!r} "
-                        f"from {url}: {type(exc).__name__}; check the vault, the secret's name and your access") from exc
-    if not value:
-        raise FlowError(f"datasource {datasource}: Key Vault secret {secret.secret!r} in {url} (its {what}) is empty")
-    return str(value)
+        return keyvault.read_secret(keyvault.vault_url(str(secret.vault)), str(secret.secret))
+    except KeyVaultError as exc:
+        raise FlowError(f"datasource {datasource}: its {what}: {exc}") from exc

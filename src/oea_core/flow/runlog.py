@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FlowError
-from ..salt import redact
+from ..redaction import redact
 from .process import hostname, pid_alive
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ from ..errors import FlowError, StepFailed, StepTimeout
 from ..landing import new_batch_id
 from ..lock import lake_lock, pull_source
 from ..paths import check_name
-from ..salt import redact
+from ..redaction import redact
 from ..spark import get_spark
 from .notify import notify
 from .process import hostname, kill_tree, start_ticks

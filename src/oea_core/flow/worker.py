@@ -21,7 +21,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import FlowError, StepFailed, StepTimeout, WorkerFailed
-from ..salt import redact
+from ..redaction import redact
 from .process import kill_tree, wait_gone
 from .steps import WorkerStepKind, step_kinds
 
