@@ -80,7 +80,8 @@ def _keygen(path: str, kind: str = "ed25519") -> None:
 
 
 def write_known_hosts(path: str, port: int, host_key_pub: str) -> None:
-    kind, blob = open(host_key_pub, encoding="utf-8").read().split()[:2]
+    with open(host_key_pub, encoding="utf-8") as handle:
+        kind, blob = handle.read().split()[:2]
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(f"[127.0.0.1]:{port} {kind} {blob}\n")
 
@@ -127,14 +128,15 @@ LogLevel INFO
     if os.geteuid() == 0:
         command = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--groups=shadow",
                    "--inh-caps=-all", *command]
-    log = open(os.path.join(base, "sshd.log"), "wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log_file = os.path.join(base, "sshd.log")
+    with open(log_file, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"sshd exited with {process.returncode}: "
-                                   + open(log.name, encoding="utf-8", errors="replace").read())
+                with open(log_file, encoding="utf-8", errors="replace") as handle:
+                    raise RuntimeError(f"sshd exited with {process.returncode}: {handle.read()}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
             if time.monotonic() > deadline:
@@ -151,7 +153,6 @@ LogLevel INFO
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        log.close()
 
 
 def give_to_server(server: SshServer, path: str) -> None:
