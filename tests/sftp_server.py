@@ -49,6 +49,7 @@ class SshServer:
     key_file: str
     known_hosts: str
     data: str
+    host_key_pub: str
     no_password_reason: str = ""
 
     def url(self, path: str, port: int | None = None) -> str:
@@ -79,11 +80,12 @@ def _keygen(path: str, kind: str = "ed25519") -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", path], check=True, capture_output=True)
 
 
-def write_known_hosts(path: str, port: int, host_key_pub: str) -> None:
+def write_known_hosts(path: str, port: int, host_key_pub: str, *more_ports: int) -> None:
+    """A known_hosts file naming ``host_key_pub`` for 127.0.0.1 on ``port`` (and ``more_ports``: a proxy's)."""
     with open(host_key_pub, encoding="utf-8") as handle:
         kind, blob = handle.read().split()[:2]
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(f"[127.0.0.1]:{port} {kind} {blob}\n")
+        handle.writelines(f"[127.0.0.1]:{p} {kind} {blob}\n" for p in (port, *more_ports))
 
 
 @contextlib.contextmanager
@@ -144,7 +146,8 @@ LogLevel INFO
             time.sleep(0.05)
         known_hosts = os.path.join(base, "known_hosts")
         write_known_hosts(known_hosts, port, os.path.join(server_dir, "host_key.pub"))
-        yield SshServer(port, process.pid, user, password, client_key, known_hosts, data, reason)
+        yield SshServer(port, process.pid, user, password, client_key, known_hosts, data,
+                        os.path.join(server_dir, "host_key.pub"), reason)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
