@@ -340,3 +340,28 @@ def test_oea_land_clever_takes_an_sftp_url(ssh_env, remote, lake, tmp_path, caps
         capsys.readouterr().out
     assert main(["--lake", lake.root, "land", "edfi", url(ssh_env, remote)]) == 1
     assert "oea land edfi cannot land from SFTP" in capsys.readouterr().err
+
+
+def test_links_on_the_server_are_left_out_and_an_unreadable_file_is_a_clear_error(ssh_env, remote, lake, tmp_path,
+                                                                                  caplog):
+    days = clever_days(tmp_path, 1)
+    files = days[next(iter(days))]
+    put(ssh_env, tmp_path, remote, files)
+    os.symlink(os.path.join(remote, files[0]), os.path.join(remote, "daily-participation", "link-students.csv"))
+    with caplog.at_level(logging.WARNING, logger="oea"):
+        result = land_sftp(CleverModule(lake), url(ssh_env, remote), retry=FAST)
+    assert result.left_out == ("daily-participation/link-students.csv: a symbolic link",)
+    assert "daily-participation/link-students.csv: a symbolic link; left out" in caplog.text
+    assert sorted(result.downloaded) == sorted(files)
+
+    if os.geteuid() != 0:
+        return  # the server runs as this user; a file it cannot read needs another owner
+    secret = os.path.join(remote, "daily-participation", "2030-01-01-daily-participation-staff.csv")
+    shutil.copy(os.path.join(remote, files[0]), secret)
+    os.chown(secret, 0, 0)
+    os.chmod(secret, 0o600)
+    before = stage1np(lake)
+    with pytest.raises(SftpError, match=r"downloading daily-participation/2030-01-01-daily-participation-staff"
+                                        r"\.csv failed: .*on the server; nothing was landed"):
+        land_sftp(CleverModule(lake), url(ssh_env, remote), retry=FAST)
+    assert stage1np(lake) == before

@@ -89,7 +89,7 @@ class SftpSource:
             raise SftpError(f"{shown} holds a password: give the URL without it and set {PASSWORD_SETTING} "
                             f"(or {KEY_FILE_SETTING}) instead", url=shown)
         port = int(match.group("port") or 22) if match else 0
-        if not match or not 0 < port < 65536 or match.group("path").rstrip("/") == "" and match.group("path") != "/":
+        if not match or not 0 < port < 65536:
             raise SftpError(f"{url!r} is not an SFTP folder URL: use sftp://USER@HOST[:PORT]/PATH, for example "
                             "sftp://clever@sftp.example.org/reports", url=url)
         return cls(match.group("user"), match.group("host").strip("[]"), port, match.group("path"))
@@ -187,12 +187,15 @@ def fingerprint(key: Any) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode("ascii").rstrip("=")
 
 
-def _check_host_key(source: SftpSource, transport: Any, known_hosts: str, paramiko: Any) -> None:
+def _known_host_keys(known_hosts: str, source: SftpSource, paramiko: Any) -> dict[str, Any]:
+    """``key type -> key`` that known_hosts holds for the server (empty when it names none)."""
     hosts = paramiko.HostKeys()
     if os.path.isfile(known_hosts):
         hosts.load(known_hosts)
-    key = transport.get_remote_server_key()
-    known = hosts.lookup(source.known_hosts_name) or {}
+    return dict(hosts.lookup(source.known_hosts_name) or {})
+
+
+def _check_host_key(source: SftpSource, key: Any, known: Mapping[str, Any], known_hosts: str) -> None:
     if known.get(key.get_name()) == key:
         return
     what = "has changed" if known else "is not known"
@@ -224,8 +227,12 @@ class _Session:
         self.connections += 1
         sock = socket.create_connection((self.source.host, self.source.port), timeout=self.retry.timeout)
         self.transport = paramiko.Transport(sock)
+        known = _known_host_keys(self.known_hosts, self.source, paramiko)
+        options = self.transport.get_security_options()  # ask for a key type known_hosts holds, as ssh does
+        options.key_types = [t for t in options.key_types if t in known] + [
+            t for t in options.key_types if t not in known]
         self.transport.start_client(timeout=self.retry.timeout)
-        _check_host_key(self.source, self.transport, self.known_hosts, paramiko)
+        _check_host_key(self.source, self.transport.get_remote_server_key(), known, self.known_hosts)
         try:
             if self.key_file:
                 self.transport.auth_publickey(self.source.user, paramiko.PKey.from_path(self.key_file))
@@ -239,6 +246,7 @@ class _Session:
             raise SftpError(f"{self.source.url} refused {how} for user {self.source.user}: check it "
                             "with the server's owner", url=self.source.url, attempt=self.connections) from exc
         self.sftp = paramiko.SFTPClient.from_transport(self.transport)
+        self.sftp.get_channel().settimeout(self.retry.timeout)  # a server that stops answering is a drop too
         return self.sftp
 
     def close(self) -> None:
@@ -254,9 +262,14 @@ class _Session:
         while True:
             try:
                 return fn(self._connect())
-            except (FileNotFoundError, PermissionError, SftpError):
+            except SftpError:
                 self.close()
                 raise
+            except (FileNotFoundError, PermissionError) as exc:
+                self.close()
+                raise SftpError(f"{self.source.url}: {what} failed: {exc.strerror or exc} on the server; nothing "
+                                "was landed. Check the folder's files and permissions with the server's owner",
+                                url=self.source.url, attempt=self.connections) from exc
             except retryable as exc:
                 self.close()
                 failures += 1
