@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from oea_core import LandingError, RetryPolicy, SftpError, SftpSource, land_sftp
+from oea_core import LakePaths, LandingError, RetryPolicy, SftpError, SftpSource, land_sftp
 from oea_core.clever import CleverModule
 from oea_core.clever.generator import generate_clever_export
 from oea_core.cli import main
@@ -365,3 +365,29 @@ def test_links_on_the_server_are_left_out_and_an_unreadable_file_is_a_clear_erro
                                         r"\.csv failed: .*on the server; nothing was landed"):
         land_sftp(CleverModule(lake), url(ssh_env, remote), retry=FAST)
     assert stage1np(lake) == before
+
+
+def test_a_cloud_lake_records_its_downloads_in_the_account(ssh_env, remote, azurite, tmp_path, monkeypatch,
+                                                           capsys):
+    from oea_core.storage import CONNECTION_STRING, CONTAINERS, lake_filesystem
+
+    lake_url = "abfss://stage1np@devstoreaccount1.dfs.core.windows.net"
+    monkeypatch.setenv(CONNECTION_STRING, azurite.connection_string)
+    cloud = LakePaths.from_setting(lake_url)
+    fs = lake_filesystem(cloud, check=False)
+    for container in set(fs.ls("", detail=False, refresh=True)) & set(CONTAINERS):
+        fs.rm(container, recursive=True)
+    files = [f for day in clever_days(tmp_path, 2).values() for f in day]
+    put(ssh_env, tmp_path, remote, files)
+    assert distinct(remote, files) < len(files)  # some are header-only twins: the ledger is used too
+
+    assert main(["--lake", lake_url, "land", "clever", url(ssh_env, remote)]) == 0
+    assert f"downloaded {len(files)} files" in capsys.readouterr().out
+    fs.invalidate_cache()
+    manifests_in_account = [p for p in fs.find("stage1np/clever") if p.endswith(MANIFEST)]
+    assert len(manifests_in_account) == len(stage1np(cloud)) + 1
+    assert [p for p in manifests_in_account if f"/{LEDGER}/" in p]
+    # another machine (an empty working copy) sees the record too, duplicates' ledger included
+    monkeypatch.setenv("OEA_CACHE", str(tmp_path / "second-machine"))
+    assert main(["--lake", lake_url, "land", "clever", url(ssh_env, remote)]) == 0
+    assert f"downloaded 0 files (0 bytes), {len(files)} unchanged" in capsys.readouterr().out
