@@ -307,10 +307,12 @@ def test_a_key_file_logs_in_without_a_password(ssh_env, remote, lake, tmp_path, 
     ("sftp://u@host:99999/x", "is not an SFTP folder URL"),
     ("sftp://u@host", "is not an SFTP folder URL"),
     ("sftp://u:hunter22@host/x", r"^sftp://u:\*\*\*@host/x holds a password: .* set OEA_SFTP_PASSWORD"),
+    ("sftp://u:hun/t@r22@host:2222/x", r"^sftp://u:\*\*\*@host:2222/x holds a password"),  # never half-shown
 ])
 def test_a_bad_url_names_itself(bad, match):
-    with pytest.raises(SftpError, match=match):
+    with pytest.raises(SftpError, match=match) as caught:
         SftpSource.parse(bad)
+    assert "hun" not in str(caught.value)
 
 
 def test_the_url_parts_and_known_hosts_name():

@@ -65,8 +65,10 @@ PASSWORD_SETTING = "OEA_SFTP_PASSWORD"
 KEY_FILE_SETTING = "OEA_SFTP_KEY_FILE"
 KNOWN_HOSTS_SETTING = "OEA_SFTP_KNOWN_HOSTS"
 LEDGER = "_sftp"  # stage1np/<source>/_sftp/<batch>/_manifest.json: files downloaded but not landed
-_URL = re.compile(r"^sftp://(?P<user>[^@/:]+)(?P<password>:[^@/]*)?@(?P<host>\[[0-9A-Fa-f:.]+\]|[^@/:\[\]]+)"
+_URL = re.compile(r"^sftp://(?P<user>[^@/:]+)@(?P<host>\[[0-9A-Fa-f:.]+\]|[^@/:\[\]]+)"
                   r"(?::(?P<port>[0-9]{1,5}))?(?P<path>/.*)$")
+# user:password@ - up to the URL's last "@", so a password holding "/" or "@" is never shown either
+_PASSWORD = re.compile(r"^sftp://(?P<user>[^@/:]*):(?P<password>.*)@(?P<rest>[^@]*)$", re.DOTALL)
 _PROGRESS_SECONDS = 10.0
 
 
@@ -82,12 +84,13 @@ class SftpSource:
     @classmethod
     def parse(cls, url: str) -> SftpSource:
         """Split an ``sftp://`` URL; SftpError naming the URL (a password in it is refused, not shown)."""
-        match = _URL.match(url)
-        if match and match.group("password") is not None:
-            remember_secret(match.group("password")[1:])
-            shown = f"sftp://{match.group('user')}:***@{url.split('@', 1)[1]}"
+        with_password = _PASSWORD.match(url)
+        if with_password:
+            remember_secret(with_password.group("password"))
+            shown = f"sftp://{with_password.group('user')}:***@{with_password.group('rest')}"
             raise SftpError(f"{shown} holds a password: give the URL without it and set {PASSWORD_SETTING} "
                             f"(or {KEY_FILE_SETTING}) instead", url=shown)
+        match = _URL.match(url)
         port = int(match.group("port") or 22) if match else 0
         if not match or not 0 < port < 65536:
             raise SftpError(f"{url!r} is not an SFTP folder URL: use sftp://USER@HOST[:PORT]/PATH, for example "
