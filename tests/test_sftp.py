@@ -323,6 +323,13 @@ def test_the_url_parts_and_known_hosts_name():
     assert SftpSource.parse("sftp://c@h/r").known_hosts_name == "h" and SftpSource.parse("sftp://c@h/r").port == 22
 
 
+def test_a_key_file_that_is_not_a_key_is_refused_before_connecting(lake, tmp_path, monkeypatch):
+    (tmp_path / "key").write_text("not a key\n")
+    monkeypatch.setenv("OEA_SFTP_KEY_FILE", str(tmp_path / "key"))
+    with pytest.raises(SftpError, match=f"^the key file {tmp_path / 'key'} \\(OEA_SFTP_KEY_FILE\\) cannot be read"):
+        land_sftp(CleverModule(lake), "sftp://u@127.0.0.1:9/x", retry=FAST)
+
+
 def test_no_credential_names_both_settings(lake):
     with pytest.raises(SftpError, match="no credential for sftp://u@h/x: set OEA_SFTP_PASSWORD .* or OEA_SFTP_KEY_FILE"):
         land_sftp(CleverModule(lake), "sftp://u@h/x")

@@ -209,6 +209,17 @@ def _check_host_key(source: SftpSource, key: Any, known: Mapping[str, Any], know
                     "file)", url=source.url)
 
 
+def _load_key(source: SftpSource, key_file: str, paramiko: Any) -> Any:
+    try:
+        return paramiko.PKey.from_path(key_file)
+    except paramiko.PasswordRequiredException as exc:
+        raise SftpError(f"the key file {key_file} ({KEY_FILE_SETTING}) is encrypted: give an unencrypted key for "
+                        f"{source.url}", url=source.url) from exc
+    except (paramiko.SSHException, ValueError, OSError) as exc:
+        raise SftpError(f"the key file {key_file} ({KEY_FILE_SETTING}) cannot be read as a private key ({exc}): "
+                        f"give the OpenSSH private key for {source.url}", url=source.url) from exc
+
+
 # one connection, retried ------------------------------------------------------------------------
 class _Session:
     """An SFTP session that reconnects: ``call(what, fn)`` runs ``fn(sftp)``, retrying dropped connections."""
@@ -217,6 +228,7 @@ class _Session:
         self.paramiko = require("paramiko")
         self.source, self.retry = source, retry
         self.key_file, self.password = _credentials(source, environ)
+        self.key = _load_key(source, self.key_file, self.paramiko) if self.key_file else None
         self.known_hosts = os.path.expanduser(environ.get(KNOWN_HOSTS_SETTING) or "~/.ssh/known_hosts")
         self.transport: Any = None
         self.sftp: Any = None
@@ -237,13 +249,10 @@ class _Session:
         self.transport.start_client(timeout=self.retry.timeout)
         _check_host_key(self.source, self.transport.get_remote_server_key(), known, self.known_hosts)
         try:
-            if self.key_file:
-                self.transport.auth_publickey(self.source.user, paramiko.PKey.from_path(self.key_file))
+            if self.key is not None:
+                self.transport.auth_publickey(self.source.user, self.key)
             else:
                 self.transport.auth_password(self.source.user, self.password)
-        except paramiko.PasswordRequiredException as exc:
-            raise SftpError(f"the key file in {KEY_FILE_SETTING} is encrypted: give an unencrypted key for "
-                            f"{self.source.url}", url=self.source.url, attempt=self.connections) from exc
         except paramiko.AuthenticationException as exc:
             how = f"the key file in {KEY_FILE_SETTING}" if self.key_file else f"the password in {PASSWORD_SETTING}"
             raise SftpError(f"{self.source.url} refused {how} for user {self.source.user}: check it "
