@@ -28,6 +28,18 @@ if ! command -v dot >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq graphviz >/dev/null
 fi
 
+if [ ! -x /usr/sbin/sshd ]; then
+  log "installing OpenSSH's server (the tests marked sftp run it as an unprivileged user; it is not started)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  # policy-rc.d exit 101: the package's install does not start a system sshd on port 22
+  NOSTART=""; [ -e /usr/sbin/policy-rc.d ] || NOSTART=1
+  [ -z "$NOSTART" ] || printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  [ -z "$NOSTART" ] || $SUDO chmod +x /usr/sbin/policy-rc.d
+  ( $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server >/dev/null ) \
+    || log "could not install openssh-server with apt-get; the tests marked sftp need it"
+  [ -z "$NOSTART" ] || $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
 if ! command -v npm >/dev/null 2>&1; then
   log "installing Node.js and npm (they install and run the Azurite storage emulator for the cloud-lake tests)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

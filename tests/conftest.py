@@ -2,7 +2,8 @@
 
 Also one session-scoped Azurite (tests/azurite.py), and marks tests by what they need, so the default run
 (see ``addopts`` in pyproject.toml) can leave them out: ``spark`` for tests that take the spark, engine or
-store fixture, ``azurite`` for tests that take the azurite fixture, ``notebooks`` for every notebook
+store fixture, ``azurite`` for tests that take the azurite fixture, ``sftp`` for tests that take the sshd
+fixture (a real OpenSSH server, tests/sftp_server.py), ``notebooks`` for every notebook
 that nbmake collects. Tests that start Spark or a kernel themselves (in a subprocess, through a flow) are
 marked by hand. The constants tests share are in ``oea_testing``, not here.
 """
@@ -10,12 +11,16 @@ marked by hand. The constants tests share are in ``oea_testing``, not here.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from azurite import start_azurite
 from oea_core import LakePaths, Salt
 from oea_testing import ENGINES, TEST_SALT
+from sftp_server import SSHD, start_sshd
 
 SPARK_FIXTURES = {"spark", "engine", "store"}
 AZURE_SETTINGS = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN",
@@ -30,6 +35,8 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.spark)
         if "azurite" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.azurite)
+        if "sshd" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.sftp)
         if item.path.suffix == ".ipynb":  # nbmake's items, one per notebook
             item.add_marker(pytest.mark.notebooks)
 
@@ -48,6 +55,17 @@ def azurite(tmp_path_factory):
     """Azurite's Blob service on a free loopback port, in memory, for the whole session."""
     with start_azurite(tmp_path_factory.mktemp("azurite")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    """Debian's OpenSSH server on a free loopback port, as an unprivileged user, for the whole session."""
+    if not os.path.exists(SSHD):
+        pytest.skip(f"{SSHD} is not installed: apt-get install openssh-server (scripts/setup.sh does)")
+    # not under pytest's tmp_path: its parents are private to this user, and sshd runs as another
+    with start_sshd(Path(tempfile.mkdtemp(prefix="oea-sftp-"))) as server:
+        yield server
+    shutil.rmtree(os.path.dirname(server.data), ignore_errors=True)
 
 
 @pytest.fixture(params=ENGINES)
@@ -78,6 +96,7 @@ def salt() -> Salt:
 def _no_ambient_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("OEA_CACHE", str(tmp_path / "oea-cache"))  # cloud lakes' working copies, per test
     for name in ("OEA_LAKE", "OEA_SALT", "OEA_KEYVAULT_URL", "OEA_STORAGE_ACCOUNT", "OEA_ENGINE",
-                 "OEA_ALLOW_SHORT_SALT", "OEA_LOCK_WAIT", *AZURE_SETTINGS):
+                 "OEA_ALLOW_SHORT_SALT", "OEA_LOCK_WAIT", "OEA_SFTP_PASSWORD",
+                 "OEA_SFTP_KEY_FILE", "OEA_SFTP_KNOWN_HOSTS", *AZURE_SETTINGS):
         monkeypatch.delenv(name, raising=False)
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")

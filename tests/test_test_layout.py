@@ -35,7 +35,7 @@ def test_the_engines_under_test_are_the_registered_ones():
 
 
 def test_the_default_run_leaves_out_every_heavy_marker(pytestconfig):
-    heavy = {"spark", "notebooks", "slow", "crash", "azurite", "postgres"}
+    heavy = {"spark", "notebooks", "slow", "crash", "azurite", "postgres", "sftp"}
     assert heavy <= {line.split(":")[0] for line in pytestconfig.getini("markers")}  # --strict-markers
     addopts = pytestconfig.getini("addopts")
     default_expr = addopts[addopts.index("-m") + 1]

@@ -26,6 +26,7 @@ from .errors import (
                      RejectedRowsError,
                      SaltError,
                      SchemaError,
+                     SftpError,
                      SqlPreviewError,
                      StorageCredentialError,
                      UsageError,
@@ -38,6 +39,7 @@ from .paths import STAGES, LakePaths
 from .pseudonymize import pseudonym, to_lookup, to_pseudonymized
 from .salt import Salt, get_salt
 from .schema import ColumnSpec, PseudoOp, TableSchema, safe_column_name, safe_table_name
+from .sftp import RetryPolicy, SftpLandResult, SftpSource, land_sftp
 from .source_module import CliOption, ModuleDescriptor, NotebookStep, SourceModule
 from .sources import SourceRegistry, sources
 from .spark import get_spark
@@ -77,9 +79,13 @@ __all__ = [
                      "OEAError",
                      "PseudoOp",
                      "RejectedRowsError",
+                     "RetryPolicy",
                      "Salt",
                      "SaltError",
                      "SchemaError",
+                     "SftpError",
+                     "SftpLandResult",
+                     "SftpSource",
                      "SourceModule",
                      "SourceRegistry",
                      "SparkDeltaStore",
@@ -99,6 +105,7 @@ __all__ = [
                      "ingest_csv_table",
                      "lake_database_ddl",
                      "land_folder",
+                     "land_sftp",
                      "pseudonym",
                      "safe_column_name",
                      "safe_table_name",

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from .cloud_lake import pull_runs
 from .delta import ENGINE_SETTING, LOCAL_DEFAULT, engines
@@ -31,10 +31,14 @@ from .notebook_run import default_notebooks_dir, execute_notebook
 from .paths import LakePaths
 from .redaction import redact
 from .run_summary import summarize
+from .sftp import is_sftp_url, land_sftp
 from .sources import sources
 from .sql_preview import SqlPreview
 from .sql_views import write_views_script
 from .synapse import build_wheel, write_template
+
+if TYPE_CHECKING:
+    from .sftp import LandingModule
 
 log = logging.getLogger("oea")
 Handler = Callable[[LakePaths, argparse.Namespace], int]
@@ -51,6 +55,13 @@ class _Parser(argparse.ArgumentParser):
 def _land(lake: LakePaths, args: argparse.Namespace) -> int:
     descriptor = sources.get(args.module)
     module = descriptor.create(lake=lake)
+    if is_sftp_url(args.src):
+        if "sftp" not in descriptor.land_from:
+            raise UsageError(f"oea land {args.module} cannot land from SFTP ({args.src}); it lands from "
+                             f"{' or '.join(descriptor.land_from)}")
+        # land_from names sftp only for a module whose land takes file_facts (LandingModule)
+        print(land_sftp(cast("LandingModule", module), args.src, batch_id=args.batch_id).summary())
+        return 0
     result = module.land(args.src, batch_id=args.batch_id, **descriptor.land_kwargs(args))
     print(result.summary())
     return 0
@@ -286,7 +297,9 @@ def _module_commands(commands: argparse._SubParsersAction) -> None:
                                      help=f"source module: {', '.join(names)}")
     for descriptor in sources:
         parser = _command(per_module, descriptor.name, _land, help=f"land a {descriptor.title} export")
-        parser.add_argument("src", nargs="?", help="folder holding the export")
+        parser.add_argument("src", nargs="?", help="folder holding the export" + (
+            ", or sftp://USER@HOST[:PORT]/PATH (credentials in OEA_SFTP_PASSWORD or OEA_SFTP_KEY_FILE)"
+            if "sftp" in descriptor.land_from else ""))
         parser.add_argument("--batch-id", help="batch id (default: a UTC timestamp)")
         for option in descriptor.land_options:
             option.add_to(parser)

@@ -56,6 +56,17 @@ class EdFiApiError(LandingError):
     """An Ed-Fi API call failed for good."""
 
 
+class SftpError(LandingError):
+    """An SFTP folder could not be landed: a bad URL, no credential, an unknown host key, a refused login, a
+    missing folder, or a connection that kept dropping. ``url`` never holds a secret; ``attempt`` is the last
+    connection attempt made (0 before any)."""
+
+    def __init__(self, message: str, *, url: str | None = None, attempt: int = 0) -> None:
+        super().__init__(message, path=url)
+        self.url = url
+        self.attempt = attempt
+
+
 class IngestError(OEAError):
     """A landed batch could not be ingested into stage 2."""
 

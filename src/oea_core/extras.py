@@ -19,6 +19,7 @@ EXTRAS = {
     "azure.keyvault.secrets": ("azure", "reading Key Vault secrets (the salt, a flow datasource's password)"),
     "azure.synapse.artifacts": ("synapse", "validating Synapse pipeline templates (oea synapse template)"),
     "graphviz": ("flows", "drawing flows (oea flow graph)"),
+    "paramiko": ("sftp", "landing from an SFTP server (oea land clever sftp://...)"),
 }
 
 

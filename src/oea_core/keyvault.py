@@ -34,12 +34,14 @@ if TYPE_CHECKING:
 SALT = "oeaSalt"
 EDFI_CLIENT_ID = "oeaEdFiClientId"
 EDFI_CLIENT_SECRET = "oeaEdFiClientSecret"
+SFTP_PASSWORD = "oeaSftpPassword"
 # The environment variable that, when set, is used instead of each secret.
 SALT_ENV = "OEA_SALT"
 EDFI_CLIENT_ID_ENV = "OEA_EDFI_CLIENT_ID"
 EDFI_CLIENT_SECRET_ENV = "OEA_EDFI_CLIENT_SECRET"
+SFTP_PASSWORD_ENV = "OEA_SFTP_PASSWORD"
 ENV_VARIABLES: Mapping[str, str] = {SALT: SALT_ENV, EDFI_CLIENT_ID: EDFI_CLIENT_ID_ENV,
-                                    EDFI_CLIENT_SECRET: EDFI_CLIENT_SECRET_ENV}
+                                    EDFI_CLIENT_SECRET: EDFI_CLIENT_SECRET_ENV, SFTP_PASSWORD: SFTP_PASSWORD_ENV}
 VAULT_URL_ENV = "OEA_KEYVAULT_URL"
 
 

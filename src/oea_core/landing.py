@@ -11,6 +11,10 @@ a socket or a device, and a data file whose name Spark would not read
 (:func:`~oea_core.spark_paths.unreadable_reason`), is refused: the land fails, names every
 refused path and why, and lands nothing. Files are opened without following links and checked
 again once open, and the manifest's SHA-256 is computed from the very bytes copied.
+
+A caller may attach facts to a file's manifest entry (``file_facts``, by the file's path in the export):
+:mod:`oea_core.sftp` records where a downloaded file came from there, so that record is committed
+with the batch, in the same rename. Manifests without them read as before.
 """
 
 from __future__ import annotations
@@ -24,14 +28,14 @@ import os
 import shutil
 import stat
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .errors import LandingError
 from .paths import LakePaths, check_name
 from .spark_paths import shown, unreadable_reason
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 log = logging.getLogger("oea")
 MANIFEST = "_manifest.json"
@@ -231,10 +235,12 @@ def batch_files(lake: LakePaths, source: str, table: str, batch_id: str, suffix:
 
 def land_folder(lake: LakePaths, source: str, src: str,
                 classify: Callable[[str], tuple[str, str] | None],
-                batch_id: str | None = None, suffix: str = ".csv") -> LandResult:
+                batch_id: str | None = None, suffix: str = ".csv",
+                file_facts: Mapping[str, Mapping[str, Any]] | None = None) -> LandResult:
     """Land every new ``*suffix`` file under ``src``.
 
     ``classify(relative_path)`` gives ``(table, relative_target)`` for a file, or None to ignore it.
+    ``file_facts`` (by path under ``src``) adds ``"remote": <facts>`` to a landed file's manifest entry.
     Raises LandingError when ``src`` is missing or holds no file of the source, and, landing nothing,
     when it holds links or special files, files Spark could not read, or two files landing at one place.
     """
@@ -280,7 +286,7 @@ def land_folder(lake: LakePaths, source: str, src: str,
     landed: list[LandedFile] = []
     try:
         for table, entries in sorted(plan.items()):
-            landed += _stage_batch(lake, source, table, batch_id, entries, staged)
+            landed += _stage_batch(lake, source, table, batch_id, entries, staged, file_facts or {})
         for temp, final in staged:  # every table's batch is complete before any is renamed into place
             os.replace(temp, final)
     except BaseException as exc:
@@ -299,7 +305,8 @@ def land_folder(lake: LakePaths, source: str, src: str,
 
 
 def _stage_batch(lake: LakePaths, source: str, table: str, batch_id: str,
-                 entries: list[tuple[ExportFile, str, str]], staged: list[tuple[str, str]]) -> list[LandedFile]:
+                 entries: list[tuple[ExportFile, str, str]], staged: list[tuple[str, str]],
+                 file_facts: Mapping[str, Mapping[str, Any]]) -> list[LandedFile]:
     """Copy a table's files and manifest into its ``_landing_<batch>`` folder (added to ``staged``)."""
     table_dir = lake.path("stage1np", source, check_name(table, "table"))
     final = os.path.join(table_dir, batch_id)
@@ -310,15 +317,17 @@ def _stage_batch(lake: LakePaths, source: str, table: str, batch_id: str,
     os.makedirs(temp)
     staged.append((temp, final))
     landed = []
+    records: list[dict[str, Any]] = []
     for file, relative, digest in entries:
         target = os.path.join(temp, relative)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         copy_export_file(file, target, digest)
         landed.append(LandedFile(file.path, table, os.path.join(table, batch_id, relative), digest))
+        records.append({"path": relative, "source_path": file.path, "sha256": digest})
+        if file.relative in file_facts:
+            records[-1]["remote"] = dict(file_facts[file.relative])
         log.debug("landed %s -> stage1np/%s/%s", shown(file.path), source, shown(landed[-1].relative_path))
-    manifest = {"batch_id": batch_id, "source": source, "table": table,
-                "files": [{"path": os.path.relpath(f.relative_path, os.path.join(table, batch_id)),
-                           "source_path": f.source_path, "sha256": f.sha256} for f in landed]}
+    manifest = {"batch_id": batch_id, "source": source, "table": table, "files": records}
     with open(os.path.join(temp, MANIFEST), "w", encoding="utf-8") as handle:
         json.dump(manifest, handle, indent=1)
     return landed

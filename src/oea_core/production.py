@@ -44,11 +44,12 @@ def land_clever_sftp(url: str = "", context: dict[str, Any] | None = None) -> in
     if not url:
         log.info("Clever SFTP: no URL (set %s or the step's url); nothing to land", CLEVER_SFTP_ENV)
         return 0
+    from .clever import CleverModule
     from .sftp import land_sftp
 
-    result = land_sftp(lake, url)
+    result = land_sftp(CleverModule(lake), url, batch_id=(context or {}).get("batch_id"))
     log.info("%s", result.summary())
-    return len(result.landed.landed) if result.landed is not None else 0
+    return len(result.land.landed) if result.land is not None else 0
 
 
 def land_edfi_api(api_url: str = "", resources: list[str] | None = None,

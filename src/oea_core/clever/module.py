@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LandingError
 from ..ingest import DEFAULT_MAX_REJECT_SHARE, CsvTableDef, IngestResult, ingest_csv_table
@@ -20,6 +20,8 @@ from ..schema import TableSchema, safe_table_name
 from ..source_module import SourceModule
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pyspark.sql import SparkSession
 
     from ..paths import LakePaths
@@ -108,12 +110,16 @@ class CleverModule(SourceModule):
         super().__init__(lake, spark, salt, engine)
         self.tables = table_defs()
 
-    def land(self, src: str | os.PathLike[str] | None = None, *, batch_id: str | None = None) -> LandResult:
-        """Copy a Clever export folder into ``stage1np/clever/<report>/<batch>/<role>/``."""
+    def land(self, src: str | os.PathLike[str] | None = None, *, batch_id: str | None = None,
+             file_facts: Mapping[str, Mapping[str, Any]] | None = None) -> LandResult:
+        """Copy a Clever export folder into ``stage1np/clever/<report>/<batch>/<role>/``; ``file_facts`` go into
+        the manifest entries (see :func:`~oea_core.landing.land_folder`). ``oea_core.sftp`` lands an SFTP
+        folder through this."""
         if src is None:
             raise LandingError("give the Clever export folder to land (oea land clever FOLDER)")
         with source_run(self.lake, SOURCE, "clever land", stages=LANDING):
-            return land_folder(self.lake, SOURCE, os.fspath(src), classify, batch_id=batch_id)
+            return land_folder(self.lake, SOURCE, os.fspath(src), classify, batch_id=batch_id,
+                               file_facts=file_facts)
 
     def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
         """Ingest every new landed batch of every report."""
