@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
+import os
 import re
+import stat
+import sys
+import types
 import zipfile
 from pathlib import Path
 
@@ -12,7 +17,14 @@ import pytest
 
 from oea_core.cli import main
 from oea_core.errors import OEAError
-from oea_core.synapse import build_template, read_template, write_template
+from oea_core.synapse import (
+    SYNAPSE_SECRET_FILES,
+    SYNAPSE_SECRETS,
+    build_template,
+    read_template,
+    write_template,
+)
+from oea_core.synapse.notebooks import SYNAPSE_SETUP
 from oea_core.synapse.template import WHEEL, split_views_script
 from oea_core.synapse.validate import validate_template
 
@@ -96,6 +108,80 @@ def test_parameters_and_linked_services_are_declared(module):
     assert set(files["manifest.json"]["requires"]["linkedservices"]) == expected[module]
     pool = next(r for r in arm["resources"] if r["type"].endswith("/bigDataPools"))
     assert pool["properties"]["customLibraries"][0]["name"] == WHEEL
+
+
+def setup_cells() -> list[tuple[str, str]]:
+    """``(notebook, code of its Key Vault set-up cell)`` for every notebook of every module's template."""
+    cells = []
+    for module in MODULES:
+        arm = build_template(module)[f"{module}_main_pipeline.json"]
+        for res in arm["resources"]:
+            if res["type"].endswith("/notebooks"):
+                code = ["".join(c["source"]) for c in res["properties"]["cells"] if c["cell_type"] == "code"]
+                cells.append((res["name"], code[1]))
+    return cells
+
+
+def test_every_setup_cell_reads_exactly_the_synapse_secrets():
+    assert SYNAPSE_SECRETS == (("OEA_SALT", "oeaSalt"), ("OEA_EDFI_CLIENT_ID", "oeaEdFiClientId"),
+                               ("OEA_EDFI_CLIENT_SECRET", "oeaEdFiClientSecret"),
+                               ("OEA_SFTP_PASSWORD", "oeaSftpPassword"),
+                               ("OEA_SFTP_KNOWN_HOSTS", "oeaSftpKnownHosts"))
+    assert set(SYNAPSE_SECRET_FILES) == {"OEA_SFTP_KNOWN_HOSTS"}
+    cells = setup_cells()
+    assert len(cells) >= 5
+    for name, code in cells:
+        assigned = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.walk(ast.parse(code))
+                    if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id in ("secrets", "files")}
+        assert assigned == {"secrets": SYNAPSE_SECRETS, "files": SYNAPSE_SECRET_FILES}, name
+        assert code == SYNAPSE_SETUP, name
+
+
+def _run_setup_cell(monkeypatch, vault: dict[str, str], keyvault_name: str = "oea-kv") -> list[tuple[str, str]]:
+    """Run the set-up cell with a fake ``notebookutils``; returns the ``(vault, secret)`` it asked for."""
+    asked = []
+
+    def get_secret(vault_name: str, secret: str) -> str:
+        asked.append((vault_name, secret))
+        if secret not in vault:
+            raise RuntimeError(f"secret {secret} not found")
+        return vault[secret]
+
+    fake = types.ModuleType("notebookutils")
+    fake.mssparkutils = types.SimpleNamespace(credentials=types.SimpleNamespace(getSecret=get_secret))
+    monkeypatch.setitem(sys.modules, "notebookutils", fake)
+    for env, _ in SYNAPSE_SECRETS:
+        monkeypatch.delenv(env, raising=False)
+    exec(compile(SYNAPSE_SETUP, "setup cell", "exec"), {"keyvault_name": keyvault_name})  # noqa: S102
+    return asked
+
+
+def test_the_setup_cell_puts_each_secret_in_its_variable_and_known_hosts_in_a_private_file(monkeypatch, capsys):
+    known_hosts = "sftp.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"
+    vault = {"oeaSalt": "salt-value", "oeaEdFiClientId": "edfi-id", "oeaEdFiClientSecret": "edfi-secret",
+             "oeaSftpPassword": "sftp-password", "oeaSftpKnownHosts": known_hosts}
+    asked = _run_setup_cell(monkeypatch, vault)
+    assert asked == [("oea-kv", secret) for _, secret in SYNAPSE_SECRETS]
+    assert {env: os.environ[env] for env in ("OEA_SALT", "OEA_EDFI_CLIENT_ID", "OEA_EDFI_CLIENT_SECRET",
+                                             "OEA_SFTP_PASSWORD")} == {
+        "OEA_SALT": "salt-value", "OEA_EDFI_CLIENT_ID": "edfi-id", "OEA_EDFI_CLIENT_SECRET": "edfi-secret",
+        "OEA_SFTP_PASSWORD": "sftp-password"}
+    path = Path(os.environ["OEA_SFTP_KNOWN_HOSTS"])
+    try:
+        assert path.read_text(encoding="utf-8") == known_hosts
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        path.unlink()
+    assert capsys.readouterr() == ("", "")  # nothing printed, least of all a secret
+
+
+def test_the_setup_cell_skips_missing_secrets_and_does_nothing_without_a_vault(monkeypatch):
+    asked = _run_setup_cell(monkeypatch, {"oeaSalt": "salt-value"})
+    assert len(asked) == len(SYNAPSE_SECRETS)
+    assert [env for env, _ in SYNAPSE_SECRETS if env in os.environ] == ["OEA_SALT"]
+    assert _run_setup_cell(monkeypatch, {"oeaSalt": "salt-value"}, keyvault_name="") == []
+    assert not [env for env, _ in SYNAPSE_SECRETS if env in os.environ]
 
 
 def _mutations():
