@@ -103,11 +103,87 @@ def test_parameters_and_linked_services_are_declared(module):
                  "createLakeDb", "landFrom"):
         assert name in pipeline["parameters"]
     arm = files[f"{module}_main_pipeline.json"]
-    expected = {"clever": {"LS_ADLS", "LS_SQL_Serverless", "LS_SFTP"}, "edfi": {"LS_ADLS", "LS_SQL_Serverless"}}
-    assert {p for p in arm["parameters"] if p.startswith("LS_")} == expected[module]
-    assert set(files["manifest.json"]["requires"]["linkedservices"]) == expected[module]
+    expected = {"LS_ADLS", "LS_SQL_Serverless"}  # no LS_SFTP: Clever's notebook lands from SFTP itself
+    assert {p for p in arm["parameters"] if p.startswith("LS_")} == expected
+    assert set(files["manifest.json"]["requires"]["linkedservices"]) == expected
     pool = next(r for r in arm["resources"] if r["type"].endswith("/bigDataPools"))
     assert pool["properties"]["customLibraries"][0]["name"] == WHEEL
+
+
+_FUNCTIONS = {"if": lambda c, a, b: a if c else b, "equals": lambda a, b: a == b, "concat": lambda *a: "".join(a),
+              "and": lambda *a: all(a), "not": lambda a: not a, "startsWith": lambda a, b: a.startswith(b)}
+
+
+def evaluate(expression: str, parameters: dict, run_id: str = "run-1") -> object:
+    """A pipeline expression's value: the functions the templates use, string literals and pipeline()."""
+    assert expression.startswith("@"), expression
+    text = expression[1:]
+
+    def parse(pos: int) -> tuple[object, int]:
+        while text[pos] == " ":
+            pos += 1
+        if text[pos] == "'":
+            end = pos + 1
+            while not (text[end] == "'" and text[end + 1:end + 2] != "'"):
+                end += 2 if text[end] == "'" else 1
+            return text[pos + 1:end].replace("''", "'"), end + 1
+        name = re.match(r"\w+", text[pos:]).group()
+        pos += len(name)
+        assert text[pos] == "(", text[pos:]
+        if name == "pipeline":
+            member = re.match(r"\(\)\.(RunId|parameters\.(\w+))", text[pos:])
+            return (run_id if member.group(1) == "RunId" else parameters[member.group(2)]), pos + member.end()
+        args, pos = [], pos + 1
+        while text[pos] != ")":
+            value, pos = parse(pos)
+            args.append(value)
+            pos = pos + 1 if text[pos] == "," else pos
+        return _FUNCTIONS[name](*args), pos + 1
+
+    value, end = parse(0)
+    assert end == len(text), text[end:]
+    return value
+
+
+CLEVER_PARAMETERS = {"landFrom": "test_data", "sftpUrl": "", "sourceContainer": "oea", "storageAccount": "acct01",
+                     "sourceFolder": "test_data/clever"}
+
+
+def test_clever_in_sftp_mode_lands_from_the_url_in_its_notebook_with_no_copy_activity():
+    files = build_template("clever")
+    pipeline = pipeline_of(files)
+    activities = all_activities(pipeline["activities"])
+    assert not [a for a in activities if a["type"] == "Copy"]
+    assert pipeline["parameters"]["sftpUrl"] == {"type": "string", "defaultValue": ""}
+    text = json.dumps(files)
+    for gone in ("LS_SFTP", "sftp_folder", "SftpLocation", "SftpReadSettings", "inbox/"):
+        assert gone not in text
+    land = next(a for a in activities if a["name"] == "Land and ingest Clever")
+    source = land["typeProperties"]["parameters"]["source_path"]["value"]
+    assert source["type"] == "Expression"
+    url = "sftp://clever@sftp.example.org:2222/exports"
+    assert evaluate(source["value"], {**CLEVER_PARAMETERS, "landFrom": "sftp", "sftpUrl": url}) == url
+    assert evaluate(source["value"], CLEVER_PARAMETERS) == "abfss://oea@acct01.dfs.core.windows.net/test_data/clever"
+    assert land["dependsOn"] == [{"activity": "Check SFTP URL", "dependencyConditions": ["Succeeded"]}]
+
+
+@pytest.mark.parametrize("land_from, url, stops", [("sftp", "", True), ("sftp", "/exports", True),
+                                                   ("sftp", "sftp://u@h/exports", False), ("test_data", "", False)])
+def test_an_sftp_run_without_an_sftp_url_stops_before_any_notebook(land_from, url, stops):
+    check = next(a for a in pipeline_of(build_template("clever"))["activities"] if a["name"] == "Check SFTP URL")
+    expression = check["typeProperties"]["expression"]["value"]
+    assert evaluate(expression, {**CLEVER_PARAMETERS, "landFrom": land_from, "sftpUrl": url}) is stops
+    fail = check["typeProperties"]["ifTrueActivities"][0]
+    assert fail["type"] == "Fail" and "sftp://USER@HOST[:PORT]/PATH" in fail["typeProperties"]["message"]
+
+
+def test_edfi_api_mode_is_unchanged_and_has_no_sftp_parameter():
+    pipeline = pipeline_of(build_template("edfi"))
+    assert "sftpUrl" not in pipeline["parameters"]
+    land = next(a for a in pipeline["activities"] if a["name"] == "Land Ed-Fi")
+    api = land["typeProperties"]["parameters"]["api_url"]["value"]["value"]
+    assert evaluate(api, {"landFrom": "api", "apiUrl": "https://ods.example.org"}) == "https://ods.example.org"
+    assert evaluate(api, {"landFrom": "test_data", "apiUrl": "https://ods.example.org"}) == ""
 
 
 def setup_cells() -> list[tuple[str, str]]:
