@@ -132,6 +132,7 @@ class Pipeline:
     SOURCE_ROOT = (f"concat('abfss://', pipeline().parameters.sourceContainer, '@', {ACCOUNT}, "
                    "'.dfs.core.windows.net/')")
     SOURCE_FOLDER = f"@concat({SOURCE_ROOT}, pipeline().parameters.sourceFolder)"
+    SFTP_URL = "pipeline().parameters.sftpUrl"  # declared by the template of a module that lands from sftp
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from .module import CleverModule
 if TYPE_CHECKING:
     import argparse
 
-# Synapse lands from the source folder, or from the copy of the SFTP export the pipeline made for this run.
-_SOURCE = (f"@if(equals(pipeline().parameters.landFrom, 'sftp'), concat({Pipeline.SOURCE_ROOT}, "
-           "'inbox/clever/', pipeline().RunId), "
+# Synapse lands from the source folder, or from the SFTP server itself with the same code (and so the same
+# incremental rule) as `oea land clever sftp://...`.
+_SOURCE = (f"@if(equals(pipeline().parameters.landFrom, 'sftp'), {Pipeline.SFTP_URL}, "
            f"concat({Pipeline.SOURCE_ROOT}, pipeline().parameters.sourceFolder))")
 
 

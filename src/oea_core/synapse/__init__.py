@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .notebooks import SYNAPSE_SECRET_FILES, SYNAPSE_SECRETS
 from .template import build_template, read_template, write_template
 from .wheel import build_wheel
 
-__all__ = ["build_template", "build_wheel", "read_template", "write_template"]
+__all__ = ["SYNAPSE_SECRETS", "SYNAPSE_SECRET_FILES", "build_template", "build_wheel", "read_template", "write_template"]

@@ -8,19 +8,51 @@ from typing import Any
 
 from ..errors import OEAError
 
-SYNAPSE_SETUP = '''# Synapse set-up, added by `oea synapse template`: the salt and source credentials come from
+# Key Vault secret -> environment variable, the names `oea` reads locally: (environment variable, secret).
+SYNAPSE_SECRETS: tuple[tuple[str, str], ...] = (
+    ("OEA_SALT", "oeaSalt"),
+    ("OEA_EDFI_CLIENT_ID", "oeaEdFiClientId"),
+    ("OEA_EDFI_CLIENT_SECRET", "oeaEdFiClientSecret"),
+    ("OEA_SFTP_PASSWORD", "oeaSftpPassword"),
+    ("OEA_SFTP_KNOWN_HOSTS", "oeaSftpKnownHosts"),
+)
+# The variables that name a file holding the secret (as locally: OEA_SFTP_KNOWN_HOSTS is a known_hosts path).
+SYNAPSE_SECRET_FILES: tuple[str, ...] = ("OEA_SFTP_KNOWN_HOSTS",)
+
+
+def _setup_cell(secrets: tuple[tuple[str, str], ...], files: tuple[str, ...]) -> str:
+    pairs = "".join(f"\n        {pair!r}," for pair in secrets)
+    return f'''# Synapse set-up, added by `oea synapse template`: the salt and source credentials come from
 # the workspace's Key Vault (its name in keyvault_name) into the environment, never into output.
 import os
 
-if keyvault_name:
+
+def _oea_secrets_to_environment(vault):
+    import tempfile
+
     from notebookutils import mssparkutils
 
-    for _env, _secret in (("OEA_SALT", "oeaSalt"), ("OEA_EDFI_CLIENT_ID", "oeaEdFiClientId"),
-                          ("OEA_EDFI_CLIENT_SECRET", "oeaEdFiClientSecret")):
+    secrets = ({pairs}
+    )
+    files = {files!r}
+    for env, secret in secrets:
         try:
-            os.environ[_env] = mssparkutils.credentials.getSecret(keyvault_name, _secret)
+            value = mssparkutils.credentials.getSecret(vault, secret)
         except Exception:  # not every module needs every secret; oea_core names a missing one
-            pass'''
+            continue
+        if env in files:  # the variable names a file, which mkstemp makes readable by this user only (0600)
+            fd, value_path = tempfile.mkstemp(prefix="oea-", suffix=".secret")
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(value)
+            value = value_path
+        os.environ[env] = value
+
+
+if keyvault_name:
+    _oea_secrets_to_environment(keyvault_name)'''
+
+
+SYNAPSE_SETUP = _setup_cell(SYNAPSE_SECRETS, SYNAPSE_SECRET_FILES)
 
 # Sized for a Small (4 vCore, 32 GB) node pool.
 SESSION = {"driverMemory": "28g", "driverCores": 4, "executorMemory": "28g", "executorCores": 4,
@@ -67,7 +99,7 @@ def synapse_notebook(path: str, pool: str, folder: str) -> dict[str, Any]:
             continue
         source = cell.source
         if "parameters" in tags:
-            source = source.rstrip("\n") + '\nkeyvault_name = ""  # Synapse: Key Vault holding oeaSalt (and API keys)'
+            source = source.rstrip("\n") + '\nkeyvault_name = ""  # Synapse: Key Vault holding oeaSalt (and source credentials)'
         cells.append({"cell_type": "code", "metadata": {"tags": ["parameters"]} if "parameters" in tags else {},
                       "source": _lines(source), "outputs": []})
         if "parameters" in tags:
@@ -83,3 +115,6 @@ def synapse_notebook(path: str, pool: str, folder: str) -> dict[str, Any]:
                      "language_info": {"name": "python"}},
         "cells": cells,
     }
+
+
+__all__ = ["SYNAPSE_SECRETS", "SYNAPSE_SECRET_FILES", "SYNAPSE_SETUP", "notebook_parameters", "synapse_notebook"]

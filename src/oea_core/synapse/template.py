@@ -25,8 +25,8 @@ SCHEMA = "https://schema.management.azure.com/schemas/2015-01-01/deploymentTempl
 API_VERSION = "2019-06-01-preview"
 POOL = "spark3p5sm"
 WHEEL = "oea_core-0.1.0-py3-none-any.whl"
-LS_ADLS, LS_SQL, LS_SFTP = "LS_ADLS", "LS_SQL_Serverless", "LS_SFTP"
-LINKED_SERVICE_TYPES = {LS_ADLS: "AzureBlobFS", LS_SQL: "AzureSqlDatabase", LS_SFTP: "Sftp"}
+LS_ADLS, LS_SQL = "LS_ADLS", "LS_SQL_Serverless"
+LINKED_SERVICE_TYPES = {LS_ADLS: "AzureBlobFS", LS_SQL: "AzureSqlDatabase"}
 ACCOUNT = Pipeline.ACCOUNT
 LAKE_PATH = f"@concat('abfss://stage1np@', {ACCOUNT}, '.dfs.core.windows.net')"
 _Json = dict[str, Any]  # an object of the template's JSON
@@ -61,7 +61,12 @@ def module_steps(descriptor: ModuleDescriptor) -> list[_Notebook]:
 
 
 def linked_services(descriptor: ModuleDescriptor) -> list[str]:
-    return [LS_ADLS, LS_SQL] + ([LS_SFTP] if "sftp" in descriptor.land_from else [])
+    """The linked services a module's template asks for at import.
+
+    None for SFTP: in ``sftp`` mode the notebook lands from the server itself (``oea_core.sftp``, with the
+    password and host key from Key Vault), so no Copy activity and no SFTP linked service are needed.
+    """
+    return [LS_ADLS, LS_SQL]
 
 
 LAKE_DB_STEP = _Notebook("Create lake database", "oea/OEA_lake_database.ipynb", {
@@ -173,6 +178,23 @@ def _views_activities(views_sql: str, after: str) -> list[_Json]:
     return activities
 
 
+def _sftp_url_check(after: str) -> _Json:
+    """Stop an ``sftp`` run whose ``sftpUrl`` is not an ``sftp://`` URL, before any notebook starts."""
+    return {
+        "name": "Check SFTP URL", "type": "IfCondition", "dependsOn": _after(after), "userProperties": [],
+        "typeProperties": {
+            "expression": _expr(f"@and(equals(pipeline().parameters.landFrom, 'sftp'), "
+                                f"not(startsWith({Pipeline.SFTP_URL}, 'sftp://')))"),
+            "ifTrueActivities": [{
+                "name": "SFTP URL missing", "type": "Fail", "dependsOn": [], "userProperties": [],
+                "typeProperties": {
+                    # the URL is not echoed: a mistyped one may hold a password
+                    "message": "landFrom is sftp, so set sftpUrl to sftp://USER@HOST[:PORT]/PATH (the password "
+                               "and the host key come from the Key Vault secrets oeaSftpPassword and "
+                               "oeaSftpKnownHosts)",
+                    "errorCode": "400"}}]}}
+
+
 def _pipeline(pipeline: ModuleDescriptor, views_sql: str) -> _Json:
     m = pipeline.name
     activities: list[_Json] = [{
@@ -204,28 +226,8 @@ def _pipeline(pipeline: ModuleDescriptor, views_sql: str) -> _Json:
             ]}}]
     last = "Check source folder"
     if "sftp" in pipeline.land_from:
-        activities.append({
-            "name": "Land from SFTP", "type": "IfCondition", "dependsOn": _after(last), "userProperties": [],
-            "typeProperties": {
-                "expression": _expr("@equals(pipeline().parameters.landFrom, 'sftp')"),
-                "ifTrueActivities": [{
-                    "name": "Copy SFTP export to inbox", "type": "Copy", "dependsOn": [], "userProperties": [],
-                    "policy": {"timeout": "0.04:00:00", "retry": 2, "retryIntervalInSeconds": 60,
-                               "secureOutput": False, "secureInput": False},
-                    "inputs": [{"referenceName": f"DS_{m}_sftp_folder", "type": "DatasetReference",
-                                "parameters": {"directory": _expr("@pipeline().parameters.sourceFolder")}}],
-                    "outputs": [{"referenceName": f"DS_{m}_adls_folder", "type": "DatasetReference",
-                                 "parameters": {"fileSystem": _expr("@pipeline().parameters.sourceContainer"),
-                                                "directory": _expr(f"@concat('inbox/{m}/', pipeline().RunId)")}}],
-                    "typeProperties": {
-                        "source": {"type": "BinarySource",
-                                   "storeSettings": {"type": "SftpReadSettings", "recursive": True,
-                                                     "disableChunking": False},
-                                   "formatSettings": {"type": "BinaryReadSettings"}},
-                        "sink": {"type": "BinarySink", "storeSettings": {"type": "AzureBlobFSWriteSettings",
-                                                                         "copyBehavior": "PreserveHierarchy"}},
-                        "enableStaging": False}}]}})
-        last = "Land from SFTP"
+        activities.append(_sftp_url_check(last))
+        last = "Check SFTP URL"
     for step in module_steps(pipeline):
         activities.append(_notebook_activity(step, _after(last)))
         last = step.activity
@@ -241,6 +243,7 @@ def _pipeline(pipeline: ModuleDescriptor, views_sql: str) -> _Json:
         "workspace": {"type": "string", "defaultValue": "dev"},
         "sparkPool": {"type": "string", "defaultValue": POOL},
         "landFrom": {"type": "string", "defaultValue": "test_data"},
+        **({"sftpUrl": {"type": "string", "defaultValue": ""}} if "sftp" in pipeline.land_from else {}),
         "sourceContainer": {"type": "string", "defaultValue": "oea"},
         "sourceFolder": {"type": "string", "defaultValue": default_folder},
         "keyVaultName": {"type": "string", "defaultValue": ""},
@@ -268,12 +271,6 @@ def _dataset_folder(m: str) -> _Json:
             "typeProperties": {"location": {"type": "AzureBlobFSLocation",
                                             "fileSystem": _expr("@dataset().fileSystem"),
                                             "folderPath": _expr("@dataset().directory")}}}
-
-
-def _dataset_sftp(m: str) -> _Json:
-    return {"linkedServiceName": _ls(LS_SFTP), "parameters": {"directory": {"type": "string"}},
-            "annotations": [], "folder": {"name": f"OEA/{m}"}, "type": "Binary",
-            "typeProperties": {"location": {"type": "SftpLocation", "folderPath": _expr("@dataset().directory")}}}
 
 
 def _resource(kind: str, name: str, properties: _Json, depends_on: list[str]) -> _Json:
@@ -314,8 +311,6 @@ def build_template(module: str, notebooks_dir: str | None = None,
             raise OEAError(f"the {module} pipeline runs notebook {step.path}, which is not in {notebooks_dir}")
         resources.append(_resource("notebooks", step.name, synapse_notebook(path, POOL, f"OEA/{module}"), [pool_ref]))
     datasets = {f"DS_{module}_adls_folder": _dataset_folder(module)}
-    if "sftp" in pipeline.land_from:
-        datasets[f"DS_{module}_sftp_folder"] = _dataset_sftp(module)
     for ds_name, props in datasets.items():
         resources.append(_resource("datasets", ds_name, props, []))
     resources.append({
