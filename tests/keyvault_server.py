@@ -17,9 +17,11 @@ ends with ``.0.0.1:<port>``, which is all the check compares.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
+import os
 import secrets
 import ssl
 import threading
@@ -33,7 +35,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
+
+    import pytest
 
 TENANT = "00000000-0000-0000-0000-0000000000aa"
 
@@ -181,3 +186,27 @@ def _identity_handler(state: KeyVaultServer) -> type[_Handler]:
                                      "client_id": "11111111-1111-1111-1111-111111111111"})
 
     return Identity
+
+
+@contextlib.contextmanager
+def signed_in(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KeyVaultServer]:
+    """A started loopback vault at ``OEA_KEYVAULT_URL``; the process signs in to it through its identity endpoint
+    (``IDENTITY_ENDPOINT``/``IDENTITY_HEADER``, an App Service managed identity) and trusts its CA."""
+    from oea_core import keyvault
+
+    for name in list(os.environ):
+        if (name.startswith(("AZURE_", "MSI_", "IDENTITY_", "IMDS_", "OEA_EDFI_"))
+                or name.lower() in ("http_proxy", "https_proxy", "all_proxy")):
+            monkeypatch.delenv(name)
+    server = KeyVaultServer(folder).start()
+    monkeypatch.setenv("IDENTITY_ENDPOINT", server.identity_endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", server.identity_header)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.cert))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("OEA_KEYVAULT_URL", server.url)
+    keyvault._forget_clients()  # the credential reads IDENTITY_* when it is made
+    try:
+        yield server
+    finally:
+        keyvault._forget_clients()
+        server.stop()

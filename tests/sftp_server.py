@@ -208,6 +208,9 @@ class DropProxy:
                     break
                 if limit is not None and sent + len(data) >= limit:
                     sink.sendall(data[: max(0, limit - sent)])
+                    # let the client consume what it got before the cut (paramiko raises a dropped
+                    # transport's error before handing out data it already buffered)
+                    time.sleep(0.5)
                     self.cut += 1
                     break
                 sink.sendall(data)

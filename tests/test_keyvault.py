@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 from pathlib import Path
 
@@ -19,13 +18,14 @@ pytest.importorskip("azure.keyvault.secrets")
 
 from azure.core.pipeline.transport import HttpTransport
 
-from keyvault_server import KeyVaultServer
+from keyvault_server import signed_in
 from oea_core import EdFiApiError, FlowError, SaltError, get_salt, keyvault, redaction
 from oea_core.edfi.api import EdFiClient
 from oea_core.errors import KeyVaultError
 from oea_core.flow.datasources import jdbc_options
 from oea_core.flow.model import Datasource, Secret
-from oea_core.synapse.notebooks import SYNAPSE_SETUP
+from oea_core.sftp import KNOWN_HOSTS_SETTING
+from oea_core.synapse.notebooks import SYNAPSE_SECRET_FILES, SYNAPSE_SECRETS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,23 +37,11 @@ CLIENT_SECRET = "edfi-client-secret-value-9c2e"
 @pytest.fixture
 def vault(tmp_path, monkeypatch, caplog):
     """A started loopback vault; the process signs in to it through its identity endpoint, and trusts its CA."""
-    for name in list(os.environ):
-        if (name.startswith(("AZURE_", "MSI_", "IDENTITY_", "IMDS_", "OEA_EDFI_"))
-                or name.lower() in ("http_proxy", "https_proxy", "all_proxy")):
-            monkeypatch.delenv(name)
     monkeypatch.setattr(redaction, "_SEEN", set())
     monkeypatch.setattr(redaction, "_SECRETS", set())
-    server = KeyVaultServer(tmp_path).start()
-    monkeypatch.setenv("IDENTITY_ENDPOINT", server.identity_endpoint)  # App Service managed identity
-    monkeypatch.setenv("IDENTITY_HEADER", server.identity_header)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.cert))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("OEA_KEYVAULT_URL", server.url)
-    keyvault._forget_clients()  # the credential reads IDENTITY_* when it is made
-    caplog.set_level(logging.DEBUG)
-    yield server
-    keyvault._forget_clients()
-    server.stop()
+    with signed_in(tmp_path, monkeypatch) as server:
+        caplog.set_level(logging.DEBUG)
+        yield server
 
 
 def closed_port() -> int:
@@ -117,7 +105,8 @@ def test_environment_variables_come_before_the_vault_which_is_not_called(vault, 
 
 def test_the_secret_names_and_their_variables_are_exported():
     assert keyvault.ENV_VARIABLES == {"oeaSalt": "OEA_SALT", "oeaEdFiClientId": "OEA_EDFI_CLIENT_ID",
-                                      "oeaEdFiClientSecret": "OEA_EDFI_CLIENT_SECRET"}
+                                      "oeaEdFiClientSecret": "OEA_EDFI_CLIENT_SECRET",
+                                      "oeaSftpPassword": "OEA_SFTP_PASSWORD"}
     assert keyvault.secret("oeaSalt", environ={}) is None  # neither set: the caller says what to set
 
 
@@ -186,7 +175,11 @@ def test_without_vault_or_variables_the_edfi_error_names_both_ways(monkeypatch):
 
 
 def test_the_synapse_setup_and_docs_read_the_same_secrets_into_the_same_variables():
-    pairs = {secret: env for env, secret in re.findall(r'\("(\w+)", "(\w+)"\)', SYNAPSE_SETUP)}
-    assert pairs == keyvault.ENV_VARIABLES
+    # tests/synapse holds the set-up cell of every generated notebook to SYNAPSE_SECRETS
+    pairs = {secret: env for env, secret in SYNAPSE_SECRETS}
+    files = {secret: env for env, secret in SYNAPSE_SECRETS if env in SYNAPSE_SECRET_FILES}
+    assert {k: v for k, v in pairs.items() if k not in files} == keyvault.ENV_VARIABLES
+    # the one secret Synapse writes to a file is what `oea land clever sftp://` reads as a file locally
+    assert files == {keyvault.SFTP_KNOWN_HOSTS: KNOWN_HOSTS_SETTING}
     table = (REPO / "docs" / "synapse.md").read_text(encoding="utf-8")
     assert all(f"`{name}`" in table for name in keyvault.ENV_VARIABLES)

@@ -400,3 +400,29 @@ def test_a_cloud_lake_records_its_downloads_in_the_account(ssh_env, remote, azur
     monkeypatch.setenv("OEA_CACHE", str(tmp_path / "second-machine"))
     assert main(["--lake", lake_url, "land", "clever", url(ssh_env, remote)]) == 0
     assert f"downloaded 0 files (0 bytes), {len(files)} unchanged" in capsys.readouterr().out
+
+
+def test_the_module_lands_an_sftp_url_as_the_synapse_notebook_passes_it(ssh_env, remote, lake, tmp_path):
+    files = [f for day in clever_days(tmp_path, 1).values() for f in day]
+    put(ssh_env, tmp_path, remote, files)
+    module = CleverModule(lake)
+    first = module.land(url(ssh_env, remote))  # Synapse: source_path = pipeline().parameters.sftpUrl
+    assert first.batch_id and {e["remote"]["path"] for m in manifests(lake) for e in m["files"]} <= set(files)
+    before = stage1np(lake)
+    again = module.land(url(ssh_env, remote))  # the same incremental rule as `oea land clever sftp://`
+    assert again.batch_id is None and again.landed == () and stage1np(lake) == before
+
+
+def test_the_password_may_come_from_key_vault_secret_oeaSftpPassword(ssh_env, remote, lake, tmp_path, monkeypatch):
+    from keyvault_server import signed_in
+    from oea_core import keyvault
+
+    files = [f for day in clever_days(tmp_path, 1).values() for f in day]
+    put(ssh_env, tmp_path, remote, files)
+    password = os.environ.pop("OEA_SFTP_PASSWORD")
+    monkeypatch.delenv("OEA_SFTP_PASSWORD", raising=False)
+    with signed_in(tmp_path, monkeypatch) as kv:
+        kv.secrets[keyvault.SFTP_PASSWORD] = password
+        result = land_sftp(CleverModule(lake), url(ssh_env, remote), retry=FAST)
+        assert (f"/secrets/{keyvault.SFTP_PASSWORD}/", True) in kv.requests
+    assert result.land is not None and result.land.batch_id

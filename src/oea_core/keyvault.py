@@ -35,6 +35,8 @@ SALT = "oeaSalt"
 EDFI_CLIENT_ID = "oeaEdFiClientId"
 EDFI_CLIENT_SECRET = "oeaEdFiClientSecret"
 SFTP_PASSWORD = "oeaSftpPassword"
+# Synapse only: the SFTP server's known_hosts lines, written to a file for OEA_SFTP_KNOWN_HOSTS (locally a file).
+SFTP_KNOWN_HOSTS = "oeaSftpKnownHosts"
 # The environment variable that, when set, is used instead of each secret.
 SALT_ENV = "OEA_SALT"
 EDFI_CLIENT_ID_ENV = "OEA_EDFI_CLIENT_ID"

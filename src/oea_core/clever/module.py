@@ -17,6 +17,7 @@ from ..ingest import DEFAULT_MAX_REJECT_SHARE, CsvTableDef, IngestResult, ingest
 from ..landing import LandResult, land_folder
 from ..lock import LANDING, source_run
 from ..schema import TableSchema, safe_table_name
+from ..sftp import is_sftp_url, land_sftp
 from ..source_module import SourceModule
 
 if TYPE_CHECKING:
@@ -113,10 +114,14 @@ class CleverModule(SourceModule):
     def land(self, src: str | os.PathLike[str] | None = None, *, batch_id: str | None = None,
              file_facts: Mapping[str, Mapping[str, Any]] | None = None) -> LandResult:
         """Copy a Clever export folder into ``stage1np/clever/<report>/<batch>/<role>/``; ``file_facts`` go into
-        the manifest entries (see :func:`~oea_core.landing.land_folder`). ``oea_core.sftp`` lands an SFTP
-        folder through this."""
+        the manifest entries (see :func:`~oea_core.landing.land_folder`). ``src`` may be an ``sftp://`` URL:
+        :func:`~oea_core.sftp.land_sftp` downloads what is new and lands it through this method."""
         if src is None:
             raise LandingError("give the Clever export folder to land (oea land clever FOLDER)")
+        if isinstance(src, str) and is_sftp_url(src):  # the notebook's source_path (Synapse's sftpUrl)
+            result = land_sftp(self, src, batch_id=batch_id)
+            log.info("%s", result.summary())
+            return result.land or LandResult(SOURCE, None)
         with source_run(self.lake, SOURCE, "clever land", stages=LANDING):
             return land_folder(self.lake, SOURCE, os.fspath(src), classify, batch_id=batch_id,
                                file_facts=file_facts)
