@@ -67,40 +67,89 @@ def _files(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
+def _run_log(lake: Path, batch: str) -> dict:
+    return json.loads((lake / "oea-framework" / "runs" / batch / "run_log.json").read_text(encoding="utf-8"))
+
+
 @pytest.mark.spark
 @pytest.mark.slow
-def test_the_production_flow_lands_builds_and_a_night_with_nothing_new_writes_nothing(tmp_path, monkeypatch, capsys):
+def test_the_production_flow_lands_builds_and_a_night_with_nothing_new_writes_nothing(
+        sshd, tmp_path, monkeypatch, capfd, caplog):
+    """Clever from a real OpenSSH server, Ed-Fi from the API, every secret from Key Vault; then a night with
+    nothing new, and a failed night. No secret reaches a file, the output or the logs."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent / "edfi"))
     from api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
 
+    from keyvault_server import signed_in
+    from oea_core import keyvault
+    from oea_core.clever.generator import generate_clever_export
     from oea_core.cli import main
     from oea_core.edfi import generate_edfi
+    from oea_testing import secrets_found
+    from sftp_server import give_to_server
 
-    monkeypatch.setenv("OEA_SALT", SALT)
+    caplog.set_level("INFO")
+    drop = os.path.join(sshd.data, "production-drop")
+    generate_clever_export(drop, students=8, teachers=1, staff=1, days=2, quirks=False)
+    give_to_server(sshd, drop)
     monkeypatch.chdir(tmp_path)  # the view scripts go to sql_views/ here
     notifications = tmp_path / "notifications.log"
     monkeypatch.setenv("OEA_NOTIFY_FILE", str(notifications))
-    monkeypatch.setenv("OEA_EDFI_CLIENT_ID", CLIENT_ID)
-    monkeypatch.setenv("OEA_EDFI_CLIENT_SECRET", CLIENT_SECRET)
-    monkeypatch.delenv("OEA_CLEVER_SFTP_URL", raising=False)
+    monkeypatch.setenv("OEA_SFTP_KNOWN_HOSTS", sshd.known_hosts)
+    monkeypatch.setenv("OEA_CLEVER_SFTP_URL", sshd.url(drop))
     lake = tmp_path / "lake"
     flow = str(REPO / "flows" / "production_flow.yaml")
-    with EdFiTestApi(generate_edfi(students=12, staff=3, schools=2, batches=2, seed=5)) as api:
+    (tmp_path / "vault").mkdir()
+    with signed_in(tmp_path / "vault", monkeypatch) as vault, \
+            EdFiTestApi(generate_edfi(students=12, staff=3, schools=2, batches=2, seed=5)) as api:
+        vault.secrets.update({keyvault.SALT: SALT, keyvault.EDFI_CLIENT_ID: CLIENT_ID,
+                              keyvault.EDFI_CLIENT_SECRET: CLIENT_SECRET})
+        if sshd.password:
+            vault.secrets[keyvault.SFTP_PASSWORD] = sshd.password
+        else:
+            monkeypatch.setenv("OEA_SFTP_KEY_FILE", sshd.key_file)
         monkeypatch.setenv("OEA_EDFI_API_URL", api.url)
+
         assert main(["--lake", str(lake), "flow", "run", flow, "--batch-id", "night1"]) == 0
-        first = json.loads((lake / "oea-framework" / "runs" / "night1" / "run_log.json").read_text())
+        first = _run_log(lake, "night1")
         assert first["status"] == "success", first
-        assert first["steps"]["edfi_api"]["rows"] > 0 and first["steps"]["build_star"]["rows"] > 0
-        assert first["steps"]["clever_sftp"]["rows"] == 0  # no URL: skipped
+        rows = {name: step["rows"] for name, step in first["steps"].items()}
+        assert all(rows[step] > 0 for step in ("clever_sftp", "edfi_api", "clever_ingest", "edfi_ingest_refine",
+                                               "build_vault", "build_star", "write_views")), rows
+        assert {path for path, _had_token in vault.requests} >= {f"/secrets/{name}/" for name in vault.secrets}
         versions, stage1, views = _versions(lake), _files(lake / "stage1np"), _files(tmp_path / "sql_views")
-        assert any(name.startswith("stage3p/star/") for name in versions)
-        capsys.readouterr()
+        assert {"stage3p/star/fact_digital_activity", "stage3p/star/fact_enrollment"} <= set(versions)
+
+        # a night with nothing new: nothing downloaded, landed, committed or rewritten
         assert main(["--lake", str(lake), "flow", "run", flow, "--batch-id", "night2"]) == 0
-        second = json.loads((lake / "oea-framework" / "runs" / "night2" / "run_log.json").read_text())
+        second = _run_log(lake, "night2")
         assert second["status"] == "success"
         assert {name: step["rows"] for name, step in second["steps"].items()} == dict.fromkeys(second["steps"], 0)
         assert _versions(lake) == versions and _files(lake / "stage1np") == stage1
-        assert _files(tmp_path / "sql_views") == views  # same text: not rewritten
+        assert _files(tmp_path / "sql_views") == views
+
+        # a failed night: the SFTP login is refused; the run says so in one line, and nothing was written
+        wrong = "Wr0ng-pa55word-" + SALT[-6:]
+        monkeypatch.setenv("OEA_SFTP_PASSWORD", wrong)
+        monkeypatch.delenv("OEA_SFTP_KEY_FILE", raising=False)
+        once = tmp_path / "production_once.yaml"  # the shipped flow without its 5-minute retries
+        once.write_text(Path(flow).read_text(encoding="utf-8").replace(
+            "default_retry: {attempts: 3, delay_seconds: 300}", "default_retry: {attempts: 1, delay_seconds: 0}"),
+            encoding="utf-8")
+        assert main(["--lake", str(lake), "flow", "run", str(once), "--batch-id", "night3"]) == 1
+        third = _run_log(lake, "night3")
+        assert third["status"] == "failed" and third["steps"]["clever_sftp"]["status"] == "failed"
+        error = third["steps"]["clever_sftp"]["error"]
+        assert sshd.url(drop).split("//")[1].split("@")[0] in error and "password" in error.lower()
+        assert _versions(lake) == versions and _files(lake / "stage1np") == stage1
+        tokens = {f"vault token {n}": t for n, t in enumerate(vault.tokens)}
+        tokens |= {f"api token {n}": t for n, t in enumerate(api.tokens)}
     lines = notifications.read_text(encoding="utf-8").splitlines()
     assert [line.split()[1:4] for line in lines] == [["production", "night1", "success"],
-                                                      ["production", "night2", "success"]]
+                                                      ["production", "night2", "success"],
+                                                      ["production", "night3", "failed"]]
+    out = capfd.readouterr()
+    secrets = {"salt": SALT, "Ed-Fi client secret": CLIENT_SECRET, "wrong SFTP password": wrong, **tokens}
+    if sshd.password:
+        secrets["SFTP password"] = sshd.password
+    assert secrets_found(secrets, tmp_path, texts=(out.out, out.err, caplog.text)) == []

@@ -236,6 +236,8 @@ class _Session:
         self.paramiko = require("paramiko")
         self.source, self.retry = source, retry
         self.key_file, self.password = _credentials(source, environ)
+        self.password_from = (PASSWORD_SETTING if environ.get(PASSWORD_SETTING)
+                              else f"Key Vault secret {keyvault.SFTP_PASSWORD}")
         self.key = _load_key(source, self.key_file, self.paramiko) if self.key_file else None
         self.known_hosts = os.path.expanduser(environ.get(KNOWN_HOSTS_SETTING) or "~/.ssh/known_hosts")
         self.transport: Any = None
@@ -262,7 +264,7 @@ class _Session:
             else:
                 self.transport.auth_password(self.source.user, self.password)
         except paramiko.AuthenticationException as exc:
-            how = f"the key file in {KEY_FILE_SETTING}" if self.key_file else f"the password in {PASSWORD_SETTING}"
+            how = f"the key file in {KEY_FILE_SETTING}" if self.key_file else f"the password in {self.password_from}"
             raise SftpError(f"{self.source.url} refused {how} for user {self.source.user}: check it "
                             "with the server's owner", url=self.source.url, attempt=self.connections) from exc
         self.sftp = paramiko.SFTPClient.from_transport(self.transport)
