@@ -7,6 +7,7 @@ are read back by an independent client (delta-rs with storage options), never th
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -22,6 +23,8 @@ from oea_core.cli import main
 from oea_core.cloud_lake import SyncedFolder, open_cloud
 from oea_core.edfi import generate_edfi
 from oea_core.errors import LakeStorageError
+from oea_core.gold import build_star, build_vault
+from oea_core.gold.model import STAR_TABLES, VAULT_TABLES
 from oea_core.lease import blob_lease
 from oea_core.storage import CONNECTION_STRING, CONTAINERS, EMULATOR_KEY, lake_credentials, lake_filesystem
 from oea_testing import TEST_SALT
@@ -284,9 +287,21 @@ def test_edfi_on_azurite_makes_the_tables_a_local_lake_makes(cloud, monkeypatch,
         for table in tables:
             assert rows(cloud_table(cloud, stage, "edfi", table)) == rows(local_table(local, stage, "edfi", table)), \
                 (stage, table)
+    # the gold layer: built on the working copy from what the account holds, pushed, the same as a local lake's
+    load_ts = dt.datetime(2026, 10, 2, 6, tzinfo=dt.timezone.utc)
+    for lake in (LAKE_URL, str(local)):
+        assert build_vault(lake, "g1", load_ts=load_ts).rows > 0
+        assert build_star(lake, "g1", effective_date="2026-10-02").rows > 0
+    for area, tables in (("vault", VAULT_TABLES), ("star", STAR_TABLES)):
+        for table in tables:
+            if (local / "stage3p" / area / table).is_dir():
+                assert rows(cloud_table(cloud, "stage3p", area, table)) == \
+                    rows(local_table(local, "stage3p", area, table)), (area, table)
     before = account_files(cloud)
     new_cache(monkeypatch, tmp_path, "second-machine")
     assert oea(LAKE_URL, "ingest", "edfi") == 0
+    assert build_vault(LAKE_URL, "g1", load_ts=load_ts).rows == 0  # the batch's app ids are in the account
+    assert build_star(LAKE_URL, "g1", effective_date="2026-10-02").rows == 0
     assert account_files(cloud) == before
     assert oea(LAKE_URL, "views", "edfi", "--out", str(tmp_path / "views")) == 0
     local_views = tmp_path / "local-views"

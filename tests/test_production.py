@@ -77,9 +77,7 @@ def test_the_production_flow_lands_builds_and_a_night_with_nothing_new_writes_no
         sshd, tmp_path, monkeypatch, capfd, caplog):
     """Clever from a real OpenSSH server, Ed-Fi from the API, every secret from Key Vault; then a night with
     nothing new, and a failed night. No secret reaches a file, the output or the logs."""
-    monkeypatch.syspath_prepend(str(Path(__file__).parent / "edfi"))
-    from api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
-
+    from edfi.api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi  # tests/edfi, on pythonpath as tests/
     from keyvault_server import signed_in
     from oea_core import keyvault
     from oea_core.clever.generator import generate_clever_export

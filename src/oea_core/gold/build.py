@@ -9,6 +9,7 @@ so rerunning a batch writes nothing, and a batch that changed nothing writes not
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -16,9 +17,11 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..cloud_lake import open_cloud
 from ..delta import delta_store
 from ..delta.rs import table_version
 from ..errors import GoldError
+from ..lock import lake_lock
 from ..paths import LakePaths
 from ..spark import get_spark
 from . import facts
@@ -47,6 +50,8 @@ from .star import current_attributes, star_app_id, star_path, unknown_member, wr
 from .vault import load_vault, require_columns
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from pyspark.sql import DataFrame
 
     from ..delta import DeltaStore, WriteResult
@@ -84,9 +89,29 @@ def _store(store: DeltaStore | None, engine: str | None) -> DeltaStore:
     return store if store is not None else delta_store(get_spark("oea-gold"), engine)
 
 
+@contextlib.contextmanager
+def _synced(lake: LakePaths, area: str) -> Iterator[None]:
+    """A build of ``area`` under the lake's ``gold`` lock; on a cloud lake's working copy, with its inputs
+    (``stage2p/edfi``, ``stage2p/clever``, and the vault for the star) and its own folder pulled from the
+    account first, and its own folder pushed once the build succeeded (see :mod:`oea_core.cloud_lake`)."""
+    with lake_lock(lake, "gold", f"gold {area}"):
+        if lake.account is None or lake.root is None:  # a local lake, or Spark reaching the account (Synapse)
+            yield
+            return
+        cloud = open_cloud(lake)
+        inputs = [("stage2p", EDFI), ("stage2p", CLEVER)] + ([(GOLD_STAGE, VAULT)] if area == STAR else [])
+        for stage, source in inputs:
+            cloud.folder(stage, source).pull()
+        own = cloud.folder(GOLD_STAGE, area)
+        own.pull()
+        yield
+        own.push()
+
+
 def _inputs(lake: LakePaths, area: str) -> dict[str, int | None] | None:
-    """The Delta version of every table a build of ``area`` reads (None: a lake whose folders cannot be listed)."""
-    if lake.root is None:
+    """The Delta version of every table a build of ``area`` reads (None: a cloud lake, whose working copy is
+    only brought up to date inside :func:`_synced`, or Spark reaching the account: always build)."""
+    if lake.root is None or lake.account is not None:
         return None
     tables = [("stage2p", source, name) for source in (EDFI, CLEVER)
               for name in sorted(_listdir(lake.path("stage2p", source)))]
@@ -138,16 +163,17 @@ def build_vault(lake: LakePaths | str | None = None, batch_id: str | None = None
     Raises GoldError for a missing setting or input, DataQualityError when a check finds offending rows.
     """
     lake, batch_id = _settings(lake, batch_id, context, "build_vault")
-    current, inputs = up_to_date(lake, VAULT)
-    if current:
-        log.info("vault: up to date, no input table changed since its last build; nothing to do")
-        return GoldResult({}, up_to_date=True)
-    store = _store(store, engine)
-    results = load_vault(store, lake, VAULT_LOADS, batch_id, load_ts or dt.datetime.now(dt.timezone.utc))
-    counts = run_checks(store, lake, VAULT_CHECKS) if checks else {}
-    raise_on_failures(counts, f"vault batch {batch_id}")
-    _record_inputs(lake, VAULT, batch_id, inputs if checks else None)
-    return GoldResult(results, counts)
+    with _synced(lake, VAULT):
+        current, inputs = up_to_date(lake, VAULT)
+        if current:
+            log.info("vault: up to date, no input table changed since its last build; nothing to do")
+            return GoldResult({}, up_to_date=True)
+        store = _store(store, engine)
+        results = load_vault(store, lake, VAULT_LOADS, batch_id, load_ts or dt.datetime.now(dt.timezone.utc))
+        counts = run_checks(store, lake, VAULT_CHECKS) if checks else {}
+        raise_on_failures(counts, f"vault batch {batch_id}")
+        _record_inputs(lake, VAULT, batch_id, inputs if checks else None)
+        return GoldResult(results, counts)
 
 
 def _read(store: DeltaStore, path: str, what: str) -> DataFrame:
@@ -205,15 +231,21 @@ def build_star(lake: LakePaths | str | None = None, batch_id: str | None = None,
     ``effective_date`` (a date or ``YYYY-MM-DD``; None or empty: today, UTC) dates the batch's dimension
     changes. Raises GoldError for a missing setting or input, DataQualityError when a check fails.
     """
-    from pyspark.sql import functions as F
-
     lake, batch_id = _settings(lake, batch_id, context, "build_star")
     day = _as_date(effective_date)
-    current, inputs = up_to_date(lake, STAR)
-    if current:
-        log.info("star: up to date, no input table changed since its last build; nothing to do")
-        return GoldResult({}, up_to_date=True)
-    store = _store(store, engine)
+    with _synced(lake, STAR):
+        current, inputs = up_to_date(lake, STAR)
+        if current:
+            log.info("star: up to date, no input table changed since its last build; nothing to do")
+            return GoldResult({}, up_to_date=True)
+        result = _build_star(lake, batch_id, day, _store(store, engine), checks)
+        _record_inputs(lake, STAR, batch_id, inputs if checks else None)
+        return result
+
+
+def _build_star(lake: LakePaths, batch_id: str, day: dt.date, store: DeltaStore, checks: bool) -> GoldResult:
+    from pyspark.sql import functions as F
+
     results = _dimensions(store, lake, day, batch_id)
     dim_student, dim_school = store.read(star_path(lake, "dim_student")), store.read(star_path(lake, "dim_school"))
     spans = facts.enrollments(_read(store, lake.table(GOLD_STAGE, VAULT, LINK_ENROLLMENT.table), "run build_vault"),
@@ -247,7 +279,6 @@ def build_star(lake: LakePaths | str | None = None, batch_id: str | None = None,
                                   metadata=metadata, partition_by=partitions)
     counts = run_checks(store, lake, STAR_CHECKS) if checks else {}
     raise_on_failures(counts, f"star batch {batch_id}")
-    _record_inputs(lake, STAR, batch_id, inputs if checks else None)
     return GoldResult(results, counts, unknown)
 
 
