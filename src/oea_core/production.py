@@ -21,9 +21,12 @@ import os
 from typing import Any
 
 from . import sources
+from .clever import CleverModule
+from .edfi import EdFiModule
 from .errors import FlowError
 from .ingest import DEFAULT_MAX_REJECT_SHARE
 from .paths import LakePaths
+from .sftp import land_sftp
 
 log = logging.getLogger("oea")
 CLEVER_SFTP_ENV = "OEA_CLEVER_SFTP_URL"
@@ -44,9 +47,6 @@ def land_clever_sftp(url: str = "", context: dict[str, Any] | None = None) -> in
     if not url:
         log.info("Clever SFTP: no URL (set %s or the step's url); nothing to land", CLEVER_SFTP_ENV)
         return 0
-    from .clever import CleverModule
-    from .sftp import land_sftp
-
     result = land_sftp(CleverModule(lake), url, batch_id=(context or {}).get("batch_id"))
     log.info("%s", result.summary())
     return len(result.land.landed) if result.land is not None else 0
@@ -63,8 +63,6 @@ def land_edfi_api(api_url: str = "", resources: list[str] | None = None,
     if not api_url:
         log.info("Ed-Fi API: no URL (set %s or the step's api_url); nothing to land", EDFI_API_ENV)
         return 0
-    from .edfi import EdFiModule
-
     result = EdFiModule(lake=lake).land(api=api_url, resources=resources, batch_id=(context or {}).get("batch_id"))
     log.info("%s", result.summary())
     return len(result.batches)

@@ -58,8 +58,9 @@ def test_api_without_credentials_is_a_one_line_error(tmp_path):
                           "--api", "http://127.0.0.1:9"], check=False, capture_output=True, text=True, env=env)
     assert run.returncode == 1
     assert run.stderr.strip() == ("oea: error: no Ed-Fi API credentials: set OEA_EDFI_CLIENT_ID and "
-                                  "OEA_EDFI_CLIENT_SECRET in the environment (they are never taken from the "
-                                  "command line)")
+                                  "OEA_EDFI_CLIENT_SECRET in the environment, or OEA_KEYVAULT_URL to a Key Vault "
+                                  "holding secrets oeaEdFiClientId and oeaEdFiClientSecret (they are never taken "
+                                  "from the command line)")
 
 
 def test_generator_is_deterministic_and_the_sample_is_its_output(tmp_path):
