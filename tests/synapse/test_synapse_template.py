@@ -227,8 +227,9 @@ def _run_setup_cell(monkeypatch, vault: dict[str, str], keyvault_name: str = "oe
     fake = types.ModuleType("notebookutils")
     fake.mssparkutils = types.SimpleNamespace(credentials=types.SimpleNamespace(getSecret=get_secret))
     monkeypatch.setitem(sys.modules, "notebookutils", fake)
-    for env, _ in SYNAPSE_SECRETS:
-        monkeypatch.delenv(env, raising=False)
+    for env, _ in SYNAPSE_SECRETS:  # set, then removed: the undo then also removes what the cell sets
+        monkeypatch.setenv(env, "")
+        monkeypatch.delenv(env)
     exec(compile(SYNAPSE_SETUP, "setup cell", "exec"), {"keyvault_name": keyvault_name})  # noqa: S102
     return asked
 
