@@ -426,3 +426,18 @@ def test_the_password_may_come_from_key_vault_secret_oeaSftpPassword(ssh_env, re
         result = land_sftp(CleverModule(lake), url(ssh_env, remote), retry=FAST)
         assert (f"/secrets/{keyvault.SFTP_PASSWORD}/", True) in kv.requests
     assert result.land is not None and result.land.batch_id
+
+
+def test_a_password_key_vault_cannot_give_is_one_line_naming_the_settings_and_the_secret(lake, tmp_path,
+                                                                                           monkeypatch):
+    from keyvault_server import signed_in
+    from oea_core import keyvault
+
+    monkeypatch.delenv("OEA_SFTP_PASSWORD", raising=False)
+    monkeypatch.delenv("OEA_SFTP_KEY_FILE", raising=False)
+    with signed_in(tmp_path, monkeypatch) as kv, pytest.raises(SftpError) as caught:
+        land_sftp(CleverModule(lake), "sftp://clever@127.0.0.1:1/drop", retry=FAST)  # never reached: no password
+    message = str(caught.value)
+    assert "\n" not in message and "OEA_SFTP_PASSWORD" in message and "OEA_SFTP_KEY_FILE" in message
+    assert keyvault.SFTP_PASSWORD in message and kv.url in message and "not found" in message
+    assert not os.path.exists(lake.path("stage1np", "clever"))

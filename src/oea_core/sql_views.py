@@ -222,10 +222,15 @@ def lake_database_ddl(lake: LakePaths, source: str, tables: list[tuple[str, str]
     return statements
 
 
+def views_script_path(out_dir: str, source: str) -> str:
+    """Where :func:`write_views_script` writes ``source``'s script."""
+    return os.path.join(out_dir, f"{sql_name(source, 'source')}_views.sql")
+
+
 def write_views_script(script: str, out_dir: str, source: str) -> str:
     """Write ``<out_dir>/<source>_views.sql`` (left alone when it already holds ``script``); returns its path."""
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"{sql_name(source, 'source')}_views.sql")
+    path = views_script_path(out_dir, source)
     try:
         with open(path, encoding="utf-8") as handle:
             if handle.read() == script:

@@ -4,8 +4,6 @@ its line, datasources whose secrets are read at run time and never logged, Teams
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import ipaddress
 import json
 import ssl
 import textwrap
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 from test_flow_run import statuses
 
+from keyvault_server import self_signed
 from oea_core import LakePaths
 from oea_core import keyvault as keyvault_module
 from oea_core.flow import FlowError, FlowRun, load_flow
@@ -502,28 +501,6 @@ class TeamsReceiver(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (and its key), which requests trusts through REQUESTS_CA_BUNDLE."""
-    x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
 
 
 def test_a_teams_notification_posts_a_card_over_https(tmp_path, lake, monkeypatch):

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import FlowError
 from ..gold_views import GOLD_AREAS, view_set_script, view_tables
-from ..sql_views import write_views_script
+from ..sql_views import views_script_path, write_views_script
 
 log = logging.getLogger("oea")
 
@@ -34,7 +34,7 @@ def write_views(modules: list[str] | None = None, out: str = "sql_views", accoun
     for name in names:
         tables = view_tables(lake, name)
         script = view_set_script(lake, name, account=account, workspace=workspace)
-        before = _text(os.path.join(out, f"{name}_views.sql"))
+        before = _text(views_script_path(out, name))
         path = write_views_script(script, out, name)
         if before == script:
             log.info("%s is up to date (%d views)", path, len(tables))
