@@ -40,6 +40,18 @@ if [ ! -x /usr/sbin/sshd ]; then
   [ -z "$NOSTART" ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  log "installing PostgreSQL (oea publish postgres needs its client tools; the tests marked postgres start a throwaway server)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  # as for sshd: no system cluster is started
+  NOSTART=""; [ -e /usr/sbin/policy-rc.d ] || NOSTART=1
+  [ -z "$NOSTART" ] || printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  [ -z "$NOSTART" ] || $SUDO chmod +x /usr/sbin/policy-rc.d
+  ( $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null ) \
+    || log "could not install postgresql with apt-get; oea publish postgres and the tests marked postgres need it"
+  [ -z "$NOSTART" ] || $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
 if ! command -v npm >/dev/null 2>&1; then
   log "installing Node.js and npm (they install and run the Azurite storage emulator for the cloud-lake tests)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -58,6 +70,12 @@ fi
 log "installing pinned packages (requirements.txt)"
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+# dbt in its own environment (requirements-dbt.txt says why); oea publish postgres runs its `dbt`.
+if [ ! -x .venv/share/oea/dbt/bin/python ]; then
+  log "creating .venv/share/oea/dbt (dbt-core, dbt-postgres)"
+  "$PYTHON" -m venv .venv/share/oea/dbt
+fi
+.venv/share/oea/dbt/bin/python -m pip install -q --disable-pip-version-check -r requirements-dbt.txt
 # Delta Lake's jars and the JDBC drivers, pinned in scripts/jars/pom.xml; the local Spark session loads them.
 ./scripts/fetch_jars.sh .venv/share/oea/jars
 # Azurite, pinned in scripts/azurite/package-lock.json; only the azurite tests need it, so without npm or the

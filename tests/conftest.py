@@ -3,7 +3,8 @@
 Also one session-scoped Azurite (tests/azurite.py), and marks tests by what they need, so the default run
 (see ``addopts`` in pyproject.toml) can leave them out: ``spark`` for tests that take the spark, engine or
 store fixture, ``azurite`` for tests that take the azurite fixture, ``sftp`` for tests that take the sshd
-fixture (a real OpenSSH server, tests/sftp_server.py), ``notebooks`` for every notebook
+fixture (a real OpenSSH server, tests/sftp_server.py), ``postgres`` for tests that take the postgres
+fixture (a real PostgreSQL server, tests/postgres_server.py), ``notebooks`` for every notebook
 that nbmake collects. Tests that start Spark or a kernel themselves (in a subprocess, through a flow) are
 marked by hand. The constants tests share are in ``oea_testing``, not here.
 """
@@ -20,6 +21,7 @@ import pytest
 from azurite import start_azurite
 from oea_core import LakePaths, Salt
 from oea_testing import ENGINES, TEST_SALT
+from postgres_server import server_bin, start_postgres
 from sftp_server import SSHD, start_sshd
 
 SPARK_FIXTURES = {"spark", "engine", "store"}
@@ -27,6 +29,9 @@ AZURE_SETTINGS = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_KEY"
                   "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_STORAGE_ACCOUNT_NAME",
                   "AZURE_STORAGE_CLIENT_ID", "AZURE_STORAGE_CLIENT_SECRET", "AZURE_STORAGE_TENANT_ID",
                   "AZURE_STORAGE_ANON", "AZURE_FEDERATED_TOKEN_FILE", "AZURITE_BLOB_STORAGE_URL")
+
+# libpq's settings: a test's server is named explicitly, never the machine's
+PG_SETTINGS = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGPASSFILE", "PGSERVICE", "PGSERVICEFILE")
 
 
 def pytest_collection_modifyitems(items):
@@ -37,6 +42,8 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.azurite)
         if "sshd" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.sftp)
+        if "postgres" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
         if item.path.suffix == ".ipynb":  # nbmake's items, one per notebook
             item.add_marker(pytest.mark.notebooks)
 
@@ -70,6 +77,17 @@ def sshd():
     shutil.rmtree(os.path.dirname(server.data), ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster on a free loopback port, as an unprivileged user, for the whole session."""
+    if server_bin() is None:
+        pytest.fail("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin): apt-get install postgresql "
+                    "(scripts/setup.sh does), or leave the postgres tests out with -m 'not postgres'")
+    # not under pytest's tmp_path, for the same reason as sshd's
+    with start_postgres(Path(tempfile.mkdtemp(prefix="oea-pg-"))) as server:
+        yield server
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request, monkeypatch) -> str:
     """Each Delta engine in turn, also for subprocesses and notebook kernels (through OEA_ENGINE)."""
@@ -99,6 +117,6 @@ def _no_ambient_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("OEA_CACHE", str(tmp_path / "oea-cache"))  # cloud lakes' working copies, per test
     for name in ("OEA_LAKE", "OEA_SALT", "OEA_KEYVAULT_URL", "OEA_STORAGE_ACCOUNT", "OEA_ENGINE",
                  "OEA_ALLOW_SHORT_SALT", "OEA_LOCK_WAIT", "OEA_SFTP_PASSWORD",
-                 "OEA_SFTP_KEY_FILE", "OEA_SFTP_KNOWN_HOSTS", *AZURE_SETTINGS):
+                 "OEA_SFTP_KEY_FILE", "OEA_SFTP_KNOWN_HOSTS", *PG_SETTINGS, *AZURE_SETTINGS):
         monkeypatch.delenv(name, raising=False)
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
