@@ -29,6 +29,7 @@ from .errors import (
                      SftpError,
                      SqlPreviewError,
                      StorageCredentialError,
+                     SubmissionError,
                      UsageError,
 )
 from .gold import GoldResult, build_star, build_vault
@@ -45,6 +46,15 @@ from .sources import SourceRegistry, sources
 from .spark import get_spark
 from .sql_preview import SqlPreview
 from .sql_views import lake_database_ddl, views_script
+from .submissions import (
+                     PipelineConfig,
+                     Submission,
+                     SubmissionLimits,
+                     SubmissionPipeline,
+                     pipeline_config_schema,
+                     submit_bundle,
+                     watch_inbox,
+)
 
 __all__ = [
                      "STAGES",
@@ -77,6 +87,7 @@ __all__ = [
                      "NotebookRunError",
                      "NotebookStep",
                      "OEAError",
+                     "PipelineConfig",
                      "PseudoOp",
                      "RejectedRowsError",
                      "RetryPolicy",
@@ -92,6 +103,10 @@ __all__ = [
                      "SqlPreview",
                      "SqlPreviewError",
                      "StorageCredentialError",
+                     "Submission",
+                     "SubmissionError",
+                     "SubmissionLimits",
+                     "SubmissionPipeline",
                      "TableSchema",
                      "UsageError",
                      "WriteResult",
@@ -106,12 +121,15 @@ __all__ = [
                      "lake_database_ddl",
                      "land_folder",
                      "land_sftp",
+                     "pipeline_config_schema",
                      "pseudonym",
                      "safe_column_name",
                      "safe_table_name",
                      "sources",
+                     "submit_bundle",
                      "to_lookup",
                      "to_pseudonymized",
                      "view_set_script",
                      "views_script",
+                     "watch_inbox",
 ]

@@ -35,6 +35,8 @@ from .sftp import is_sftp_url, land_sftp
 from .sources import sources
 from .sql_preview import SqlPreview
 from .sql_views import write_views_script
+from .submissions import SubmissionLimits, open_inbox, schema_text, submit_bundle, watch_inbox
+from .submissions.inbox import DEFAULT_INTERVAL
 from .synapse import build_wheel, write_template
 
 if TYPE_CHECKING:
@@ -243,6 +245,30 @@ def _flow_status(lake: LakePaths, args: argparse.Namespace) -> int:
     return 0
 
 
+# submit, watch -----------------------------------------------------------------------------------
+def _limits(args: argparse.Namespace) -> SubmissionLimits:
+    return SubmissionLimits.from_settings(args.max_members, args.max_bytes)
+
+
+def _submit(lake: LakePaths, args: argparse.Namespace) -> int:
+    if args.print_schema:
+        sys.stdout.write(schema_text())
+        return 0
+    if not args.bundle:
+        raise UsageError("oea submit needs a BUNDLE (.tar or .tar.gz), or --print-schema")
+    if not os.path.isfile(args.bundle):
+        raise UsageError(f"oea submit: {args.bundle} is not a file: give the path of a .tar or .tar.gz bundle")
+    submission = submit_bundle(lake, args.bundle, limits=_limits(args))  # the bundle stays where it is
+    print(submission.line())
+    return 0 if submission.status == "accepted" else 1
+
+
+def _watch(lake: LakePaths, args: argparse.Namespace) -> int:
+    summary = watch_inbox(lake, open_inbox(args.inbox), limits=_limits(args), interval=args.interval, once=args.once)
+    print(f"oea watch {args.inbox}: {summary.line()}")
+    return 1 if summary.left and args.once else 0
+
+
 # generate --------------------------------------------------------------------------------------
 def _generate(lake: LakePaths, args: argparse.Namespace) -> int:
     generate = sources.get(args.module).generate
@@ -383,6 +409,25 @@ def _lake_commands(commands: argparse._SubParsersAction) -> None:
     wheel.add_argument("--out", default="dist", help="folder (default %(default)s)")
 
 
+def _submission_commands(commands: argparse._SubParsersAction) -> None:
+    submit = _command(commands, "submit", _submit, help="process a tarball bundle once: its pipeline-config.json "
+                      "names the pipeline (docs/pipeline-config.md); the file stays where it is")
+    submit.add_argument("bundle", nargs="?", help="the .tar or .tar.gz bundle")
+    submit.add_argument("--print-schema", action="store_true", help="print the pipeline-config.json JSON Schema")
+    watch_ = _command(commands, "watch", _watch, help="process every bundle dropped into INBOX, then move it to "
+                      "INBOX/processed/ or INBOX/rejected/")
+    watch_.add_argument("inbox", help="a local folder, or abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/FOLDER")
+    watch_.add_argument("--once", action="store_true", help="process the bundles there now, then stop")
+    watch_.add_argument("--interval", type=float, default=DEFAULT_INTERVAL,
+                        help="seconds between polls (default %(default)s)")
+    for parser in (submit, watch_):
+        parser.add_argument("--max-members", type=int, help="refuse a bundle of more members (default: "
+                            "$OEA_SUBMISSION_MAX_MEMBERS, else 10000)")
+        parser.add_argument("--max-bytes", type=int, help="refuse a bundle of more bytes once unpacked (default: "
+                            "$OEA_SUBMISSION_MAX_BYTES, else 1 GiB)")
+        _wait_option(parser)
+
+
 def _flow_commands(commands: argparse._SubParsersAction) -> None:
     flow = commands.add_parser("flow", help="YAML pipelines: validate, run, graph, status")
     flow_commands = flow.add_subparsers(dest="flow_command", required=True, metavar="FLOW_COMMAND")
@@ -416,6 +461,7 @@ def parser() -> argparse.ArgumentParser:
     _module_commands(commands)
     _lake_commands(commands)
     _flow_commands(commands)
+    _submission_commands(commands)
     return root
 
 

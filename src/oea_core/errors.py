@@ -174,6 +174,16 @@ class WorkerFailed(StepFailed):
     prefix = False
 
 
+class SubmissionError(OEAError):
+    """A submission bundle was refused (hostile or broken tarball, bad ``pipeline-config.json``, unknown
+    pipeline), or the submission settings are wrong. ``member`` names the bundle member at fault, if one is."""
+
+    def __init__(self, message: str, *, bundle: str | None = None, member: str | None = None) -> None:
+        super().__init__(message)
+        self.bundle = bundle
+        self.member = member
+
+
 class MissingExtraError(OEAError):
     """An optional package is not installed; the message names the extra to install."""
 
