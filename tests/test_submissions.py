@@ -1,0 +1,354 @@
+"""Tarball submissions (oea_core.submissions, `oea submit`, `oea watch`): real tarballs built with tarfile.
+
+The hostile and broken bundles are refused before anything is written, so those tests need no Spark and
+run in the quick default subset; the bundles that are accepted land and ingest for real (delta-rs writes,
+the session-scoped Spark reads the CSVs), and the cloud inbox is a folder on Azurite.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from oea_core import STAGES, LakePaths, SubmissionError, SubmissionLimits, submit_bundle, watch_inbox
+from oea_core.cli import main
+from oea_core.submissions import LocalInbox, parse_config, read_record, schema_text
+from oea_core.submissions.bundle import inspect_bundle
+from oea_testing import digest
+
+REPO = Path(__file__).resolve().parents[1]
+CLEVER = REPO / "test_data" / "clever"
+EDFI = REPO / "test_data" / "edfi"
+SALT = "submissions-test-salt-4b7e0c91"
+CLEVER_CONFIG = {"pipeline": "clever_ingress_v1", "options": {"max_reject_share": 0.1}}
+
+
+# building bundles ------------------------------------------------------------------------------
+def _add(tar: tarfile.TarFile, name: str, data: bytes = b"", **attrs) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 1_700_000_000
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+
+
+def make_bundle(path: Path, config: dict | bytes | None = None, files: dict[str, bytes] | None = None,
+                folder: Path | None = None, extra=None, gz: bool = True) -> Path:
+    """A bundle at ``path``: the config (JSON of a dict, or raw bytes), ``files``, ``folder``'s files under their
+    relative paths, and ``extra(tar)`` for members tarfile's ``add`` would never write."""
+    with tarfile.open(path, "w:gz" if gz else "w", format=tarfile.PAX_FORMAT) as tar:
+        if config is not None:
+            _add(tar, "pipeline-config.json", config if isinstance(config, bytes) else json.dumps(config).encode())
+        for name, data in (files or {}).items():
+            _add(tar, name, data)
+        if folder is not None:
+            for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+                _add(tar, file.relative_to(folder).as_posix(), file.read_bytes())
+        if extra is not None:
+            extra(tar)
+    return path
+
+
+CSV = b"date,sis_id,clever_user_id\n2022-01-03,S1,u1\n"
+
+
+def hostile(kind: str):
+    """``(member named in the reason, extra(tar))`` for each kind of hostile member."""
+    return {
+        "absolute path": ("/etc/cron.d/evil.csv", lambda t: _add(t, "/etc/cron.d/evil.csv", CSV)),
+        "dot-dot": ("daily-participation/../../evil.csv",
+                    lambda t: _add(t, "daily-participation/../../evil.csv", CSV)),
+        "symbolic link": ("students.csv", lambda t: _add(t, "students.csv", type=tarfile.SYMTYPE,
+                                                          linkname="/etc/passwd")),
+        "hard link": ("copy.csv", lambda t: _add(t, "copy.csv", type=tarfile.LNKTYPE, linkname="/etc/shadow")),
+        "character device": ("null", lambda t: _add(t, "null", type=tarfile.CHRTYPE, devmajor=1, devminor=3)),
+        "block device": ("sda", lambda t: _add(t, "sda", type=tarfile.BLKTYPE, devmajor=8, devminor=0)),
+        "FIFO": ("pipe", lambda t: _add(t, "pipe", type=tarfile.FIFOTYPE)),
+        "name given twice": ("./a.csv", lambda t: (_add(t, "a.csv", CSV), _add(t, "./a.csv", CSV))),
+    }[kind]
+
+
+@pytest.fixture
+def salted(monkeypatch):
+    monkeypatch.setenv("OEA_SALT", SALT)
+    monkeypatch.setenv("OEA_ENGINE", "delta-rs")
+
+
+def nothing_in_stages(lake: LakePaths) -> None:
+    for stage in STAGES:
+        assert not os.path.exists(lake.stage_root(stage)), stage
+    framework = Path(lake.state_path())
+    assert {p.name for p in framework.iterdir()} <= {"submissions", "locks"}
+
+
+def assert_rejected(lake: LakePaths, bundle: Path, *words: str) -> dict:
+    submission = submit_bundle(lake, bundle)
+    assert submission.status == "rejected" and not submission.duplicate
+    for word in words:
+        assert word in submission.reason, (word, submission.reason)
+    record = read_record(lake, submission.sha256)
+    assert record["status"] == "rejected" and record["reason"] == submission.reason
+    assert any("rejected" in line for line in record["log"])
+    nothing_in_stages(lake)
+    return record
+
+
+# hostile and broken bundles: refused before anything is written ------------------------------------
+@pytest.mark.parametrize("kind", ["absolute path", "dot-dot", "symbolic link", "hard link", "character device",
+                                  "block device", "FIFO", "name given twice"])
+def test_a_hostile_member_is_refused_naming_it_and_nothing_is_written(lake, tmp_path, kind):
+    member, extra = hostile(kind)
+    bundle = make_bundle(tmp_path / "b.tar.gz", CLEVER_CONFIG, {"daily-participation/x-students.csv": CSV},
+                         extra=extra)
+    record = assert_rejected(lake, bundle, f"member {member!r}", kind if kind != "dot-dot" else "'..'",
+                             "nothing was written")
+    assert record["pipeline"] is None  # refused before the config was even looked at
+
+
+@pytest.mark.parametrize(("config", "words"), [
+    (None, ["has no pipeline-config.json"]),
+    (b"{\"pipeline\": \"clever_ingress_v1\",,}", ["not valid JSON", "line 1 column 34"]),
+    (b"\xff\xfe{}", ["not UTF-8"]),
+    ({"pipeline": "sis_ingress_v9"}, ["unknown pipeline 'sis_ingress_v9'", "clever_ingress_v1, edfi_ingress_v1"]),
+    ({"options": {}}, ["(the top level): 'pipeline' is a required property"]),
+    ({"pipeline": "clever_ingress_v1", "options": {"max_reject_share": 2}},
+     ["options.max_reject_share: 2 is greater than the maximum of 1"]),
+    ({"pipeline": "clever_ingress_v1", "options": {"max_reject_share": "lots"}},
+     ["options.max_reject_share: 'lots' is not of type 'number'"]),
+    ({"pipeline": "edfi_ingress_v1", "options": {"max_reject_share": 0.1, "refine_later": True}},
+     ["options: unknown option 'refine_later'; allowed: max_reject_share"]),
+    ({"pipeline": "clever_ingress_v1", "priority": "high"}, ["unknown field 'priority'"]),
+    ([1, 2], ["[1, 2] is not of type 'object'"]),
+])
+def test_a_missing_or_invalid_config_is_refused_naming_the_field(lake, tmp_path, config, words):
+    bundle = make_bundle(tmp_path / "b.tgz", config, {"daily-participation/x-students.csv": CSV})
+    assert_rejected(lake, bundle, *words)
+
+
+def test_the_config_parses_into_a_frozen_object_with_its_options():
+    config = parse_config(json.dumps({"pipeline": "edfi_ingress_v1", "options": {"max_reject_share": 0},
+                                      "description": "district 7, August"}).encode())
+    assert (config.pipeline, dict(config.options), config.description) == (
+        "edfi_ingress_v1", {"max_reject_share": 0}, "district 7, August")
+    assert parse_config(b'{"pipeline": "clever_ingress_v1"}').options == {}
+
+
+@pytest.mark.parametrize("content", [b"", b"just some text, not a tarball\n" * 50, os.urandom(4096),
+                                     gzip.compress(b"plain text in a gzip, no tar inside" * 40)])
+def test_a_file_that_is_not_a_tarball_is_refused(lake, tmp_path, content):
+    bundle = tmp_path / "b.tar.gz"
+    bundle.write_bytes(content)
+    assert_rejected(lake, bundle, "is not a readable tarball")
+
+
+def test_a_truncated_bundle_is_refused_and_nothing_is_written(lake, tmp_path):
+    whole = make_bundle(tmp_path / "whole.tar.gz", CLEVER_CONFIG, {"daily-participation/x-students.csv":
+                                                                  os.urandom(200_000)})
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert_rejected(lake, cut, "is not a readable tarball")
+
+
+def test_too_many_members_stops_counting_at_the_limit(lake, tmp_path, monkeypatch):
+    monkeypatch.setenv("OEA_SUBMISSION_MAX_MEMBERS", "50")
+    files = {f"daily-participation/{n:05d}-students.csv": b"" for n in range(5000)}
+    bundle = make_bundle(tmp_path / "many.tar.gz", CLEVER_CONFIG, files)
+    started = time.monotonic()
+    record = assert_rejected(lake, bundle, "more than 50 members (stopped counting)", "00049-students.csv",
+                             "OEA_SUBMISSION_MAX_MEMBERS")
+    assert time.monotonic() - started < 2
+    assert record["limits"] == {"max_members": 50, "max_bytes": 1 << 30}
+    monkeypatch.setenv("OEA_SUBMISSION_MAX_MEMBERS", "6000")  # the limit is the setting's: now only the bytes
+    assert inspect_bundle(str(bundle), SubmissionLimits.from_settings()).members == 5001
+
+
+def test_a_decompression_bomb_is_refused_from_its_declared_size_without_unpacking_it(lake, tmp_path, monkeypatch):
+    monkeypatch.setenv("OEA_SUBMISSION_MAX_BYTES", "1_000_000")
+    bundle = make_bundle(tmp_path / "bomb.tar.gz", CLEVER_CONFIG,
+                         {"daily-participation/ok-students.csv": CSV,
+                          "daily-participation/zeros-students.csv": bytes(200_000_000)})
+    assert bundle.stat().st_size < 500_000
+    started = time.monotonic()
+    assert_rejected(lake, bundle, "member 'daily-participation/zeros-students.csv'",
+                    "unpacks to more than 1,000,000 bytes", "OEA_SUBMISSION_MAX_BYTES")
+    assert time.monotonic() - started < 2
+
+
+def test_the_unpacked_stream_itself_is_capped_whatever_the_headers_declare(lake, tmp_path):
+    """A pax header of 2 MB declares no member bytes at all; the stream's cap still stops the read."""
+    def padded(tar):
+        info = tarfile.TarInfo("daily-participation/x-students.csv")
+        info.pax_headers = {"comment": "x" * 2_000_000}
+        info.size = len(CSV)
+        tar.addfile(info, io.BytesIO(CSV))
+
+    bundle = make_bundle(tmp_path / "pax.tar.gz", CLEVER_CONFIG, extra=padded)
+    with pytest.raises(SubmissionError, match="the tar stream went on past"):
+        inspect_bundle(str(bundle), SubmissionLimits(max_members=2, max_bytes=1000))
+    assert inspect_bundle(str(bundle), SubmissionLimits()).members == 2
+
+
+def test_the_limits_come_from_arguments_then_settings_then_defaults(monkeypatch):
+    assert SubmissionLimits.from_settings() == SubmissionLimits(10_000, 1 << 30)
+    monkeypatch.setenv("OEA_SUBMISSION_MAX_BYTES", "2048")
+    assert SubmissionLimits.from_settings(max_members=3) == SubmissionLimits(3, 2048)
+    monkeypatch.setenv("OEA_SUBMISSION_MAX_MEMBERS", "many")
+    with pytest.raises(SubmissionError, match=r"OEA_SUBMISSION_MAX_MEMBERS='many' is not a whole number"):
+        SubmissionLimits.from_settings()
+    with pytest.raises(SubmissionError, match="max bytes is 0"):
+        SubmissionLimits.from_settings(max_members=1, max_bytes=0)
+
+
+def test_cli_limits_override_the_settings(lake, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OEA_SUBMISSION_MAX_BYTES", "100000000")
+    bundle = make_bundle(tmp_path / "b.tar", CLEVER_CONFIG, {"daily-participation/x-students.csv": bytes(5000)},
+                         gz=False)
+    assert main(["--lake", str(lake.root), "submit", str(bundle), "--max-bytes", "4000"]) == 1
+    out = capsys.readouterr().out
+    assert "rejected: bundle b.tar refused" in out and "more than 4,000 bytes" in out
+    assert bundle.exists()  # `oea submit` leaves the file where it is
+
+
+def test_resubmitting_a_recorded_bundle_is_a_no_op_that_says_so(lake, tmp_path, capsys):
+    bundle = make_bundle(tmp_path / "b.tar.gz", {"pipeline": "nope_v1"})
+    first = submit_bundle(lake, bundle)
+    record = Path(first.record)
+    before = record.read_bytes(), record.stat().st_mtime_ns
+    copy = tmp_path / "same-bytes-other-name.tar.gz"
+    copy.write_bytes(bundle.read_bytes())
+    again = submit_bundle(lake, copy)
+    assert again.duplicate and again.status == "rejected" and again.reason == first.reason
+    assert (record.read_bytes(), record.stat().st_mtime_ns) == before
+    assert main(["--lake", str(lake.root), "submit", str(bundle)]) == 1
+    assert "already submitted (rejected: unknown pipeline 'nope_v1'" in capsys.readouterr().out
+
+
+def test_the_shipped_schema_is_the_registry_s_and_submit_prints_it(capsys):
+    assert (REPO / "schemas" / "pipeline-config.schema.json").read_text(encoding="utf-8") == schema_text()
+    assert main(["submit", "--print-schema"]) == 0
+    assert json.loads(capsys.readouterr().out)["properties"]["pipeline"]["enum"] == [
+        "clever_ingress_v1", "edfi_ingress_v1"]
+
+
+def test_the_docs_name_every_pipeline_and_setting():
+    text = (REPO / "docs" / "pipeline-config.md").read_text(encoding="utf-8")
+    for word in ("clever_ingress_v1", "edfi_ingress_v1", "max_reject_share", "OEA_SUBMISSION_MAX_MEMBERS",
+                 "OEA_SUBMISSION_MAX_BYTES", "processed/", "rejected/", "oea-framework/submissions"):
+        assert word in text, word
+
+
+# the watcher -----------------------------------------------------------------------------------
+def _wait_for(condition, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_the_watcher_takes_a_bundle_dropped_while_it_runs_once_it_is_whole(lake, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_inbox, args=(lake, LocalInbox(str(inbox))),
+                               kwargs={"limits": SubmissionLimits(), "interval": 0.1, "stop": stop})
+    watcher.start()
+    try:
+        built = make_bundle(tmp_path / "link.tar.gz", CLEVER_CONFIG, extra=hostile("symbolic link")[1])
+        (inbox / "notes.txt").write_text("not a bundle")
+        (inbox / "link.tar.gz.part").write_bytes(built.read_bytes()[:100])  # still being copied: left alone
+        time.sleep(0.5)
+        assert sorted(os.listdir(inbox)) == ["link.tar.gz.part", "notes.txt"]
+        os.replace(inbox / "link.tar.gz.part", inbox / "link.tar.gz")  # a partial file under the final name
+        time.sleep(0.03)
+        with open(inbox / "link.tar.gz", "wb") as handle:  # ... then completed
+            handle.write(built.read_bytes())
+        _wait_for(lambda: (inbox / "rejected" / "link.tar.gz").exists())
+        # the same bytes again, under another name: not processed again, moved beside the first
+        (inbox / "again.tgz").write_bytes(built.read_bytes())
+        _wait_for(lambda: not (inbox / "again.tgz").exists())
+    finally:
+        stop.set()
+        watcher.join(10)
+    assert not watcher.is_alive()
+    assert sorted(os.listdir(inbox / "rejected")) == ["again.tgz", "link.tar.gz"]
+    assert sorted(os.listdir(inbox)) == ["notes.txt", "rejected"]
+    records = list(Path(lake.state_path("submissions")).glob("*.json"))
+    assert len(records) == 1  # the partial file was never taken: only the whole bundle has a record
+    assert "member 'students.csv': a symbolic link" in json.loads(records[0].read_text())["reason"]
+    nothing_in_stages(lake)
+
+
+def test_watch_once_on_an_empty_or_missing_inbox(lake, tmp_path, capsys):
+    (tmp_path / "inbox").mkdir()
+    assert main(["--lake", str(lake.root), "watch", str(tmp_path / "inbox"), "--once", "--interval", "0.1"]) == 0
+    assert "no bundles" in capsys.readouterr().out
+    assert main(["--lake", str(lake.root), "watch", str(tmp_path / "nowhere"), "--once"]) == 1
+    assert "is not a folder: create it" in capsys.readouterr().err
+
+
+# accepted bundles: real land and ingest ------------------------------------------------------------
+def rows(lake: LakePaths, stage: str, source: str, table: str) -> int:
+    return DeltaTable(lake.table(stage, source, table)).to_pyarrow_table().num_rows
+
+
+@pytest.mark.usefixtures("spark", "salted")
+def test_a_clever_bundle_lands_and_ingests_once_through_submit(lake, tmp_path, capsys):
+    bundle = make_bundle(tmp_path / "clever-2022-01.tar.gz", CLEVER_CONFIG, folder=CLEVER)
+    assert main(["--lake", str(lake.root), "submit", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    submission_sha = read_record(lake, Path(out.split("Record: ")[1].strip()).stem)
+    assert "accepted by clever_ingress_v1 as batch sub-" in out
+    assert rows(lake, "stage2p", "clever", "daily_participation_pseudo") > 0
+    assert rows(lake, "stage2p", "clever", "resource_usage_pseudo") > 0
+    batch = submission_sha["batch_id"]
+    assert os.path.isdir(lake.path("stage1np", "clever", "daily-participation", batch))
+    assert submission_sha["status"] == "accepted" and submission_sha["options"] == {"max_reject_share": 0.1}
+    assert any(line.startswith("clever land: landed 18 files as batch " + batch) for line in submission_sha["summaries"])
+    assert any("clever ingest with the delta-rs Delta engine" in line for line in submission_sha["log"])
+    before = digest(Path(lake.root))
+    assert main(["--lake", str(lake.root), "submit", str(bundle)]) == 0
+    assert "already submitted (accepted); nothing done" in capsys.readouterr().out
+    assert digest(Path(lake.root)) == before
+
+
+@pytest.mark.usefixtures("spark", "salted")
+def test_an_edfi_bundle_lands_ingests_and_refines(lake, tmp_path):
+    bundle = make_bundle(tmp_path / "edfi.tar.gz", {"pipeline": "edfi_ingress_v1"}, folder=EDFI)
+    submission = submit_bundle(lake, bundle)
+    assert submission.status == "accepted", submission.reason
+    assert rows(lake, "stage2p", "edfi", "students") > 0
+    assert rows(lake, "stage2np", "edfi", "students") > 0
+    landed = os.listdir(lake.path("stage1np", "edfi", "ed-fi", "students"))
+    assert all(name.startswith(submission.batch_id + "_") for name in landed)  # one batch per rundate
+    assert not any(name.startswith("pipeline-config") for name in os.listdir(lake.path("stage1np", "edfi", "ed-fi")))
+
+
+@pytest.mark.usefixtures("spark", "salted")
+def test_watch_once_moves_accepted_and_rejected_bundles(lake, tmp_path, capsys):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    make_bundle(inbox / "a-good.tar.gz", CLEVER_CONFIG, folder=CLEVER)
+    bad_rows = b"date,sis_id,clever_user_id\n" + b"".join(b"not-a-date,S%d,u%d\n" % (n, n) for n in range(10))
+    make_bundle(inbox / "b-bad-rows.tar", {"pipeline": "clever_ingress_v1", "options": {"max_reject_share": 0}},
+                {"daily-participation/2022-02-01-daily-participation-students.csv": bad_rows}, gz=False)
+    make_bundle(inbox / "c-device.tgz", CLEVER_CONFIG, extra=hostile("character device")[1])
+    assert main(["--lake", str(lake.root), "watch", str(inbox), "--once", "--interval", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "1 accepted, 2 rejected" in out
+    assert os.listdir(inbox / "processed") == ["a-good.tar.gz"]
+    assert sorted(os.listdir(inbox / "rejected")) == ["b-bad-rows.tar", "c-device.tgz"]
+    reasons = {r["bundle"]: r["reason"] for r in map(json.loads, map(
+        Path.read_text, Path(lake.state_path("submissions")).glob("*.json")))}
+    assert reasons["a-good.tar.gz"] is None
+    assert "daily_participation: 10 of 10 rows" in reasons["b-bad-rows.tar"]
+    assert "member 'null': a character device" in reasons["c-device.tgz"]
