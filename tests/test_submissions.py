@@ -323,7 +323,9 @@ def test_a_clever_bundle_lands_and_ingests_once_through_submit(lake, tmp_path, c
 
 @pytest.mark.usefixtures("spark", "salted")
 def test_an_edfi_bundle_lands_ingests_and_refines(lake, tmp_path):
-    bundle = make_bundle(tmp_path / "edfi.tar.gz", {"pipeline": "edfi_ingress_v1"}, folder=EDFI)
+    files = {p.relative_to(EDFI).as_posix(): p.read_bytes() for resource in ("students", "schools")
+             for p in sorted((EDFI / resource).rglob("*.json"))}  # two resources: the pipeline, not every table
+    bundle = make_bundle(tmp_path / "edfi.tar.gz", {"pipeline": "edfi_ingress_v1"}, files)
     submission = submit_bundle(lake, bundle)
     assert submission.status == "accepted", submission.reason
     assert rows(lake, "stage2p", "edfi", "students") > 0
@@ -338,7 +340,8 @@ def test_watch_once_moves_accepted_and_rejected_bundles(lake, tmp_path, capsys):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     make_bundle(inbox / "a-good.tar.gz", CLEVER_CONFIG, folder=CLEVER)
-    bad_rows = b"date,sis_id,clever_user_id\n" + b"".join(b"not-a-date,S%d,u%d\n" % (n, n) for n in range(10))
+    bad_rows = (b"date,sis_id,clever_user_id,clever_school_id,school_name,active,num_logins,num_resources_accessed\n"
+                + b"".join(b"not-a-date,S%d,u%d,s1,Lincoln,true,1,1\n" % (n, n) for n in range(10)))
     make_bundle(inbox / "b-bad-rows.tar", {"pipeline": "clever_ingress_v1", "options": {"max_reject_share": 0}},
                 {"daily-participation/2022-02-01-daily-participation-students.csv": bad_rows}, gz=False)
     make_bundle(inbox / "c-device.tgz", CLEVER_CONFIG, extra=hostile("character device")[1])
