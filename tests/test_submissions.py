@@ -16,11 +16,13 @@ import threading
 import time
 from pathlib import Path
 
+import adlfs
 import pytest
 from deltalake import DeltaTable
 
 from oea_core import STAGES, LakePaths, SubmissionError, SubmissionLimits, submit_bundle, watch_inbox
 from oea_core.cli import main
+from oea_core.storage import CONNECTION_STRING, resolve_credentials
 from oea_core.submissions import LocalInbox, parse_config, read_record, schema_text
 from oea_core.submissions.bundle import inspect_bundle
 from oea_testing import digest
@@ -355,3 +357,56 @@ def test_watch_once_moves_accepted_and_rejected_bundles(lake, tmp_path, capsys):
     assert reasons["a-good.tar.gz"] is None
     assert "daily_participation: 10 of 10 rows" in reasons["b-bad-rows.tar"]
     assert "member 'null': a character device" in reasons["c-device.tgz"]
+
+
+# a cloud inbox, and a cloud lake's records, on Azurite ---------------------------------------------
+@pytest.fixture
+def account(azurite, monkeypatch):
+    """Azurite's account through its connection string, with an empty ``inbox`` container."""
+    monkeypatch.setenv(CONNECTION_STRING, azurite.connection_string)
+    fs = adlfs.AzureBlobFileSystem(**resolve_credentials("devstoreaccount1").adlfs_kwargs())
+    for container in ("inbox", "oea-framework"):
+        if fs.exists(container):
+            fs.rm(container, recursive=True)
+    fs.mkdir("inbox")
+    fs.invalidate_cache()
+    return fs
+
+
+def blobs(fs, prefix: str) -> list[str]:
+    fs.invalidate_cache()
+    return sorted(p.split("/", 1)[1] for p in fs.find(prefix))
+
+
+def test_watch_once_takes_bundles_from_a_folder_on_the_account(account, lake, tmp_path, capsys):
+    url = "abfss://inbox@devstoreaccount1.dfs.core.windows.net/drop"
+    bundle = make_bundle(tmp_path / "fifo.tar.gz", CLEVER_CONFIG, extra=hostile("FIFO")[1])
+    account.put_file(str(bundle), "inbox/drop/fifo.tar.gz")
+    account.put_file(str(make_bundle(tmp_path / "x.tgz", {"pipeline": "sis_v1"})), "inbox/drop/x.tgz")
+    account.pipe_file("inbox/drop/notes.txt", b"not a bundle")
+    account.pipe_file("inbox/drop/rejected/fifo.tar.gz", b"an older bundle of that name")
+    assert main(["--lake", str(lake.root), "watch", url, "--once", "--interval", "0.1"]) == 0
+    assert "2 rejected" in capsys.readouterr().out
+    moved = blobs(account, "inbox/drop")
+    assert "drop/notes.txt" in moved and "drop/rejected/x.tgz" in moved and "drop/rejected/fifo.tar.gz" in moved
+    assert [p for p in moved if p.endswith("-fifo.tar.gz")]  # the name was taken: a time prefix
+    assert not [p for p in moved if p.count("/") == 1 and p.endswith((".tgz", ".tar.gz"))]
+    reasons = sorted(r["reason"] for r in map(json.loads, map(
+        Path.read_text, Path(lake.state_path("submissions")).glob("*.json"))))
+    assert "member 'pipe': a FIFO" in reasons[0] and "unknown pipeline 'sis_v1'" in reasons[1]
+    nothing_in_stages(lake)
+
+
+def test_a_cloud_lake_keeps_its_submission_records_in_the_account(account, tmp_path, capsys, monkeypatch):
+    lake_url = "abfss://stage1np@devstoreaccount1.dfs.core.windows.net"
+    bundle = make_bundle(tmp_path / "b.tar.gz", CLEVER_CONFIG, extra=hostile("absolute path")[1])
+    assert main(["--lake", lake_url, "submit", str(bundle)]) == 1
+    assert "member '/etc/cron.d/evil.csv': an absolute path" in capsys.readouterr().out
+    records = [p for p in blobs(account, "oea-framework") if p.startswith("submissions/")]
+    assert len(records) == 1
+    record = json.loads(account.cat_file(f"oea-framework/{records[0]}"))
+    assert record["status"] == "rejected"
+    assert not any(account.exists(stage) and account.find(stage) for stage in STAGES)
+    monkeypatch.setenv("OEA_CACHE", str(tmp_path / "second-machine"))  # an empty working copy: pulled first
+    assert main(["--lake", lake_url, "submit", str(bundle)]) == 1
+    assert "already submitted (rejected" in capsys.readouterr().out
