@@ -11,6 +11,9 @@ import gzip
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -178,8 +181,8 @@ def test_a_decompression_bomb_is_refused_from_its_declared_size_without_unpackin
     monkeypatch.setenv("OEA_SUBMISSION_MAX_BYTES", "1_000_000")
     bundle = make_bundle(tmp_path / "bomb.tar.gz", CLEVER_CONFIG,
                          {"daily-participation/ok-students.csv": CSV,
-                          "daily-participation/zeros-students.csv": bytes(200_000_000)})
-    assert bundle.stat().st_size < 500_000
+                          "daily-participation/zeros-students.csv": bytes(50_000_000)})
+    assert bundle.stat().st_size < 200_000
     started = time.monotonic()
     assert_rejected(lake, bundle, "member 'daily-participation/zeros-students.csv'",
                     "unpacks to more than 1,000,000 bytes", "OEA_SUBMISSION_MAX_BYTES")
@@ -410,3 +413,50 @@ def test_a_cloud_lake_keeps_its_submission_records_in_the_account(account, tmp_p
     monkeypatch.setenv("OEA_CACHE", str(tmp_path / "second-machine"))  # an empty working copy: pulled first
     assert main(["--lake", lake_url, "submit", str(bundle)]) == 1
     assert "already submitted (rejected" in capsys.readouterr().out
+
+
+# the lock, and Ctrl-C --------------------------------------------------------------------------------
+def _oea_process(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen([sys.executable, "-m", "oea_core.cli", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_a_bundle_is_left_in_the_inbox_while_another_run_holds_the_submissions_lock(lake, tmp_path, capsys,
+                                                                                   caplog):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    make_bundle(inbox / "b.tar.gz", {"pipeline": "sis_v1"})
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from oea_core import LakePaths; from oea_core.lock import lake_lock\n"
+        f"with lake_lock(LakePaths.from_setting({str(lake.root)!r}), 'submissions', 'watch elsewhere'):\n"
+        "    print('held', flush=True); time.sleep(60)")], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["--lake", str(lake.root), "watch", str(inbox), "--once", "--interval", "0.1"]) == 1
+        assert "1 left for a later run: b.tar.gz" in capsys.readouterr().out
+        assert "watch elsewhere already running since" in caplog.text
+        assert os.listdir(inbox) == ["b.tar.gz"] and not os.path.exists(lake.state_path("submissions"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["--lake", str(lake.root), "watch", str(inbox), "--once", "--interval", "0.1"]) == 0
+    assert os.listdir(inbox / "rejected") == ["b.tar.gz"]
+
+
+def test_ctrl_c_stops_a_running_watcher_cleanly(lake, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = _oea_process("--lake", str(lake.root), "watch", str(inbox), "--interval", "0.1")
+    try:
+        assert "watching" in watcher.stderr.readline()
+        make_bundle(tmp_path / "dev.tar", CLEVER_CONFIG, extra=hostile("block device")[1], gz=False)
+        os.replace(tmp_path / "dev.tar", inbox / "dev.tar")
+        _wait_for(lambda: (inbox / "rejected" / "dev.tar").exists())
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=30)
+    finally:
+        watcher.kill()
+    assert watcher.returncode == 0, err
+    assert "stopped (Ctrl-C)" in err and "1 rejected" in out

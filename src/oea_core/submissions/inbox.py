@@ -176,6 +176,10 @@ def process_one(lake: LakePaths, inbox: Inbox, name: str, limits: SubmissionLimi
     except OEAError as exc:
         log.error("bundle %s left in %s for the next poll: %s", name, inbox.shown, exc)
         return None
+    except Exception as exc:  # a watcher outlives one bundle's unexpected failure; logged, retried
+        log.error("bundle %s left in %s for the next poll: unexpected %s: %s", name, inbox.shown,
+                  type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return None
     log.info("%s; moved to %s", submission.line(), moved)
     return submission
 
