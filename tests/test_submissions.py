@@ -27,7 +27,7 @@ from oea_core import STAGES, LakePaths, SubmissionError, SubmissionLimits, submi
 from oea_core.cli import main
 from oea_core.storage import CONNECTION_STRING, resolve_credentials
 from oea_core.submissions import LocalInbox, parse_config, read_record, schema_text
-from oea_core.submissions.bundle import inspect_bundle
+from oea_core.submissions.bundle import extract_bundle, inspect_bundle
 from oea_testing import digest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -460,3 +460,23 @@ def test_ctrl_c_stops_a_running_watcher_cleanly(lake, tmp_path):
         watcher.kill()
     assert watcher.returncode == 0, err
     assert "stopped (Ctrl-C)" in err and "1 rejected" in out
+
+
+def test_extraction_gives_private_modes_and_refuses_a_name_the_file_system_cannot_hold(tmp_path):
+    def odd_modes(tar):
+        _add(tar, "locked", type=tarfile.DIRTYPE, mode=0o000)
+        _add(tar, "locked/daily-participation-students.csv", CSV, mode=0o4777)
+
+    bundle = make_bundle(tmp_path / "modes.tar", CLEVER_CONFIG, extra=odd_modes, gz=False)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    extract_bundle(str(bundle), str(dest), SubmissionLimits())
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == [
+        "locked", "locked/daily-participation-students.csv"]  # the config is not among the data files
+    assert (dest / "locked").stat().st_mode & 0o7777 == 0o700
+    assert (dest / "locked" / "daily-participation-students.csv").stat().st_mode & 0o7777 == 0o600
+    long_name = "x" * 300 + ".csv"
+    bundle = make_bundle(tmp_path / "long.tar", CLEVER_CONFIG, {long_name: CSV}, gz=False)
+    with pytest.raises(SubmissionError, match=r"cannot be extracted \(File name too long\)") as caught:
+        extract_bundle(str(bundle), str(tmp_path / "out"), SubmissionLimits())
+    assert caught.value.member == long_name

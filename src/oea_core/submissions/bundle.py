@@ -8,13 +8,15 @@ name given twice, more than ``max_members`` members, or more than ``max_bytes`` 
 cheap to refuse). The decompressed stream itself is capped too, so neither pass reads more than the
 limits allow whatever the headers claim. :func:`extract_bundle` then extracts the data files (every
 member but ``pipeline-config.json``) into a folder the caller owns, checking each member again and
-with tarfile's ``filter="data"`` as a second guard. A file that is not a tarball, or is corrupt, is
+with tarfile's ``filter="data"`` as a second guard (and modes
+only the caller's user can use). A file that is not a tarball, or is corrupt, is
 refused the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import os
 import posixpath
@@ -224,7 +226,18 @@ def extract_bundle(path: str, dest: str, limits: SubmissionLimits) -> str:
             if _normal(member.name) == CONFIG_NAME:
                 continue
             try:
-                tar.extract(member, dest, filter="data")
+                tar.extract(member, dest, filter=_private)
             except tarfile.FilterError as exc:
                 _refuse(bundle, [(member.name, f"refused by tarfile's data filter ({exc})")])
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # this machine's trouble, not the bundle's
+                    raise
+                _refuse(bundle, [(member.name, f"cannot be extracted ({exc.strerror})")])
     return dest
+
+
+def _private(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's ``data`` filter, then modes only this user can use (so no member's mode, 000 say, stops the
+    extraction of the next, or hides a file from the pipeline)."""
+    member = tarfile.data_filter(member, dest)
+    return member.replace(mode=0o700 if member.isdir() else 0o600, deep=False)
