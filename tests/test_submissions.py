@@ -103,6 +103,7 @@ def assert_rejected(lake: LakePaths, bundle: Path, *words: str) -> dict:
         assert word in submission.reason, (word, submission.reason)
     record = read_record(lake, submission.sha256)
     assert record["status"] == "rejected" and record["reason"] == submission.reason
+    assert any("checking it" in line for line in record["log"])  # INFO lines too, whatever the terminal shows
     assert any("rejected" in line for line in record["log"])
     nothing_in_stages(lake)
     return record

@@ -17,6 +17,7 @@ raise: the bundle is not at fault, and is processed again next time.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -35,6 +36,8 @@ from .pipelines import PipelineRegistry, pipelines
 from .records import read_record, record_path, records_synced, write_record
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from ..paths import LakePaths
 
 log = logging.getLogger("oea")
@@ -84,6 +87,34 @@ class _Lines(logging.Handler):
         self.lines.append(redact(f"{record.levelname.lower()}: {record.getMessage()}"))
 
 
+class _Forward(logging.Handler):
+    """Passes on what the caller would have seen (records at its level or above) while the capture lowers it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= self.level:
+            logging.getLogger().handle(record)
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[list[str]]:
+    """The ``oea`` logger's INFO lines and above, whatever level the terminal shows (``-q``, or none set)."""
+    logger = logging.getLogger("oea")
+    lines, shown_from = _Lines(), logger.getEffectiveLevel()
+    level, propagate, forward = logger.level, logger.propagate, _Forward(shown_from)
+    if shown_from > logging.INFO:
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        logger.addHandler(forward)
+    logger.addHandler(lines)
+    try:
+        yield lines.lines
+    finally:
+        logger.removeHandler(lines)
+        logger.removeHandler(forward)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -115,32 +146,29 @@ def _process(lake: LakePaths, path: str, name: str, sha256: str, limits: Submiss
                               "bytes": os.path.getsize(path), "batch_id": batch_id_of(sha256), "received": _now(),
                               "pipeline": None, "options": None, "limits": vars(limits)}
     started = time.monotonic()
-    lines = _Lines()
     summaries: list[str] = []
     status: Status = "accepted"
     reason = None
-    logging.getLogger("oea").addHandler(lines)
-    try:
-        log.info("bundle %s (sha256 %s): checking it", name, sha256[:12])
-        contents = inspect_bundle(path, limits)
-        config = parse_config(contents.config, bundle=name, registry=registry)
-        pipeline = registry.get(config.pipeline)
-        record.update(pipeline=config.pipeline, options=dict(config.options), description=config.description,
-                      members=contents.members, unpacked_bytes=contents.unpacked_bytes)
-        log.info("bundle %s: %d data files for %s, batch %s", name, len(contents.data_files), pipeline.name,
-                 record["batch_id"])
-        with tempfile.TemporaryDirectory(prefix="oea-submission-") as private:  # mode 0700: this user's only
-            os.mkdir(folder := os.path.join(private, "data"))
-            extract_bundle(path, folder, limits)
-            summaries = pipeline.run(lake, folder, batch_id=record["batch_id"], **config.options)
-        for line in summaries:
-            log.info("bundle %s: %s", name, line)
-    except REJECTING as exc:
-        status, reason = "rejected", redact(str(exc))
-        log.warning("bundle %s rejected: %s", name, reason)
-    finally:
-        logging.getLogger("oea").removeHandler(lines)
-    record.update(status=status, reason=reason, summaries=summaries, log=lines.lines, finished=_now(),
+    with _captured() as lines:
+        try:
+            log.info("bundle %s (sha256 %s): checking it", name, sha256[:12])
+            contents = inspect_bundle(path, limits)
+            config = parse_config(contents.config, bundle=name, registry=registry)
+            pipeline = registry.get(config.pipeline)
+            record.update(pipeline=config.pipeline, options=dict(config.options), description=config.description,
+                          members=contents.members, unpacked_bytes=contents.unpacked_bytes)
+            log.info("bundle %s: %d data files for %s, batch %s", name, len(contents.data_files), pipeline.name,
+                     record["batch_id"])
+            with tempfile.TemporaryDirectory(prefix="oea-submission-") as private:  # mode 0700: this user's only
+                os.mkdir(folder := os.path.join(private, "data"))
+                extract_bundle(path, folder, limits)
+                summaries = pipeline.run(lake, folder, batch_id=record["batch_id"], **config.options)
+            for line in summaries:
+                log.info("bundle %s: %s", name, line)
+        except REJECTING as exc:
+            status, reason = "rejected", redact(str(exc))
+            log.warning("bundle %s rejected: %s", name, reason)
+    record.update(status=status, reason=reason, summaries=summaries, log=lines, finished=_now(),
                   seconds=round(time.monotonic() - started, 3))
     written = write_record(lake, record)
     return Submission(name, sha256, status, reason, record["pipeline"], record["batch_id"], written, False,
