@@ -481,3 +481,17 @@ def test_extraction_gives_private_modes_and_refuses_a_name_the_file_system_canno
     with pytest.raises(SubmissionError, match=r"cannot be extracted \(File name too long\)") as caught:
         extract_bundle(str(bundle), str(tmp_path / "out"), SubmissionLimits())
     assert caught.value.member == long_name
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["submit"], "oea submit needs a BUNDLE (.tar or .tar.gz), or --print-schema"),
+    (["submit", "no-such.tar.gz"], "no-such.tar.gz is not a file"),
+    (["watch", "abfss://inbox/drop", "--once"], "inbox 'abfss://inbox/drop' is not of the form abfss://"),
+    (["submit", "x.tar", "--max-members", "0"], "submission max members is 0"),
+])
+def test_cli_usage_errors_are_one_line(lake, tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.tar").write_bytes(b"")
+    assert main(["--lake", str(lake.root), *args]) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

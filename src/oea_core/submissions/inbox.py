@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import OEAError, SubmissionError
+from ..errors import LakePathError, OEAError, SubmissionError
 from ..extras import require
 from ..lock import lake_lock
 from ..paths import parse_abfss
@@ -105,7 +105,11 @@ class CloudInbox:
     """A folder of an ADLS Gen2 (or Blob) account, through adlfs and the lake's credential settings."""
 
     def __init__(self, url: str) -> None:
-        where = parse_abfss(url)
+        try:
+            where = parse_abfss(url)
+        except LakePathError as exc:
+            raise SubmissionError(f"inbox {url!r} is not of the form abfss://<container>@<account>.dfs.core."
+                                  "windows.net/<folder>: fix the INBOX argument") from exc
         self.shown = url
         self.prefix = f"{where.container}/{where.path}".rstrip("/")
         self.credentials = resolve_credentials(where.account)
