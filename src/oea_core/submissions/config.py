@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import jsonschema  # type: ignore[import-untyped]  # no stubs installed; types-jsonschema would add them
+import jsonschema
 
 from ..errors import SubmissionError
 from .bundle import CONFIG_NAME
