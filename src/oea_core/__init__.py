@@ -23,6 +23,7 @@ from .errors import (
                      ModuleNotFoundInCatalog,
                      NotebookRunError,
                      OEAError,
+                     PublishError,
                      RejectedRowsError,
                      SaltError,
                      SchemaError,
@@ -37,6 +38,7 @@ from .ingest import CsvTableDef, IngestResult, ingest_csv_table
 from .landing import LandResult, land_folder
 from .paths import STAGES, LakePaths
 from .pseudonymize import pseudonym, to_lookup, to_pseudonymized
+from .publish import PublishResult, publish_postgres
 from .salt import Salt, get_salt
 from .schema import ColumnSpec, PseudoOp, TableSchema, safe_column_name, safe_table_name
 from .sftp import RetryPolicy, SftpLandResult, SftpSource, land_sftp
@@ -78,6 +80,8 @@ __all__ = [
                      "NotebookStep",
                      "OEAError",
                      "PseudoOp",
+                     "PublishError",
+                     "PublishResult",
                      "RejectedRowsError",
                      "RetryPolicy",
                      "Salt",
@@ -107,6 +111,7 @@ __all__ = [
                      "land_folder",
                      "land_sftp",
                      "pseudonym",
+                     "publish_postgres",
                      "safe_column_name",
                      "safe_table_name",
                      "sources",
