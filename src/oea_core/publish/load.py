@@ -12,17 +12,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+import psycopg
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 from psycopg import sql
 
 from ..errors import PublishError
+from ..redaction import redact
 from .columns import pg_columns
-
-if TYPE_CHECKING:
-    import psycopg
 
 log = logging.getLogger("oea")
 
@@ -110,9 +108,18 @@ def load_table(conn: psycopg.Connection, table: SourceTable, recorded: int | Non
     except DeltaError as exc:
         raise PublishError(f"{table.lake_table} cannot be read at version {version} ({exc}); nothing of it was "
                            "loaded: check the lake", table=table.lake_table) from exc
+    except psycopg.Error as exc:
+        raise PublishError(f"loading {table.lake_table} into {SOURCE_SCHEMA}.{table.name} failed ({_first_line(exc)}); "
+                           "the previous table is intact: check the database's space and permissions",
+                           table=table.lake_table) from exc
     finally:
         del delta  # no pyarrow scan thread outlives the load (see ENGINE_NOTES: exit crash)
     seconds = time.monotonic() - started
     log.info("%s: loaded %d rows from %s (Delta version %d) in %.1f s", table.name, rows, table.lake_table, version,
              seconds)
     return Loaded(table.name, version, rows, True, seconds)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = redact(str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
