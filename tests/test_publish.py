@@ -22,9 +22,11 @@ from psycopg import conninfo
 from gold.gold_data import EdFiState, write_state  # tests/gold's stage2p tables
 from oea_core import LakePaths, PublishError, publish_postgres
 from oea_core.cli import main
+from oea_core.cloud_lake import open_cloud
 from oea_core.delta import delta_store
 from oea_core.publish.run import lake_tables
 from oea_core.publish.server import find_dbt
+from oea_core.storage import CONNECTION_STRING, lake_filesystem
 
 STAR_TABLES = ("dim_date", "dim_school", "dim_section", "dim_student", "fact_attendance", "fact_digital_activity",
                "fact_enrollment")
@@ -288,3 +290,20 @@ def test_a_lake_without_a_star_or_a_missing_dbt_is_a_one_line_error(tmp_path, mo
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(PublishError, match=r"dbt is not installed .*: run scripts/setup.sh"):
         find_dbt()
+
+
+def test_a_cloud_lake_publishes_the_star_it_pulls_from_the_account(star, pg, azurite, monkeypatch, tmp_path):
+    dsn, dev, prod = pg
+    monkeypatch.setenv(CONNECTION_STRING, azurite.connection_string)
+    writer = LakePaths.from_setting(azurite.lake_url())  # the machine that built the star pushes it
+    fs = lake_filesystem(writer, check=False)
+    if fs.exists("stage3p/star"):
+        fs.rm("stage3p/star", recursive=True)
+    shutil.copytree(star / "stage3p" / "star", Path(str(writer.root)) / "stage3p" / "star")
+    open_cloud(writer).folder("stage3p", "star").push()
+    monkeypatch.setenv("OEA_CACHE", str(tmp_path / "another-machine"))  # an empty working copy
+    lake = LakePaths.from_setting(azurite.lake_url())
+    result = publish_postgres(lake, dsn, dev_db=dev, prod_db=prod)
+    assert set(result.loaded) == set(STAR_TABLES) and result.prod_tables == len(MODELS)
+    assert query(dsn, dev, "SELECT count(*) FROM source.dim_date") == [(732,)]
+    assert str(lake.root).startswith(str(tmp_path / "another-machine"))
