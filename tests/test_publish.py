@@ -307,3 +307,22 @@ def test_a_cloud_lake_publishes_the_star_it_pulls_from_the_account(star, pg, azu
     assert set(result.loaded) == set(STAR_TABLES) and result.prod_tables == len(MODELS)
     assert query(dsn, dev, "SELECT count(*) FROM source.dim_date") == [(732,)]
     assert str(lake.root).startswith(str(tmp_path / "another-machine"))
+
+
+def test_a_user_without_createdb_or_createrole_is_told_what_to_grant_and_prod_stays_empty(lake, pg, postgres,
+                                                                                          monkeypatch):
+    dsn, dev, prod = pg
+    postgres.psql("CREATE ROLE oea_limited LOGIN PASSWORD 'limited-Pa55word'")
+    limited = f"host={postgres.host} port={postgres.port} user=oea_limited"
+    monkeypatch.setenv("PGPASSWORD", "limited-Pa55word")
+    with pytest.raises(PublishError, match=rf"database '{dev}' does not exist and user 'oea_limited' may not create "
+                       r"it: create it .* or let the user create databases \(ALTER ROLE oea_limited CREATEDB\)$"):
+        publish_postgres(lake, limited, dev_db=dev, prod_db=prod)
+    for database in (dev, prod):
+        postgres.psql(f"CREATE DATABASE {database} OWNER oea_limited")
+    with pytest.raises(PublishError, match=r"user 'oea_limited' may not create or change the role oea_reader: grant "
+                       r"it CREATEROLE \(ALTER ROLE oea_limited CREATEROLE\)"):
+        publish_postgres(lake, limited, dev_db=dev, prod_db=prod)
+    monkeypatch.setenv("PGPASSWORD", postgres.password)
+    assert query(dsn, dev, "SELECT count(*) FROM transformed.schools") == [(3,)]  # dbt ran in dev
+    assert not query(dsn, prod, "SELECT 1 FROM pg_namespace WHERE nspname = 'transformed'")

@@ -47,17 +47,23 @@ def ensure_reader(conn: psycopg.Connection, timeout: str) -> None:
     password = os.environ.get(READER_PASSWORD_SETTING) or None
     remember_secret(password)
     role = sql.Identifier(READER)
-    with conn.transaction():
-        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER,)).fetchone():
-            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(role))
-            log.info("created role %s", READER)
-        if password:
-            verifier = conn.pgconn.encrypt_password(password.encode(), READER.encode(), b"scram-sha-256").decode()
-            conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(verifier)))
-        else:
-            conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(role))
-        conn.execute(sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(role, sql.Literal(timeout)))
-        conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(role))
+    try:
+        with conn.transaction():
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER,)).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(role))
+                log.info("created role %s", READER)
+            if password:
+                verifier = conn.pgconn.encrypt_password(password.encode(), READER.encode(), b"scram-sha-256")
+                conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(verifier.decode())))
+            else:
+                conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(role))
+            conn.execute(sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(role, sql.Literal(timeout)))
+            conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(role))
+    except psycopg.errors.InsufficientPrivilege:
+        user = conn.info.user
+        raise PublishError(f"user {user!r} may not create or change the role {READER}: grant it CREATEROLE (ALTER "
+                           f"ROLE {user} CREATEROLE) and ADMIN OPTION on {READER} if that exists; prod is unchanged",
+                           database=conn.info.dbname) from None
 
 
 def _grants(database: str) -> str:

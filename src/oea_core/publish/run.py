@@ -21,12 +21,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 
 from ..cloud_lake import open_cloud
 from ..errors import PublishError
 from ..lock import lake_lock
 from ..paths import LakePaths, check_name
+from ..redaction import redact
 from .dbt import DbtRun, dbt_build, project_fingerprint
 from .load import SOURCE_SCHEMA, Loaded, SourceTable, load_table, prepare, recorded_versions
 from .prod import DEFAULT_TIMEOUT, check_timeout, ensure_reader, prod_tables, replace_prod
@@ -66,6 +68,18 @@ class PublishResult:
                 f"{self.prod_database}.transformed replaced ({self.prod_tables} tables) in {self.seconds:.1f} s")
 
 
+def parse_table(spec: str) -> tuple[str, str, str]:
+    """``(stage, source, table)`` of ``stage2p/<source>/<table>``; PublishError for anything else, and for the
+    stages that hold identifying data."""
+    parts = spec.strip("/").split("/")
+    if len(parts) != 3 or parts[0] not in PUBLISHABLE_STAGES:
+        raise PublishError(f"table {spec!r} is not <stage>/<source>/<table> of a pseudonymized stage "
+                           f"({', '.join(PUBLISHABLE_STAGES)}): give e.g. stage2p/clever/daily_participation_pseudo"
+                           " (the np stages hold identifying data and are never published)", table=spec)
+    stage, source, name = parts
+    return stage, check_name(source, "source"), check_name(name, "table")
+
+
 def lake_tables(lake: LakePaths, extra: tuple[str, ...]) -> list[SourceTable]:
     """Every table of ``stage3p/star``, then each of ``extra`` (``stage2p/<source>/<table>``), as loaded in
     ``source`` (star tables by their name, others as ``<source>_<table>``)."""
@@ -77,13 +91,8 @@ def lake_tables(lake: LakePaths, extra: tuple[str, ...]) -> list[SourceTable]:
                            "(build_vault then build_star, or the gold flow)")
     tables = [SourceTable(name, f"stage3p/star/{name}", lake.table(*STAR, name)) for name in star]
     for spec in extra:
-        parts = spec.strip("/").split("/")
-        if len(parts) != 3 or parts[0] not in PUBLISHABLE_STAGES:
-            raise PublishError(f"table {spec!r} is not <stage>/<source>/<table> of a pseudonymized stage "
-                               f"({', '.join(PUBLISHABLE_STAGES)}): give e.g. stage2p/clever/daily_participation_pseudo"
-                               " (the np stages hold identifying data and are never published)", table=spec)
-        stage, source, name = parts
-        path = lake.table(stage, check_name(source, "source"), check_name(name, "table"))
+        stage, source, name = parse_table(spec)
+        path = lake.table(stage, source, name)
         if not os.path.isdir(os.path.join(path, "_delta_log")):
             raise PublishError(f"table {spec} is not a Delta table in {lake.shown}: check the name, or ingest it "
                                "first", table=spec)
@@ -104,7 +113,7 @@ def _pull(lake: LakePaths, extra: tuple[str, ...]) -> None:
     if lake.account is None:
         return
     cloud = open_cloud(lake)
-    for stage, source in dict.fromkeys([STAR, *(tuple(spec.strip("/").split("/")[:2]) for spec in extra)]):
+    for stage, source in dict.fromkeys([STAR, *(parse_table(spec)[:2] for spec in extra)]):
         cloud.folder(stage, source).pull()
 
 
@@ -131,10 +140,23 @@ def publish_postgres(lake: LakePaths | str | None = None, dsn: str | None = None
     if dev_db == prod_db:
         raise PublishError(f"dev and prod are both database {dev_db!r}: give two databases (--dev-database, "
                            "--prod-database)", database=dev_db)
+    for spec in extra:
+        parse_table(spec)
     dbt = find_dbt()
     for tool in ("pg_dump", "pg_restore", "psql"):
         find_pg_tool(tool)
     server = Server.from_dsn(dsn)
+    try:
+        return _publish(server, lake, extra, dbt, project, dev_db, prod_db, timeout, started)
+    except psycopg.Error as exc:
+        text = redact(str(exc)).strip()
+        raise PublishError(f"PostgreSQL refused the publish ({text.splitlines()[0] if text else type(exc).__name__}):"
+                           f" check the user's privileges on {dev_db} and {prod_db}; prod is unchanged unless its "
+                           "replacement had committed", database=dev_db) from exc
+
+
+def _publish(server: Server, lake: LakePaths, extra: tuple[str, ...], dbt: str, project: str, dev_db: str,
+             prod_db: str, timeout: str, started: float) -> PublishResult:
     with lake_lock(lake, "publish", "publish postgres"):
         _pull(lake, extra)
         sources = lake_tables(lake, extra)
