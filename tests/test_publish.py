@@ -24,6 +24,7 @@ from oea_core import LakePaths, PublishError, publish_postgres
 from oea_core.cli import main
 from oea_core.cloud_lake import open_cloud
 from oea_core.delta import delta_store
+from oea_core.publish.columns import pg_column
 from oea_core.publish.run import lake_tables
 from oea_core.publish.server import find_dbt
 from oea_core.storage import CONNECTION_STRING, lake_filesystem
@@ -326,3 +327,35 @@ def test_a_user_without_createdb_or_createrole_is_told_what_to_grant_and_prod_st
     monkeypatch.setenv("PGPASSWORD", postgres.password)
     assert query(dsn, dev, "SELECT count(*) FROM transformed.schools") == [(3,)]  # dbt ran in dev
     assert not query(dsn, prod, "SELECT 1 FROM pg_namespace WHERE nspname = 'transformed'")
+
+
+@pytest.mark.parametrize(("arrow", "ddl", "values", "expected"), [
+    (pa.int8(), "smallint", [-3, None], [-3, None]),
+    (pa.uint32(), "bigint", [4_000_000_000], [4_000_000_000]),
+    (pa.uint64(), "numeric(20,0)", [2**64 - 1], [Decimal(2**64 - 1)]),
+    (pa.float16(), "real", None, None),
+    (pa.decimal128(9, 3), "numeric(9,3)", [Decimal("1.500")], [Decimal("1.500")]),
+    (pa.large_string(), "text", ["é"], ["é"]),
+    (pa.string_view(), "text", ["polars"], ["polars"]),
+    (pa.dictionary(pa.int8(), pa.string()), "text", None, None),
+    (pa.timestamp("ns", "UTC"), "timestamptz", [dt.datetime(2024, 1, 1, 0, 0, 0, 1, tzinfo=dt.timezone.utc)],
+     [dt.datetime(2024, 1, 1, 0, 0, 0, 1, tzinfo=dt.timezone.utc)]),
+    (pa.timestamp("us"), "timestamp", [dt.datetime(2024, 1, 1)], [dt.datetime(2024, 1, 1)]),
+    (pa.date64(), "date", [dt.date(2024, 2, 29)], [dt.date(2024, 2, 29)]),
+    (pa.large_binary(), "bytea", [b"\x00"], [b"\x00"]),
+    (pa.null(), "text", [None], [None]),
+    (pa.map_(pa.string(), pa.int32()), "jsonb", None, None),
+])
+def test_each_arrow_type_has_a_postgresql_type_and_values_a_binary_copy_takes(arrow, ddl, values, expected):
+    column = pg_column("c", arrow, "stage3p/star/t")
+    assert column.ddl == ddl
+    if values is not None:
+        assert column.values(pa.array(values, arrow)) == expected
+
+
+def test_a_dictionary_column_is_decoded_and_a_type_without_a_counterpart_is_named():
+    column = pg_column("c", pa.dictionary(pa.int8(), pa.string()), "stage3p/star/t")
+    assert column.values(pa.array(["a", None, "a"]).dictionary_encode()) == ["a", None, "a"]
+    with pytest.raises(PublishError, match=r"column 'c' of stage3p/star/t has Arrow type month_day_nano_interval, "
+                       r"which has no PostgreSQL type here; cast it in the lake"):
+        pg_column("c", pa.month_day_nano_interval(), "stage3p/star/t")
