@@ -271,6 +271,25 @@ def test_no_password_shows_in_output_logs_errors_or_dbt_files(lake, pg, postgres
     assert "dbt:" in caplog.text  # dbt's output was there to leak
 
 
+def test_a_flow_python_step_publishes_the_lake_it_runs_on(lake, pg, tmp_path, capsys):
+    dsn, dev, prod = pg
+    flow = tmp_path / "publish.yaml"
+    flow.write_text(f"""pipeline: {{name: publish}}
+stages:
+  - name: publish
+    groups:
+      - name: postgres
+        steps:
+          - name: publish_postgres
+            kind: python
+            callable: oea_core.publish:publish_postgres
+            parameters: {{dsn: "{dsn}", dev_db: {dev}, prod_db: {prod}}}
+""", encoding="utf-8")
+    assert main(["--lake", str(lake.root), "flow", "run", str(flow), "--batch-id", "p1"]) == 0, capsys.readouterr().err
+    assert "publish batch p1: success (1 success)" in capsys.readouterr().out
+    assert query(dsn, prod, "SELECT count(*) FROM transformed.schools") == [(3,)]
+
+
 def test_tables_from_identifying_stages_or_missing_tables_are_refused_before_any_work(lake):
     with pytest.raises(PublishError, match=r"table 'stage2np/clever/daily_participation' is not <stage>/<source>/"
                        r"<table> of a pseudonymized stage \(stage2p, stage3p\).*never published"):

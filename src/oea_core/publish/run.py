@@ -20,6 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -55,6 +56,11 @@ class PublishResult:
     up_to_date: bool = False  # nothing new since the last publish: dbt and prod skipped
     seconds: float = 0.0
     loaded: dict[str, int] = field(default_factory=dict)  # table -> rows, of the tables loaded
+
+    @property
+    def rows(self) -> int:
+        """Rows loaded into dev, over all tables (what a flow step reports)."""
+        return sum(self.loaded.values())
 
     def summary(self) -> str:
         """One line for the CLI."""
@@ -124,15 +130,18 @@ def _fingerprint(versions: dict[str, int], project: str, timeout: str) -> str:
 
 def publish_postgres(lake: LakePaths | str | None = None, dsn: str | None = None, *, dev_db: str = "oea_dev",
                      prod_db: str = "oea_prod", tables: tuple[str, ...] | list[str] = (),
-                     project_dir: str | None = None, reader_timeout: str = DEFAULT_TIMEOUT) -> PublishResult:
+                     project_dir: str | None = None, reader_timeout: str = DEFAULT_TIMEOUT,
+                     context: dict[str, Any] | None = None) -> PublishResult:
     """Publish the lake's star schema (and ``tables``, ``stage2p/<source>/<table>``) to PostgreSQL: load them
     into ``dev_db``'s ``source`` schema, ``dbt build`` ``project_dir`` (default: the repository's ``transform/``)
     there, then replace ``prod_db``'s ``transformed`` schema by dev's, atomically. See docs/publishing.md.
 
-    ``dsn`` is a libpq connection string (None: libpq's PG* variables). Raises PublishError (a connection or
+    ``dsn`` is a libpq connection string (None: libpq's PG* variables). As a flow ``python`` step it takes the
+    lake from ``context``. Raises PublishError (a connection or
     permission problem, a table that cannot be read, a dbt model or test that failed: prod untouched).
     """
     started = time.monotonic()
+    lake = lake if lake is not None else (context or {}).get("lake")
     lake = lake if isinstance(lake, LakePaths) else LakePaths.from_setting(lake)
     extra = tuple(tables)
     project = os.path.abspath(project_dir or DEFAULT_PROJECT)
