@@ -193,8 +193,14 @@ def test_a_failing_dbt_test_stops_before_prod_names_the_test_and_the_next_publis
     assert query(dsn, dev, "SELECT count(*) FROM source.fact_enrollment") == [(5,)]
 
 
-def test_only_changed_tables_are_reloaded_and_a_publish_with_nothing_new_changes_nothing(lake, pg):
+def test_only_changed_tables_are_reloaded_and_a_publish_with_nothing_new_changes_nothing(lake, pg, postgres,
+                                                                                          monkeypatch, tmp_path):
     dsn, dev, prod = pg
+    monkeypatch.delenv("PGPASSWORD")  # the password from a password file this time, for dbt and pg_dump too
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"{postgres.host}:{postgres.port}:*:{postgres.user}:{postgres.password}\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
     publish_postgres(lake, dsn, dev_db=dev, prod_db=prod)
     dev_tables, prod_tables = oids(dsn, dev, "source"), oids(dsn, prod, "transformed")
     dev_models = oids(dsn, dev, "transformed")
