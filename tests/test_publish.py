@@ -169,6 +169,9 @@ def test_the_reader_role_reads_prod_and_cannot_write_create_or_reach_dev(lake, p
                           "CREATE TEMP TABLE mine (x int)", "TRUNCATE transformed.schools"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
+    postgres.psql("CREATE TABLE transformed.added_later AS SELECT 1 AS x", prod)  # by the publishing user
+    with psycopg.connect(f"{reader} dbname={prod}") as conn:  # default privileges cover it
+        assert conn.execute("SELECT x FROM transformed.added_later").fetchall() == [(1,)]
     with psycopg.connect(f"{reader} dbname={dev}", autocommit=True) as conn, \
             pytest.raises(psycopg.errors.InsufficientPrivilege, match="schema source"):
         conn.execute("SELECT count(*) FROM source.dim_student")
