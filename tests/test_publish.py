@@ -32,6 +32,7 @@ from oea_core.storage import CONNECTION_STRING, lake_filesystem
 STAR_TABLES = ("dim_date", "dim_school", "dim_section", "dim_student", "fact_attendance", "fact_digital_activity",
                "fact_enrollment")
 MODELS = {"schools", "students", "school_week_attendance", "student_week_digital_engagement"}
+REPO = Path(__file__).resolve().parents[1]
 T1 = dt.datetime(2024, 1, 1, 6, tzinfo=dt.timezone.utc)
 
 
@@ -194,6 +195,21 @@ def test_a_failing_dbt_test_stops_before_prod_names_the_test_and_the_next_publis
         assert [n.split(".")[2] for n in err.value.nodes] == ["source_unique_star_fact_enrollment_enrollment_hk"]
         assert oids(dsn, prod, "transformed") == before
     assert query(dsn, dev, "SELECT count(*) FROM source.fact_enrollment") == [(5,)]
+
+
+def test_a_changed_dbt_project_publishes_again_and_its_failing_accepted_values_test_is_named(lake, pg, tmp_path):
+    dsn, dev, prod = pg
+    project = tmp_path / "transform"
+    shutil.copytree(REPO / "transform", project)
+    publish_postgres(lake, dsn, dev_db=dev, prod_db=prod, project_dir=str(project))
+    before = oids(dsn, prod, "transformed")
+    sources = project / "models" / "sources.yml"
+    sources.write_text(sources.read_text().replace('values: ["participation", "resource_usage"]',
+                                                   'values: ["participation"]'))
+    with pytest.raises(PublishError, match=r"failed, so prod was not touched: test\.oea_transform\."
+                       r"source_accepted_values_star_fact_digital_activity_activity_type__participation\.\w+: fail"):
+        publish_postgres(lake, dsn, dev_db=dev, prod_db=prod, project_dir=str(project))
+    assert oids(dsn, prod, "transformed") == before
 
 
 def test_only_changed_tables_are_reloaded_and_a_publish_with_nothing_new_changes_nothing(lake, pg, postgres,
