@@ -23,6 +23,7 @@ from .errors import (
                      ModuleNotFoundInCatalog,
                      NotebookRunError,
                      OEAError,
+                     PublishError,
                      RejectedRowsError,
                      SaltError,
                      SchemaError,
@@ -38,6 +39,7 @@ from .ingest import CsvTableDef, IngestResult, ingest_csv_table
 from .landing import LandResult, land_folder
 from .paths import STAGES, LakePaths
 from .pseudonymize import pseudonym, to_lookup, to_pseudonymized
+from .publish import PublishResult, publish_postgres
 from .salt import Salt, get_salt
 from .schema import ColumnSpec, PseudoOp, TableSchema, safe_column_name, safe_table_name
 from .sftp import RetryPolicy, SftpLandResult, SftpSource, land_sftp
@@ -89,6 +91,8 @@ __all__ = [
                      "OEAError",
                      "PipelineConfig",
                      "PseudoOp",
+                     "PublishError",
+                     "PublishResult",
                      "RejectedRowsError",
                      "RetryPolicy",
                      "Salt",
@@ -123,6 +127,7 @@ __all__ = [
                      "land_sftp",
                      "pipeline_config_schema",
                      "pseudonym",
+                     "publish_postgres",
                      "safe_column_name",
                      "safe_table_name",
                      "sources",

@@ -29,6 +29,8 @@ from .leftovers import find_leftovers, remove_leftovers
 from .lock import WAIT_SETTING, lake_lock, pull_source, source_run
 from .notebook_run import default_notebooks_dir, execute_notebook
 from .paths import LakePaths
+from .publish import publish_postgres
+from .publish.prod import DEFAULT_TIMEOUT
 from .redaction import redact
 from .run_summary import summarize
 from .sftp import is_sftp_url, land_sftp
@@ -199,6 +201,15 @@ def _synapse_template(lake: LakePaths, args: argparse.Namespace) -> int:
 
 def _synapse_wheel(lake: LakePaths, args: argparse.Namespace) -> int:
     print(build_wheel(args.out))
+    return 0
+
+
+# publish ---------------------------------------------------------------------------------------
+def _publish_postgres(lake: LakePaths, args: argparse.Namespace) -> int:
+    result = publish_postgres(lake, args.dsn, dev_db=args.dev_database, prod_db=args.prod_database,
+                              tables=args.tables or (), project_dir=args.project_dir,
+                              reader_timeout=args.reader_timeout)
+    print(result.summary())
     return 0
 
 
@@ -428,6 +439,27 @@ def _submission_commands(commands: argparse._SubParsersAction) -> None:
         _wait_option(parser)
 
 
+def _publish_commands(commands: argparse._SubParsersAction) -> None:
+    publish = commands.add_parser("publish", help="publish the star schema to a database")
+    targets = publish.add_subparsers(dest="publish_command", required=True, metavar="TARGET")
+    postgres = _command(targets, "postgres", _publish_postgres, help="load the star schema into a PostgreSQL dev "
+                        "database, dbt build transform/ there, then replace prod's transformed schema atomically")
+    postgres.add_argument("--dsn", default=os.environ.get("OEA_PG_DSN"),
+                          help="libpq connection string, without the password (default: $OEA_PG_DSN, else "
+                               "libpq's PGHOST, PGPORT, PGUSER; the password from PGPASSWORD or ~/.pgpass)")
+    postgres.add_argument("--dev-database", default=os.environ.get("OEA_PG_DEV_DATABASE", "oea_dev"),
+                          help="database loaded and transformed (default %(default)s)")
+    postgres.add_argument("--prod-database", default=os.environ.get("OEA_PG_PROD_DATABASE", "oea_prod"),
+                          help="database the reports read, replaced from dev (default %(default)s)")
+    postgres.add_argument("--table", action="append", dest="tables", metavar="STAGE/SOURCE/TABLE",
+                          help="also load this pseudonymized table, e.g. stage2p/clever/daily_participation_pseudo "
+                               "(repeatable; the star's tables are always loaded)")
+    postgres.add_argument("--project-dir", help="the dbt project (default: the repository's transform/)")
+    postgres.add_argument("--reader-timeout", default=os.environ.get("OEA_PG_READER_TIMEOUT", DEFAULT_TIMEOUT),
+                          help="statement_timeout of the oea_reader role (default %(default)s)")
+    _wait_option(postgres)
+
+
 def _flow_commands(commands: argparse._SubParsersAction) -> None:
     flow = commands.add_parser("flow", help="YAML pipelines: validate, run, graph, status")
     flow_commands = flow.add_subparsers(dest="flow_command", required=True, metavar="FLOW_COMMAND")
@@ -460,6 +492,7 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _module_commands(commands)
     _lake_commands(commands)
+    _publish_commands(commands)
     _flow_commands(commands)
     _submission_commands(commands)
     return root

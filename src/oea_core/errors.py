@@ -208,3 +208,16 @@ class DataQualityError(GoldError):
     def __init__(self, message: str, *, failed: dict[str, int]) -> None:
         super().__init__(message)
         self.failed = failed
+
+
+class PublishError(OEAError):
+    """The lake's tables could not be published to PostgreSQL (``oea publish postgres``): a connection or
+    permission problem, a table that cannot be read or loaded, a dbt model or test that failed (``nodes``), or a
+    tool (dbt, pg_dump) that is missing. The message names the database or table, never a password."""
+
+    def __init__(self, message: str, *, database: str | None = None, table: str | None = None,
+                 nodes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.database = database
+        self.table = table
+        self.nodes = nodes
