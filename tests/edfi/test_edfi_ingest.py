@@ -583,3 +583,35 @@ def test_records_past_the_limits_are_set_aside_and_the_others_load(spark, lake, 
     assert rejected[("part.jsonl", 11)]["_raw"] == deep_json(5001)
     assert rejected[("part.jsonl", 12)]["_raw"] == big[:RAW_KEPT]
     assert arrow(module, "stage2p", "schools").num_rows == 20
+
+
+# each batch judged on its own ------------------------------------------------------------------
+def test_a_batch_whose_every_record_loses_to_a_newer_one_is_marked_ingested(module, tmp_path, lake):
+    write_lines(tmp_path / "new" / "schools", "a.jsonl", [school("a1", "A new", changeVersion=9)])
+    module.land(tmp_path / "new", batch_id="x")
+    module.ingest(refine=False)
+    write_lines(tmp_path / "stale" / "schools", "a.jsonl", [school("a1", "A stale", changeVersion=4)])
+    module.land(tmp_path / "stale", batch_id="y")
+    (first,) = module.ingest(refine=False)
+    assert first.batches == ("y",)
+    assert state_of(module, "schools")["a1"]["nameOfInstitution"] == "A new"
+    (again,) = module.ingest(refine=False)
+    assert again.nothing_new and again.skipped == ("x", "y"), "the stale batch is read again every night"
+
+
+def test_each_batch_is_judged_by_its_own_reject_share(module, tmp_path, lake):
+    """A bad batch is not let in by good batches around it, and one batch's share is no other's."""
+    write_lines(tmp_path / "a" / "schools", "a.jsonl", [school(f"a{i}", f"A {i}") for i in range(20)],
+                raw_lines=["not json"] * 5)  # 5 of 25 records: 20%
+    module.land(tmp_path / "a", batch_id="a")
+    with pytest.raises(RejectedRowsError, match=r"schools batch a: 5 of 25 records \(20.0%\).*nothing of batch a"):
+        module.ingest(refine=False)
+    write_lines(tmp_path / "b" / "schools", "b.jsonl", [school(f"b{i}", f"B {i}") for i in range(168)])
+    module.land(tmp_path / "b", batch_id="b")
+    with pytest.raises(RejectedRowsError, match=r"schools batch a: .* 1 later batches \(b\) wait behind it"):
+        module.ingest(refine=False)  # pooled, 5 of 193 would be under the 5% share
+    assert not module.store.exists(lake.table("stage2np", "edfi", "schools"))
+    (only_b,) = module.ingest(refine=False, batches=["b"])  # a submission ingests only its own batch
+    assert only_b.batches == ("b",) and set(state_of(module, "schools")) == {f"b{i}" for i in range(168)}
+    (forced,) = module.ingest(max_reject_share=0.25, refine=False)
+    assert forced.batches == ("a",) and forced.rejected == 5 and len(state_of(module, "schools")) == 188

@@ -35,6 +35,8 @@ from .key_changes import HISTORY, apply_key_changes, key_change_problem
 from .metadata import table_name
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Sequence
+
     from pyspark.sql import DataFrame, SparkSession
 
     from ..delta import DeltaStore
@@ -242,14 +244,18 @@ def read_events(spark: SparkSession, lake: LakePaths, namespace: str, resource: 
 
 # ingest ------------------------------------------------------------------------------------------
 def ingest_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, namespace: str, resource: str, *,
-                    max_reject_share: float) -> IngestResult:
-    """Apply every landed batch of a resource not yet applied to its current-state table."""
+                    max_reject_share: float, batches: Collection[str] | None = None,
+                    check_only: bool = False) -> IngestResult:
+    """Apply every landed batch of a resource not yet applied (only ``batches`` when given) to its current-state
+    table, oldest first, each judged on its own reject share: a batch over ``max_reject_share`` raises
+    RejectedRowsError with nothing of it written, after the batches before it were applied. ``check_only``
+    judges every pending batch and writes nothing."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     table = resource_table(namespace, resource)
     state_path = lake.table("stage2np", SOURCE, table)
-    all_batches = landing.batches(lake, namespace, resource)
+    all_batches = [b for b in landing.batches(lake, namespace, resource) if batches is None or b in batches]
     applied = store.applied_ids(state_path, [ingest_app_id(namespace, resource, b) for b in all_batches])
     done = [b for b in all_batches if ingest_app_id(namespace, resource, b) in applied]
     pending = [b for b in all_batches if b not in done and landing.batch_files(lake, namespace, resource, b)]
@@ -259,6 +265,7 @@ def ingest_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, nam
         return IngestResult(table, skipped=tuple(done), versions={f"stage2np/{SOURCE}/{table}":
                                                                    store.version(state_path)})
     events = new_events.persist(StorageLevel.DISK_ONLY)
+    written: list[str] = []
     try:
         read = F.col("_reject_reason").isNull()
         counts = {r["_batch_id"]: (r["rows"], r["rejected"], r["deletes"], r["key_changes"])
@@ -266,26 +273,42 @@ def ingest_resource(spark: SparkSession, lake: LakePaths, store: DeltaStore, nam
                       F.count(F.lit(1)).alias("rows"), F.count("_reject_reason").alias("rejected"),
                       F.count(F.when(read & (F.col("_kind") == "deletes"), 1)).alias("deletes"),
                       F.count(F.when(read & (F.col("_kind") == "keyChanges"), 1)).alias("key_changes")).collect()}
-        total = sum(c[0] for c in counts.values())
-        rejected = sum(c[1] for c in counts.values())
-        if total and rejected / total > max_reject_share:
-            examples = [f"{r['_source_file']} line {r['_line']}: {r['_reject_reason']}" for r in
-                        events.where(F.col("_reject_reason").isNotNull()).limit(3).collect()]
-            raise RejectedRowsError(
-                f"{table}: {rejected} of {total} records ({rejected / total:.1%}) could not be read, more than "
-                f"the allowed {max_reject_share:.1%}; nothing was written. Examples: {examples}. Fix the export, "
-                "or raise --max-reject-share to set these records aside", table=table, rejected=rejected,
-                total=total)
-        for batch_id in pending:
-            _apply_batch(store, lake, table, namespace, resource, events.where(F.col("_batch_id") == batch_id),
-                         batch_id, counts.get(batch_id, (0, 0, 0, 0)))
+        for number, batch_id in enumerate(pending):
+            batch_counts = counts.get(batch_id, (0, 0, 0, 0))
+            _judge(events, table, batch_id, batch_counts, max_reject_share, written, pending[number + 1:])
+            if not check_only:
+                _apply_batch(store, lake, table, namespace, resource, events.where(F.col("_batch_id") == batch_id),
+                             batch_id, batch_counts)
+                written.append(batch_id)
     finally:
         events.unpersist()
+    total = sum(counts[b][0] for b in written if b in counts)
+    rejected = sum(counts[b][1] for b in written if b in counts)
     if rejected:
         log.warning("%s: %d of %d records rejected, set aside in stage2np/%s/%s_rejected", table, rejected,
                     total, SOURCE, table)
-    return IngestResult(table, tuple(pending), tuple(done), total - rejected, rejected,
+    return IngestResult(table, tuple(written), tuple(done), total - rejected, rejected,
                         {f"stage2np/{SOURCE}/{table}": store.version(state_path)})
+
+
+def _judge(events: DataFrame, table: str, batch_id: str, counts: tuple[int, int, int, int], max_reject_share: float,
+           written: Sequence[str], waiting: Sequence[str]) -> None:
+    """RejectedRowsError when more of the batch's own records than ``max_reject_share`` could not be read."""
+    from pyspark.sql import functions as F
+
+    total, rejected = counts[0], counts[1]
+    if not total or rejected / total <= max_reject_share:
+        return
+    examples = [f"{r['_source_file']} line {r['_line']}: {r['_reject_reason']}" for r in
+                events.where((F.col("_batch_id") == batch_id) & F.col("_reject_reason").isNotNull()).limit(3).collect()]
+    before = f" Batches {', '.join(written)} were applied before it." if written else ""
+    after = (f" {len(waiting)} later batches ({', '.join(waiting[:3])}{', ...' if len(waiting) > 3 else ''}) wait "
+             "behind it." if waiting else "")
+    raise RejectedRowsError(
+        f"{table} batch {batch_id}: {rejected} of {total} records ({rejected / total:.1%}) could not be read, more "
+        f"than the allowed {max_reject_share:.1%}; nothing of batch {batch_id} was written.{before}{after} "
+        f"Examples: {examples}. Fix the export and land it again (then remove the batch's folder from stage1np), "
+        "or raise --max-reject-share to set these records aside", table=table, rejected=rejected, total=total)
 
 
 def latest_changes(events: DataFrame) -> DataFrame:
@@ -328,6 +351,8 @@ def _apply_batch(store: DeltaStore, lake: LakePaths, table: str, namespace: str,
                                     lake.table("stage2np", SOURCE, f"{table}{HISTORY}"), batch_id, txn, meta)
     result = store.apply_changes(changes, state_path, "id",
                                  order="_change_version", deleted="_deleted", app_id=txn, metadata=meta)
+    if not store.applied(state_path, txn):  # every change lost to a newer one: the MERGE made no commit
+        result = store.write(store.read(state_path).limit(0), state_path, app_id=txn, metadata=meta)
     if ignored:
         log.warning("%s batch %s: %d upserts of records deleted before (by a delete that landed first) were "
                     "ignored; their tombstones are in stage2np/%s/%s%s", table, batch_id, ignored, SOURCE, table,

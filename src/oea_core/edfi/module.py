@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from typing import TYPE_CHECKING
 
@@ -25,13 +26,13 @@ from ..schema import PseudoOp
 from ..source_module import SourceModule
 from . import landing
 from .api import DEFAULT_PAGE_SIZE, EdFiClient
-from .ingest import SOURCE, ingest_resource
+from .ingest import SOURCE, ingest_app_id, ingest_resource, resource_table
 from .metadata import EdFiMetadata, is_descriptor, table_name
 from .openapi import entity_columns, latest_openapi
 from .refine import refine_resource
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
     from pyspark.sql import DataFrame, SparkSession
 
@@ -83,8 +84,11 @@ class EdFiModule(SourceModule):
             return landing.land_files(self.lake, os.fspath(src), batch_id=batch_id)
 
     # ingest and refine ---------------------------------------------------------------------------
-    def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE, refine: bool = True) -> list[IngestResult]:
-        """Apply every new landed batch to the current-state tables, then refine (unless ``refine=False``)."""
+    def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE, refine: bool = True,
+               batches: Collection[str] | None = None) -> list[IngestResult]:
+        """Apply every new landed batch to the current-state tables, each judged on its own reject share, then
+        refine (unless ``refine=False``). With ``batches``, only those, and every resource's part of them is
+        judged before any is applied: rejected, they leave every table as it was."""
         if self.lake.account is None and not landing.landed_resources(self.lake):
             return []  # nothing landed in a local lake: no lock taken, no folder made (a cloud lake: pulled first)
         with source_run(self.lake, SOURCE, "edfi ingest"):
@@ -93,12 +97,36 @@ class EdFiModule(SourceModule):
                 return []
             store = self.store
             log.info("edfi ingest with the %s Delta engine", store.name)
-            results = [result for found in _each("ingested", landed, lambda namespace, resource: [ingest_resource(
-                self.spark, self.lake, store, namespace, resource, max_reject_share=max_reject_share)])
-                for result in found]
+
+            def ingest(check_only: bool) -> list[IngestResult]:
+                return [result for found in _each("checked" if check_only else "ingested", landed,
+                                                  lambda namespace, resource: [ingest_resource(
+                                                      self.spark, self.lake, store, namespace, resource,
+                                                      max_reject_share=max_reject_share, batches=batches,
+                                                      check_only=check_only)])
+                        for result in found]
+
+            if batches is not None:
+                ingest(check_only=True)
+            results = ingest(check_only=False)
             if refine:
                 results += self.refine(max_reject_share=max_reject_share)
             return results
+
+    def discard_batches(self, batches: Collection[str]) -> list[str]:
+        """Remove the landed ``batches`` from stage1np where no current-state table holds them; the folders."""
+        with source_run(self.lake, SOURCE, "edfi discard", stages=LANDING):
+            removed = []
+            for namespace, resource in landing.landed_resources(self.lake):
+                state_path = self.lake.table("stage2np", SOURCE, resource_table(namespace, resource))
+                for batch_id in batches:
+                    folder = os.path.join(landing.resource_root(self.lake, namespace, resource), batch_id)
+                    if not os.path.isdir(folder) or self.store.exists(state_path) and self.store.applied(
+                            state_path, ingest_app_id(namespace, resource, batch_id)):
+                        continue
+                    shutil.rmtree(folder)
+                    removed.append(folder)
+            return removed
 
     def refine(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
         """Bring the refined tables of every landed resource up to its current state (declared or not)."""
