@@ -13,7 +13,7 @@ import pytest
 from deltalake import DeltaTable, QueryBuilder
 
 from oea_core import RejectedRowsError, TableSchema
-from oea_core.ingest import CsvTableDef, app_id, ingest_csv_table
+from oea_core.ingest import CsvTableDef, app_id, ingest_csv_table, ingest_csv_tables
 from oea_testing import TEST_SALT
 
 SCHEMA = TableSchema.parse("events", [["day", "date", "x"], ["person", "string", "h"], ["email", "string", "m"],
@@ -91,19 +91,53 @@ def test_each_pending_batch_is_its_own_commit(spark, lake, salt):
     assert ingest_csv_table(spark, lake, table_def(), salt).nothing_new
 
 
-def test_a_failed_batch_leaves_earlier_staged_batches_uncommitted(spark, lake, salt):
+def test_a_batch_over_its_share_is_not_written_and_stops_the_ingest_there(spark, lake, salt):
     land(lake, "b1", "a.csv", [["2022-01-01", "p1", "e", "", "D1", "", "1"]])
-    land(lake, "b2", "a.csv", [["2022-02-01", "p2", "e", "", "D1", "", "x"]])
-    with pytest.raises(RejectedRowsError, match=r"1 of 2 rows.*Examples: .*b2/a.csv: n: 'x' is not a valid int"):
+    land(lake, "b2", "a.csv", [["2022-02-01", "p2", "e", "", "D1", "", "x"], ["2022-02-01", "p3", "e", "", "D1", "", "2"]])
+    land(lake, "b3", "a.csv", [["2022-03-01", "p4", "e", "", "D1", "", "3"]])
+    with pytest.raises(RejectedRowsError, match=r"events batch b2: 1 of 2 rows \(50.0%\).*nothing of batch b2 was "
+                                                r"written\. Batches b1 were written before it\. 1 later batches "
+                                                r"\(b3\) wait behind it\..*Examples: .*b2/a.csv: n: 'x' is not a valid"):
         ingest_csv_table(spark, lake, table_def(), salt, max_reject_share=0.1)
-    assert not os.path.exists(lake.table("stage2p", "src", "events_pseudo"))
-    assert not os.path.exists(lake.table("stage2np", "src", "events_lookup"))
+    assert [r["n"] for r in table_rows(lake.table("stage2p", "src", "events_pseudo"))] == [1]
+    assert [r["person"] for r in table_rows(lake.table("stage2np", "src", "events_lookup"))] == ["p1"]
+    assert not os.path.exists(lake.table("stage2np", "src", "events_rejected"))
     assert not staging_leftovers(lake)
     result = ingest_csv_table(spark, lake, table_def(), salt, max_reject_share=0.5)
-    assert (result.rows, result.rejected) == (1, 1)
+    assert (result.batches, result.skipped, result.rows, result.rejected) == (("b2", "b3"), ("b1",), 2, 1)
     (rejected,) = table_rows(lake.table("stage2np", "src", "events_rejected"))
     assert (rejected["_batch_id"], rejected["n"], rejected["person"]) == ("b2", "x", "p2")
+    assert sorted(r["n"] for r in table_rows(lake.table("stage2p", "src", "events_pseudo"))) == [1, 2, 3]
     assert not staging_leftovers(lake)
+
+
+def good_rows(count: int, month: int) -> list[list[str]]:
+    return [[f"2022-{month:02}-01", f"p{month}-{i}", "e", "", "D1", "", str(i)] for i in range(count)]
+
+
+def test_good_batches_do_not_let_a_bad_one_in_and_given_batches_are_all_or_nothing(spark, lake, salt):
+    """Bundle A (25 rows, 5 bad) and bundle B (168 good rows): pooled, 5 of 193 is under the 5% share."""
+    land(lake, "a", "a.csv", good_rows(20, 1) + [["2022-01-02", "bad", "e", "", "D1", "", "x"]] * 5)
+    with pytest.raises(RejectedRowsError, match="events batch a: 5 of 25 rows"):
+        ingest_csv_table(spark, lake, table_def(), salt)
+    land(lake, "b", "b.csv", good_rows(168, 2))
+    with pytest.raises(RejectedRowsError, match=r"events batch a: 5 of 25 rows.*\(b\) wait behind it"):
+        ingest_csv_table(spark, lake, table_def(), salt)
+    assert not os.path.exists(lake.table("stage2p", "src", "events_pseudo"))
+    other = CsvTableDef(source="src", landed_name="others", schema=TableSchema.parse("others", [["n", "int", "x"]]))
+    folder = lake.path("stage1np", "src", "others", "c")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "o.csv"), "w", encoding="utf-8") as handle:
+        handle.write("n\n1\nnot a number\n")
+    land(lake, "c", "c.csv", good_rows(3, 3))
+    with pytest.raises(RejectedRowsError, match="others batch c: 1 of 2 rows"):  # c's events part is fine
+        ingest_csv_tables(spark, lake, [table_def(), other], salt, batches=["c"], max_reject_share=0.2)
+    assert not os.path.exists(lake.table("stage2p", "src", "events_pseudo")), "all or nothing across tables"
+    assert not os.path.exists(lake.table("stage2p", "src", "others_pseudo"))
+    assert not staging_leftovers(lake)
+    (only_b,) = ingest_csv_tables(spark, lake, [table_def()], salt, batches=["b"])  # a's share is not b's
+    assert (only_b.batches, only_b.rows) == (("b",), 168)
+    assert len(table_rows(lake.table("stage2p", "src", "events_pseudo"))) == 168
 
 
 def test_file_literals_follow_each_file_among_many(spark, lake, salt):
@@ -174,7 +208,8 @@ def test_files_that_are_not_utf8_are_rejected_under_the_share_rule_and_empty_fil
     with open(lake.path("stage1np", "src", "events", "b2", "zero.csv"), "wb"):
         pass
     offset = latin.encode("latin-1").index(b"\xeb")
-    with pytest.raises(RejectedRowsError, match=rf"6 of 10 rows .*nothing was written\. \S+/b1/latin\.csv is not "
+    with pytest.raises(RejectedRowsError, match=rf"6 of 10 rows .*nothing of batch b1 was written\. 1 later "
+                                                rf"batches \(b2\) wait behind it\. \S+/b1/latin\.csv is not "
                                                 rf"UTF-8 text: invalid byte 0xEB at offset {offset}\. \S+/b1/photo"
                                                 r"\.csv is not UTF-8 text: invalid byte 0x89 at offset 0\."):
         ingest_csv_table(spark, lake, table_def(), salt)

@@ -359,7 +359,8 @@ def test_watch_once_moves_accepted_and_rejected_bundles(lake, tmp_path, capsys):
     reasons = {r["bundle"]: r["reason"] for r in map(json.loads, map(
         Path.read_text, Path(lake.state_path("submissions")).glob("*.json")))}
     assert reasons["a-good.tar.gz"] is None
-    assert "daily_participation: 10 of 10 rows" in reasons["b-bad-rows.tar"]
+    assert "daily_participation batch sub-" in reasons["b-bad-rows.tar"]
+    assert "10 of 10 rows" in reasons["b-bad-rows.tar"]
     assert "member 'null': a character device" in reasons["c-device.tgz"]
 
 

@@ -6,9 +6,10 @@ with nothing new writes nothing.
 
 Each batch's CSV is read once: that one pass stages the p files (uncommitted Parquet) while
 Spark observes the row and reject counts and collects the distinct identities for the lookup.
-Only when every pending batch is under ``max_reject_share`` are the rejected rows (a second
-read, only for batches that have them), the lookup and the p files committed; otherwise the
-staged files are removed and the lake is as it was. Before Spark reads a file its bytes are
+Each batch is judged on its own: only when its own rejected rows are within ``max_reject_share``
+are they (a second read, only for a batch that has them), the lookup and the p files committed;
+otherwise its staged files are removed, nothing of it is written, and the ingest stops there (the
+batches before it stay written, the ones after it wait). Before Spark reads a file its bytes are
 checked (:mod:`.csv_source`): an empty file is skipped, and every line of a file that is not UTF-8
 text is a rejected row, counted under ``max_reject_share`` and named in the error.
 """
@@ -28,7 +29,7 @@ from .schema import PseudoOp, TableSchema
 from .spark_paths import shown
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection, Sequence
 
     from pyspark.sql import DataFrame, SparkSession
 
@@ -107,52 +108,118 @@ def app_id(source: str, table: str, batch_id: str) -> str:
 
 
 def ingest_csv_table(spark: SparkSession, lake: LakePaths, table_def: CsvTableDef, salt: Salt, *,
-                     store: DeltaStore | None = None,
-                     max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> IngestResult:
-    """Ingest every landed batch of ``table_def`` not yet written; raises RejectedRowsError over the share."""
+                     store: DeltaStore | None = None, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE,
+                     batches: Collection[str] | None = None) -> IngestResult:
+    """Ingest every landed batch of ``table_def`` not yet written (only ``batches`` when given), oldest first,
+    each judged on its own reject share: a batch over ``max_reject_share`` raises RejectedRowsError with
+    nothing of it written, after the batches before it were; the batches after it wait for the next run."""
+    return ingest_csv_tables(spark, lake, [table_def], salt, store=store, max_reject_share=max_reject_share,
+                             batches=batches)[0]
+
+
+def ingest_csv_tables(spark: SparkSession, lake: LakePaths, table_defs: Sequence[CsvTableDef], salt: Salt, *,
+                      store: DeltaStore | None = None, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE,
+                      batches: Collection[str] | None = None) -> list[IngestResult]:
+    """Ingest the landed batches of each of ``table_defs`` (see :func:`ingest_csv_table`).
+
+    With ``batches`` (a submission's own batch), the batch is all or nothing across the tables: every table's
+    part of it is read and judged before any is committed, so a rejected batch leaves every table as it was.
+    """
     store = store or delta_store(spark)
+    plans = [_plan(store, lake, table_def, batches) for table_def in table_defs]
+    if batches is None:
+        return [_ingest_one_by_one(spark, store, lake, plan, salt, max_reject_share) for plan in plans]
+    staged: list[tuple[_Plan, _StagedBatch]] = []
+    committed: list[tuple[_Plan, _StagedBatch]] = []
+    try:
+        for plan in plans:
+            for batch in plan.pending:
+                staged.append((plan, item := _stage_batch(spark, store, lake, plan.table_def, salt, batch,
+                                                          plan.files[batch])))
+                _gate(spark, plan, item, max_reject_share, written=[], waiting=[])
+        while staged:
+            _commit_batch(spark, store, lake, staged[0][0].table_def, salt, staged[0][1])
+            committed.append(staged.pop(0))
+    finally:
+        for _, item in staged:
+            store.discard(item.pseudo)
+    return [plan.result(store, lake, plan.pending, sum(i.rows for p, i in committed if p is plan),
+                        sum(i.rejected for p, i in committed if p is plan)) for plan in plans]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What is landed of a table and not yet written: the batches, oldest first, and their files."""
+
+    table_def: CsvTableDef
+    done: tuple[str, ...]
+    pending: tuple[str, ...]
+    files: dict[str, list[str]]
+
+    def result(self, store: DeltaStore, lake: LakePaths, written: Sequence[str], rows: int = 0,
+               rejected: int = 0) -> IngestResult:
+        table = self.table_def.table
+        if not written:
+            log.info("%s: nothing new (%d batches already ingested)", table, len(self.done))
+        elif rejected:
+            log.warning("%s: %d of %d rows rejected, set aside in stage2np/%s/%s", table, rejected, rows,
+                        self.table_def.source, self.table_def.rejected_table)
+        return IngestResult(table, tuple(written), self.done, rows - rejected, rejected,
+                            _versions(store, lake, self.table_def))
+
+
+def _plan(store: DeltaStore, lake: LakePaths, table_def: CsvTableDef, only: Collection[str] | None) -> _Plan:
     source, table = table_def.source, table_def.table
     p_path = lake.table("stage2p", source, table_def.pseudo_table)
-    batches = list_batches(lake, source, table_def.landed_name)
-    applied = store.applied_ids(p_path, [app_id(source, table, b) for b in batches])
-    done = [b for b in batches if app_id(source, table, b) in applied]
-    pending = [b for b in batches if b not in done]
-    files = {b: batch_files(lake, source, table_def.landed_name, b) for b in pending}
-    empty = [b for b in pending if not files[b]]
-    for batch in empty:
+    landed = list_batches(lake, source, table_def.landed_name)
+    if only is not None:
+        landed = [b for b in landed if b in only]
+    applied = store.applied_ids(p_path, [app_id(source, table, b) for b in landed])
+    done = [b for b in landed if app_id(source, table, b) in applied]
+    files = {b: batch_files(lake, source, table_def.landed_name, b) for b in landed if b not in done}
+    for batch in [b for b, found in files.items() if not found]:
         log.warning("%s batch %s holds no CSV files; nothing to ingest", table_def.landed_name, batch)
-    pending = [b for b in pending if files[b]]
-    if not pending:
-        log.info("%s: nothing new (%d batches already ingested)", table, len(done))
-        return IngestResult(table, skipped=tuple(done), versions=_versions(store, lake, table_def))
-    log.info("%s: ingesting %d batches (%d files)", table, len(pending), sum(len(files[b]) for b in pending))
-    staged: list[_StagedBatch] = []
-    try:
-        for batch in pending:
-            staged.append(_stage_batch(spark, store, lake, table_def, salt, batch, files[batch]))
-        total = sum(item.rows for item in staged)
-        rejected = sum(item.rejected for item in staged)
-        if total and rejected / total > max_reject_share:
-            bad_files = [f for item in staged if item.rejected for f in item.files]
-            examples = _reject_examples(spark, table_def, bad_files)
-            problems = [f" {shown(path)} is {problem}." for path, problem in text_problems(bad_files).items()]
-            not_text = "".join(problems[:5]) + (f" So are {len(problems) - 5} more files." if len(problems) > 5 else "")
-            raise RejectedRowsError(
-                f"{table}: {rejected} of {total} rows ({rejected / total:.1%}) could not be read, more than "
-                f"the allowed {max_reject_share:.1%}; nothing was written.{not_text} Examples: {examples}. Fix "
-                "the export, or raise --max-reject-share to set these rows aside in the _rejected table",
-                table=table, rejected=rejected, total=total)
-        while staged:
-            _commit_batch(spark, store, lake, table_def, salt, staged[0])
-            staged.pop(0)
-    finally:
-        for item in staged:
-            store.discard(item.pseudo)
-    if rejected:
-        log.warning("%s: %d of %d rows rejected, set aside in stage2np/%s/%s", table, rejected, total,
-                    source, table_def.rejected_table)
-    return IngestResult(table, tuple(pending), tuple(done), total - rejected, rejected,
-                        _versions(store, lake, table_def))
+    pending = tuple(b for b, found in files.items() if found)
+    if pending:
+        log.info("%s: ingesting %d batches (%d files)", table, len(pending), sum(len(files[b]) for b in pending))
+    return _Plan(table_def, tuple(done), pending, files)
+
+
+def _ingest_one_by_one(spark: SparkSession, store: DeltaStore, lake: LakePaths, plan: _Plan, salt: Salt,
+                       max_reject_share: float) -> IngestResult:
+    """Each pending batch read, judged and committed before the next is read."""
+    written: list[str] = []
+    rows = rejected = 0
+    for number, batch in enumerate(plan.pending):
+        item = _stage_batch(spark, store, lake, plan.table_def, salt, batch, plan.files[batch])
+        try:
+            _gate(spark, plan, item, max_reject_share, written=written, waiting=plan.pending[number + 1:])
+            _commit_batch(spark, store, lake, plan.table_def, salt, item)
+        finally:
+            store.discard(item.pseudo)  # a no-op once committed
+        written.append(batch)
+        rows, rejected = rows + item.rows, rejected + item.rejected
+    return plan.result(store, lake, written, rows, rejected)
+
+
+def _gate(spark: SparkSession, plan: _Plan, item: _StagedBatch, max_reject_share: float, *,
+          written: Sequence[str], waiting: Sequence[str]) -> None:
+    """RejectedRowsError when more of the batch's own rows than ``max_reject_share`` could not be read."""
+    if not item.rows or item.rejected / item.rows <= max_reject_share:
+        return
+    table_def, table = plan.table_def, plan.table_def.table
+    examples = _reject_examples(spark, table_def, item.files)
+    problems = [f" {shown(path)} is {problem}." for path, problem in text_problems(item.files).items()]
+    not_text = "".join(problems[:5]) + (f" So are {len(problems) - 5} more files." if len(problems) > 5 else "")
+    before = f" Batches {', '.join(written)} were written before it." if written else ""
+    after = (f" {len(waiting)} later batches ({', '.join(waiting[:3])}{', ...' if len(waiting) > 3 else ''}) "
+             "wait behind it." if waiting else "")
+    raise RejectedRowsError(
+        f"{table} batch {item.batch}: {item.rejected} of {item.rows} rows ({item.rejected / item.rows:.1%}) could "
+        f"not be read, more than the allowed {max_reject_share:.1%}; nothing of batch {item.batch} was written."
+        f"{before}{after}{not_text} Examples: {examples}. Fix the export and land it again (then remove "
+        f"stage1np/{table_def.source}/{table_def.landed_name}/{item.batch}), or raise --max-reject-share to set "
+        "these rows aside in the _rejected table", table=table, rejected=item.rejected, total=item.rows)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import argparse
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -57,8 +57,19 @@ class SourceModule(abc.ABC):
         """Copy an export into ``stage1np/<source>/``; landing the same files again lands nothing."""
 
     @abc.abstractmethod
-    def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
-        """Write every landed batch not yet written into stage 2; one result per table."""
+    def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE, *,
+               batches: Collection[str] | None = None) -> list[IngestResult]:
+        """Write every landed batch not yet written into stage 2, each judged on its own reject share; one result
+        per table. With ``batches``, only those, and all or nothing: rejected, they leave every table as it was."""
+
+    def batches_of(self, batch_id: str) -> list[str]:
+        """The landed batch ids that a ``land(..., batch_id=batch_id)`` makes (this default: ``batch_id``)."""
+        return [batch_id]
+
+    def discard_batches(self, batches: Collection[str]) -> list[str]:
+        """Remove the landed ``batches`` that reached no table from stage1np (a rejected submission's batch, so
+        that the fixed bundle sent again is written once); the folders removed. This default removes nothing."""
+        return []
 
     @abc.abstractmethod
     def outputs(self) -> list[tuple[str, str]]:

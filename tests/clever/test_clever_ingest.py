@@ -177,7 +177,7 @@ def test_too_many_rejected_rows_fail_and_leave_the_lake_as_it_was(spark, engine,
     write_daily(tmp_path / "b" / "daily-participation", "students.csv",
                 ["2022-01-02,s1,u1,sc,S,true,x,1", "2022-01-02,s2,u2,sc,S,true,1,1"])
     module.land(tmp_path / "b")
-    with pytest.raises(RejectedRowsError, match=r"1 of 2 rows \(50.0%\) could not be read.*nothing was written"):
+    with pytest.raises(RejectedRowsError, match=r"daily_participation batch \S+: 1 of 2 rows \(50.0%\) could not be read.*nothing of batch"):
         module.ingest(max_reject_share=0.05)
     assert versions(lake) == before
     (daily, _) = module.ingest(max_reject_share=0.5)

@@ -292,7 +292,7 @@ def test_malformed_records_are_set_aside_with_reasons(module, tmp_path, lake):
     good = [school(f"s{i}", f"School {i}") for i in range(30)]
     write_lines(folder, "part.jsonl", good, raw_lines=['{"id": "broken', '{"nameOfInstitution": "no id"}'])
     module.land(tmp_path / "export", batch_id="x")
-    with pytest.raises(RejectedRowsError, match=r"2 of 32 records .* could not be read.*nothing was written"):
+    with pytest.raises(RejectedRowsError, match=r"schools batch x: 2 of 32 records .* could not be read.*nothing of batch x was written"):
         module.ingest()
     assert not os.path.exists(lake.stage_root("stage2np")) or not os.listdir(lake.stage_root("stage2np"))
     module.ingest(max_reject_share=0.1)

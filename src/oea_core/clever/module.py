@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LandingError
-from ..ingest import DEFAULT_MAX_REJECT_SHARE, CsvTableDef, IngestResult, ingest_csv_table
+from ..ingest import DEFAULT_MAX_REJECT_SHARE, CsvTableDef, IngestResult, app_id, ingest_csv_tables
 from ..landing import LandResult, land_folder
 from ..lock import LANDING, source_run
 from ..schema import TableSchema, safe_table_name
@@ -21,7 +22,7 @@ from ..sftp import is_sftp_url, land_sftp
 from ..source_module import SourceModule
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
 
     from pyspark.sql import SparkSession
 
@@ -126,15 +127,32 @@ class CleverModule(SourceModule):
             return land_folder(self.lake, SOURCE, os.fspath(src), classify, batch_id=batch_id,
                                file_facts=file_facts)
 
-    def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
-        """Ingest every new landed batch of every report."""
+    def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE, *,
+               batches: Collection[str] | None = None) -> list[IngestResult]:
+        """Ingest every new landed batch of every report (only ``batches`` when given: then all or nothing)."""
         with source_run(self.lake, SOURCE, "clever ingest"):  # a cloud lake's working copy is pulled first
             salt = self.salt()
             store = self.store
             log.info("clever ingest with the %s Delta engine", store.name)
-            return [ingest_csv_table(self.spark, self.lake, table_def, salt, store=store,
-                                     max_reject_share=max_reject_share)
-                    for table_def in self.tables.values()]
+            return ingest_csv_tables(self.spark, self.lake, list(self.tables.values()), salt, store=store,
+                                     max_reject_share=max_reject_share, batches=batches)
+
+    def discard_batches(self, batches: Collection[str]) -> list[str]:
+        """Remove the landed ``batches`` from stage1np where no table holds them; the folders removed."""
+        with source_run(self.lake, SOURCE, "clever discard", stages=LANDING):
+            store = self.store
+            removed = []
+            for table_def in self.tables.values():
+                p_path = self.lake.table("stage2p", SOURCE, table_def.pseudo_table)
+                for batch in batches:
+                    folder = self.lake.path("stage1np", SOURCE, table_def.landed_name, batch)
+                    if not os.path.isdir(folder):
+                        continue
+                    if store.exists(p_path) and store.applied(p_path, app_id(SOURCE, table_def.table, batch)):
+                        continue
+                    shutil.rmtree(folder)
+                    removed.append(folder)
+            return removed
 
     def outputs(self) -> list[tuple[str, str]]:
         """``(stage, table)`` of every table the module writes for analysts (for SQL views)."""

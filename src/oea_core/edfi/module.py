@@ -84,7 +84,7 @@ class EdFiModule(SourceModule):
             return landing.land_files(self.lake, os.fspath(src), batch_id=batch_id)
 
     # ingest and refine ---------------------------------------------------------------------------
-    def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE, refine: bool = True,
+    def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE, refine: bool = True, *,
                batches: Collection[str] | None = None) -> list[IngestResult]:
         """Apply every new landed batch to the current-state tables, each judged on its own reject share, then
         refine (unless ``refine=False``). With ``batches``, only those, and every resource's part of them is
@@ -112,6 +112,12 @@ class EdFiModule(SourceModule):
             if refine:
                 results += self.refine(max_reject_share=max_reject_share)
             return results
+
+    def batches_of(self, batch_id: str) -> list[str]:
+        """The landed batches of a ``land(..., batch_id=batch_id)``: ``batch_id`` and ``<batch_id>_<rundate>``."""
+        return sorted({b for namespace, resource in landing.landed_resources(self.lake)
+                       for b in landing.batches(self.lake, namespace, resource)
+                       if b == batch_id or b.startswith(f"{batch_id}_")})
 
     def discard_batches(self, batches: Collection[str]) -> list[str]:
         """Remove the landed ``batches`` from stage1np where no current-state table holds them; the folders."""

@@ -9,11 +9,12 @@ before it runs. A new pipeline (or a new version of one: ``clever_ingress_v2``) 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SubmissionError
+from ..errors import RejectedRowsError, SubmissionError
 from ..ingest import DEFAULT_MAX_REJECT_SHARE
 from ..sources import sources
 
@@ -22,13 +23,14 @@ if TYPE_CHECKING:
 
     from ..paths import LakePaths
 
+log = logging.getLogger("oea")
 # (lake, folder of the data files, batch id, **options) -> summary lines (what was landed and ingested)
 PipelineRun = Callable[..., list[str]]
 
 MAX_REJECT_SHARE = {
     "type": "number", "minimum": 0, "maximum": 1, "default": DEFAULT_MAX_REJECT_SHARE,
-    "description": "fail (and reject the bundle, writing nothing) when more than this share of a table's rows "
-                   "cannot be read",
+    "description": "reject the bundle, writing nothing of it, when more than this share of its own rows in any "
+                   "one table cannot be read (other batches are judged by their own)",
 }
 
 
@@ -79,8 +81,14 @@ def _ingress(module: str) -> PipelineRun:
             max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[str]:
         with sources.create(module, lake=lake) as source:
             lines = [f"{module} land: {source.land(folder, batch_id=batch_id).summary()}"]
-            lines += [f"{module} ingest: {result.describe()}"
-                      for result in source.ingest(max_reject_share=max_reject_share)]
+            own = source.batches_of(batch_id)  # only the bundle's own batches, judged by its own options
+            try:
+                results = source.ingest(max_reject_share=max_reject_share, batches=own)
+            except RejectedRowsError:
+                for removed in source.discard_batches(own):  # nothing of them was written; the bundle is kept
+                    log.info("removed the rejected batch %s", removed)
+                raise
+            lines += [f"{module} ingest: {result.describe()}" for result in results]
         return lines
 
     return run
