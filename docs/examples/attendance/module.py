@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from oea_core import CsvTableDef, IngestResult, LandingError, LandResult, SourceModule, TableSchema
 from oea_core.ingest import DEFAULT_MAX_REJECT_SHARE, ingest_csv_table
 from oea_core.landing import land_folder
 from oea_core.lock import source_run
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 SOURCE = "attendance"
 # OEA's [column, type, op]: student_id is replaced by its pseudonym (its lookup stays in stage2np).
@@ -43,11 +47,12 @@ class AttendanceModule(SourceModule):
         with source_run(self.lake, SOURCE, "attendance land"):
             return land_folder(self.lake, SOURCE, os.fspath(src), classify, batch_id=batch_id)
 
-    def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> list[IngestResult]:
+    def ingest(self, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE, *,
+               batches: Collection[str] | None = None) -> list[IngestResult]:
         salt = self.salt()  # the lake's salt, checked against its fingerprint
         with source_run(self.lake, SOURCE, "attendance ingest"):
             return [ingest_csv_table(self.spark, self.lake, DAILY, salt, store=self.store,
-                                     max_reject_share=max_reject_share)]
+                                     max_reject_share=max_reject_share, batches=batches)]
 
     def outputs(self) -> list[tuple[str, str]]:
         return [("stage2p", DAILY.pseudo_table), ("stage2np", DAILY.lookup_table)]
