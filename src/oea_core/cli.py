@@ -346,7 +346,8 @@ def _module_commands(commands: argparse._SubParsersAction) -> None:
     ingest.add_argument("module", choices=names, metavar="MODULE", help=f"source module: {', '.join(names)}")
     ingest.add_argument("--max-reject-share", type=float,
                         default=float(os.environ.get("OEA_MAX_REJECT_SHARE", DEFAULT_MAX_REJECT_SHARE)),
-                        help="fail when more than this share of rows cannot be read (default %(default)s)")
+                        help="stop at a batch when more than this share of its own rows cannot be read "
+                             "(default %(default)s)")
     _wait_option(ingest)
 
     views = _command(commands, "views", _views, help="write the serverless SQL views script to sql_views/")
