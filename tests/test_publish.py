@@ -337,6 +337,13 @@ def test_a_lake_without_a_star_or_a_missing_dbt_is_a_one_line_error(tmp_path, mo
         find_dbt()
 
 
+def test_a_folder_that_is_not_a_dbt_project_is_refused_before_the_lake_or_the_server_is_read(tmp_path):
+    empty = LakePaths.from_setting(tmp_path / "empty")  # no star, and no server on port 1: neither is reached
+    with pytest.raises(PublishError, match=r"not-dbt is not a dbt project \(no dbt_project.yml\): give --project-dir"):
+        publish_postgres(empty, "host=127.0.0.1 port=1 user=nobody", project_dir=str(tmp_path / "not-dbt"))
+    assert not (tmp_path / "empty").exists()
+
+
 def test_a_cloud_lake_publishes_the_star_it_pulls_from_the_account(star, pg, azurite, monkeypatch, tmp_path):
     dsn, dev, prod = pg
     monkeypatch.setenv(CONNECTION_STRING, azurite.connection_string)

@@ -50,12 +50,18 @@ def project_fingerprint(project_dir: str) -> str:
     return digest.hexdigest()
 
 
-def dbt_build(dbt: str, project_dir: str, work_dir: str, env: dict[str, str], database: str) -> DbtRun:
-    """``dbt build`` of ``project_dir`` into ``database`` (whose connection is in ``env``); PublishError naming
-    each failed model or test, or dbt's last lines when it failed before running any."""
+def check_project(project_dir: str) -> str:
+    """``project_dir`` if it holds a ``dbt_project.yml``; PublishError saying what to give otherwise."""
     if not os.path.isfile(os.path.join(project_dir, "dbt_project.yml")):
         raise PublishError(f"{project_dir} is not a dbt project (no dbt_project.yml): give --project-dir the "
                            "repository's transform/ folder or a copy of it")
+    return project_dir
+
+
+def dbt_build(dbt: str, project_dir: str, work_dir: str, env: dict[str, str], database: str) -> DbtRun:
+    """``dbt build`` of ``project_dir`` into ``database`` (whose connection is in ``env``); PublishError naming
+    each failed model or test, or dbt's last lines when it failed before running any."""
+    check_project(project_dir)
     target, logs = os.path.join(work_dir, "target"), os.path.join(work_dir, "logs")
     results = os.path.join(target, "run_results.json")
     if os.path.exists(results):

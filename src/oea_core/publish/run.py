@@ -30,7 +30,7 @@ from ..errors import PublishError
 from ..lock import lake_lock
 from ..paths import LakePaths, check_name
 from ..redaction import redact
-from .dbt import DbtRun, dbt_build, project_fingerprint
+from .dbt import DbtRun, check_project, dbt_build, project_fingerprint
 from .load import SOURCE_SCHEMA, Loaded, SourceTable, load_table, prepare, recorded_versions
 from .prod import DEFAULT_TIMEOUT, check_timeout, ensure_reader, prod_tables, replace_prod
 from .server import Server, find_dbt, find_pg_tool
@@ -144,7 +144,7 @@ def publish_postgres(lake: LakePaths | str | None = None, dsn: str | None = None
     lake = lake if lake is not None else (context or {}).get("lake")
     lake = lake if isinstance(lake, LakePaths) else LakePaths.from_setting(lake)
     extra = tuple(tables)
-    project = os.path.abspath(project_dir or DEFAULT_PROJECT)
+    project = check_project(os.path.abspath(project_dir or DEFAULT_PROJECT))  # before any work
     timeout = check_timeout(reader_timeout)
     if dev_db == prod_db:
         raise PublishError(f"dev and prod are both database {dev_db!r}: give two databases (--dev-database, "
