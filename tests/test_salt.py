@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from full_disk import files, fill, free, tiny_disk
 from oea_core import LakePaths, Salt, SaltError, get_salt
 from oea_core import redaction as redaction_module
 from oea_core import salt as salt_module
@@ -301,3 +302,38 @@ def test_oea_ingest_after_unsetting_oea_salt_is_refused_and_changes_nothing(tmp_
     assert not os.path.exists(os.path.join(lake, ".oea", "salt"))
     assert lake_files(LakePaths(root=lake)) == before
     assert ENV_SALT not in first.stdout + first.stderr + again.stdout + again.stderr
+
+
+@pytest.fixture
+def full_lake(tmp_path):
+    """A lake on a real disk (a tiny tmpfs) that is full to the last byte."""
+    with tiny_disk(tmp_path / "disk", "256k") as mount:
+        lake = LakePaths.from_setting(mount / "lake")
+        os.makedirs(lake.root)
+        fill(mount)
+        yield lake, mount
+
+
+def test_a_full_disk_while_making_the_salt_file_is_one_line_and_leaves_no_salt_file(full_lake):
+    lake, mount = full_lake
+    with pytest.raises(SaltError) as caught:
+        get_salt(lake, environ={})
+    message = str(caught.value)
+    assert "\n" not in message and "full" in message and lake.secret_file in message and "free space" in message
+    assert files(mount) == {}, "no empty or half-written salt file, and no temporary file, is left"
+    free(mount)
+    assert len(get_salt(lake, environ={}).reveal()) == 24, "with room again, the salt is made as on a new lake"
+
+
+def test_a_full_disk_while_recording_the_fingerprint_is_one_line_and_leaves_no_fingerprint(full_lake):
+    lake, mount = full_lake
+    with pytest.raises(SaltError) as caught:
+        get_salt(lake, environ={"OEA_SALT": ENV_SALT})
+    message = str(caught.value)
+    assert "\n" not in message and "full" in message and str(fingerprint_file(lake)) in message
+    assert ENV_SALT not in message
+    assert files(mount) == {}, "no empty or half-written fingerprint, and no temporary file, is left"
+    free(mount)
+    get_salt(lake, environ={"OEA_SALT": ENV_SALT})
+    with pytest.raises(SaltError, match="is not the salt of lake"):
+        get_salt(lake, environ={"OEA_SALT": OTHER_SALT})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import errno
 import hashlib
 import hmac
 import json
@@ -23,6 +24,7 @@ import socket
 from typing import TYPE_CHECKING, TypedDict
 
 from . import keyvault
+from .diskspace import disk_full_message, is_disk_full
 from .errors import KeyVaultError, SaltError
 from .paths import STAGES, LakePaths
 from .redaction import remember_salt
@@ -88,30 +90,59 @@ def _how_to_supply(lake: LakePaths) -> str:
             f"(set OEA_KEYVAULT_URL){file_part}")
 
 
-def _publish(path: str, text: str, mode: int) -> bool:
-    """Create ``path`` holding ``text``, complete or not at all; False if it already exists (a race lost)."""
-    folder = os.path.dirname(path)
-    temp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EXDEV, errno.EMLINK})
+
+
+def _write_new(path: str, text: str, mode: int) -> None:
+    """Create ``path`` (it must not exist) holding ``text``, on disk; removed again when a write fails."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.link(temp, path)  # like an O_EXCL create, but readers never see a half-written file
-        return True
-    except FileExistsError:
-        return False
-    except OSError:  # a file system without hard links: a plain O_EXCL create
+    except BaseException:
+        _remove(path)
+        raise
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _publish(path: str, text: str, mode: int, what: str, folder_mode: int = 0o777) -> bool:
+    """Create ``path`` holding ``text``, complete or not at all; False if it already exists (a race lost).
+
+    Raises SaltError naming ``what`` and ``path`` when it cannot be written (a full disk: one line
+    saying to free space); nothing is left behind then.
+    """
+    folder = os.path.dirname(path)
+    temp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.makedirs(folder, mode=folder_mode, exist_ok=True)
+        _write_new(temp, text, mode)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            os.link(temp, path)  # like an O_EXCL create, but readers never see a half-written file
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            try:
+                _write_new(path, text, mode)  # a file system without hard links: a plain O_EXCL create
+            except FileExistsError:
+                return False
         return True
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise SaltError(disk_full_message(what, path) + "; nothing was written") from None
+        raise SaltError(f"cannot write {what} {path}: {exc.strerror or exc}; check that the lake folder is "
+                        "writable, then rerun") from None
     finally:
-        os.unlink(temp)
+        _remove(temp)
 
 
 def _has_stage2_data(lake: LakePaths) -> bool:
@@ -132,9 +163,8 @@ def _from_file(lake: LakePaths) -> str:
             raise SaltError(
                 f"salt file {path} is missing, but lake {lake.shown} {held}: a new salt would give every "
                 f"identity a second pseudonym, so none was made and nothing was written; {_how_to_supply(lake)}")
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         value = base64.b64encode(secrets.token_bytes(16)).decode("ascii")  # OEA's setup: 16 random bytes
-        _publish(path, value + "\n", 0o600)  # lost a race: read the winner's salt below
+        _publish(path, value + "\n", 0o600, "the salt file", 0o700)  # lost a race: read the winner's salt below
     mode = os.stat(path).st_mode & 0o777
     if mode & 0o077:
         raise SaltError(f"salt file {path} is readable by others (mode {mode:o}): run chmod 600 {path}")
@@ -204,8 +234,7 @@ def check_salt_fingerprint(lake: LakePaths, salt: Salt) -> None:
             "fingerprint": _digest(salt, nonce, _ITERATIONS),
             "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "recorded_from": salt.origin, "host": socket.gethostname(), "pid": os.getpid()}
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if _publish(path, json.dumps(record, indent=1) + "\n", 0o644):
+        if _publish(path, json.dumps(record, indent=1) + "\n", 0o644, "the salt fingerprint"):
             return
     record = _read_fingerprint(path)  # recorded before, or by a run that won the race
     if not hmac.compare_digest(_digest(salt, bytes.fromhex(record["nonce"]), record["iterations"]),
