@@ -33,7 +33,7 @@ class EdFiTestApi:
         self.expires_in = expires_in
         self.tokens: set[str] = set()
         self.token_count = 0
-        self.failures: dict[str, list[tuple[int, dict]]] = {}
+        self.failures: dict[str, list[tuple[int, dict, bytes | None]]] = {}
         self.requests: list[tuple[str, str, dict]] = []
         self.revoke_after: int | None = None  # revoke every token after this many data requests
         self._data_requests = 0
@@ -65,9 +65,10 @@ class EdFiTestApi:
         self.server.shutdown()
         self.server.server_close()
 
-    def fail(self, path: str, status: int, times: int = 1, headers: dict | None = None) -> None:
-        """Answer the next ``times`` requests to ``path`` with ``status``."""
-        self.failures.setdefault(path, []).extend([(status, headers or {})] * times)
+    def fail(self, path: str, status: int, times: int = 1, headers: dict | None = None,
+             body: bytes | None = None) -> None:
+        """Answer the next ``times`` requests to ``path`` with ``status`` (and ``body``, as raw bytes, if given)."""
+        self.failures.setdefault(path, []).extend([(status, headers or {}, body)] * times)
 
     # the data as of visible_batch ----------------------------------------------------------------
     def _newest(self) -> int:
@@ -108,6 +109,8 @@ class EdFiTestApi:
             self.requests.append((method, path, query))
             queued = self.failures.get(path)
             failure = queued.pop(0) if queued else None
+        if failure and failure[2] is not None:
+            return self._send_raw(handler, failure[0], failure[2], failure[1])
         if failure:
             return self._send(handler, failure[0], {"message": "injected failure"}, failure[1])
         if path == "/" and method == "GET":
@@ -180,7 +183,10 @@ class EdFiTestApi:
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, status: int, body, headers: dict | None = None) -> None:
-        payload = json.dumps(body).encode()
+        EdFiTestApi._send_raw(handler, status, json.dumps(body).encode(), headers)
+
+    @staticmethod
+    def _send_raw(handler: BaseHTTPRequestHandler, status: int, payload: bytes, headers: dict | None = None) -> None:
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(payload)))

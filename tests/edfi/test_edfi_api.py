@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import json
 import logging
 import os
@@ -117,6 +119,41 @@ def test_server_error_is_retried_with_backoff(api, dataset):
     assert clock.sleeps == [0.5, 1.0]
     list(client.pages(Resource("ed-fi", "schools")))
     assert clock.sleeps[-1] == 7.0  # Retry-After honoured
+
+
+def test_retry_after_is_capped_and_its_http_date_form_honoured(api, dataset, monkeypatch):
+    api.fail("/data/v3/ed-fi/students", 503, headers={"Retry-After": "86400"})
+    clock = FakeClock()
+    client = client_for(api, clock, max_retry_after=120)
+    assert len([r for p in client.pages(Resource("ed-fi", "students")) for r in p]) == len(
+        dataset.state(0)["students"])
+    assert clock.sleeps == [120.0], "a day-long Retry-After is capped"
+    monkeypatch.setenv("OEA_EDFI_MAX_RETRY_AFTER", "30")
+    when = email.utils.format_datetime(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=20), usegmt=True)
+    api.fail("/data/v3/ed-fi/schools", 429, headers={"Retry-After": when})
+    clock = FakeClock()
+    client = client_for(api, clock)
+    assert client.max_retry_after == 30.0
+    list(client.pages(Resource("ed-fi", "schools")))
+    assert 15.0 <= clock.sleeps[-1] <= 20.0, "the HTTP-date form is a time to wait until"
+    monkeypatch.setenv("OEA_EDFI_MAX_RETRY_AFTER", "soon")
+    with pytest.raises(EdFiApiError, match=r"OEA_EDFI_MAX_RETRY_AFTER 'soon' is not a number of seconds"):
+        client_for(api)
+
+
+@pytest.mark.parametrize("body", [b'[{"id": "a", "studentUniqueId"', b"<html><body>Bad gateway</body></html>"])
+def test_a_200_with_a_truncated_or_html_body_is_retried_then_named(api, dataset, body):
+    api.fail("/data/v3/ed-fi/students", 200, headers={"Content-Type": "text/html"}, body=body)
+    clock = FakeClock()
+    client = client_for(api, clock, backoff=0.5)
+    assert len([r for p in client.pages(Resource("ed-fi", "students")) for r in p]) == len(
+        dataset.state(0)["students"])
+    assert clock.sleeps == [0.5] and client.retries == 1
+    api.fail("/data/v3/ed-fi/students", 200, times=10, body=body)
+    client = client_for(api, max_retries=2)
+    with pytest.raises(EdFiApiError, match=r"/data/v3/ed-fi/students still failing after 3 attempts \(HTTP 200 "
+                                           r"with a body that is not JSON"):
+        list(client.pages(Resource("ed-fi", "students")))
 
 
 def test_gives_up_after_max_retries_naming_the_url(api):

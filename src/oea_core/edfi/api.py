@@ -1,13 +1,18 @@
 """An Ed-Fi ODS/API client: OAuth2 client credentials, paging, change queries, retries.
 
 The token is renewed before it expires and whenever a call answers 401. 429 and 5xx answers
-(and dropped connections) are retried with exponential backoff, honouring ``Retry-After``.
+(and dropped connections) are retried with exponential backoff, honouring ``Retry-After`` (seconds or an
+HTTP date) up to ``max_retry_after`` (``$OEA_EDFI_MAX_RETRY_AFTER``, default 300 s). A success whose body is
+not JSON (truncated, or an HTML page from a proxy) is retried the same way, then named with its URL.
 The client key, secret and token never appear in logs or errors.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,6 +28,8 @@ log = logging.getLogger("oea")
 CLIENT_ID_ENV = keyvault.EDFI_CLIENT_ID_ENV
 CLIENT_SECRET_ENV = keyvault.EDFI_CLIENT_SECRET_ENV
 DEFAULT_PAGE_SIZE = 500
+MAX_RETRY_AFTER_ENV = "OEA_EDFI_MAX_RETRY_AFTER"
+DEFAULT_MAX_RETRY_AFTER = 300.0  # seconds: the longest wait a Retry-After answer gets
 PAGED_KINDS = ("upserts", "deletes", "keyChanges")  # a resource, its /deletes, its /keyChanges
 
 
@@ -43,7 +50,7 @@ class EdFiClient:
 
     def __init__(self, base_url: str, client_id: str | None = None, client_secret: str | None = None, *,
                  page_size: int = DEFAULT_PAGE_SIZE, max_retries: int = 5, backoff: float = 1.0, timeout: float = 60.0,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_retry_after: float | None = None, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
         import requests
 
         self.base_url = base_url.rstrip("/")
@@ -59,6 +66,7 @@ class EdFiClient:
         self.max_retries = max_retries
         self.backoff = backoff
         self.timeout = timeout
+        self.max_retry_after = max_retry_after if max_retry_after is not None else _max_retry_after()
         self.sleep = sleep
         self.clock = clock
         self.session = requests.Session()
@@ -206,9 +214,11 @@ class EdFiClient:
                     continue
                 if response.status_code == 404 and ok_missing:
                     return None
-                if response.status_code < 400:
+                if response.status_code < 400 and _is_json(response):
                     return response
-                if response.status_code != 429 and response.status_code < 500:
+                if response.status_code < 400:
+                    problem += f" with a body that is not JSON (truncated, or a page such as HTML): {_start(response)}"
+                if 400 <= response.status_code < 500 and response.status_code != 429:
                     raise EdFiApiError(
                         f"Ed-Fi API {method} {url} failed: HTTP {response.status_code}: "
                         f"{redact(response.text[:300])}" + _hint(response.status_code), path=url)
@@ -216,13 +226,62 @@ class EdFiClient:
                 raise EdFiApiError(f"Ed-Fi API {method} {url} still failing after {attempt + 1} attempts "
                                    f"({problem}); try again later or lower --page-size", path=url)
             delay = self.backoff * (2 ** attempt)
-            if response is not None and response.headers.get("Retry-After", "").isdigit():
-                delay = max(delay, float(response.headers["Retry-After"]))
+            wait = _retry_after(response.headers.get("Retry-After")) if response is not None else None
+            if wait is not None:
+                if wait > self.max_retry_after:
+                    log.warning("Ed-Fi API asked to wait %.0f s before retrying %s; waiting %.0f s (%s)", wait, url,
+                                self.max_retry_after, MAX_RETRY_AFTER_ENV)
+                delay = max(delay, min(wait, self.max_retry_after))
             log.info("Ed-Fi API %s for %s; retry %d of %d in %.1f s", problem, url, attempt + 1,
                      self.max_retries, delay)
             self.retries += 1
             self.sleep(delay)
             attempt += 1
+
+
+def _is_json(response) -> bool:
+    """Whether a success answer's body parses (an empty 204 counts); what callers' ``.json()`` will read."""
+    if response.status_code == 204 or not response.content:
+        return True
+    try:
+        response.json()
+    except ValueError:
+        return False
+    return True
+
+
+def _start(response) -> str:
+    return repr(redact(response.content[:40].decode("utf-8", "replace")))
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds, or an HTTP date; None if neither."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+def _max_retry_after() -> float:
+    raw = os.environ.get(MAX_RETRY_AFTER_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_RETRY_AFTER
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise EdFiApiError(f"{MAX_RETRY_AFTER_ENV} {raw!r} is not a number of seconds: give the longest wait a "
+                           f"Retry-After answer gets, such as {DEFAULT_MAX_RETRY_AFTER:.0f}")
+    return value
 
 
 def _hint(status: int) -> str:
