@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +35,9 @@ def _append(path: str) -> BinaryIO:
     return open(path, "ab")  # the caller closes it
 
 
-def _ipc_kernel_manager(kernel_log: str) -> type:
-    """A KernelManager whose kernels talk over IPC sockets in a private temporary folder, not TCP: no port is
-    opened, and the kernel prints no "running over TCP without encryption" warning into every run.
+def _ipc_kernel_manager(kernel_log: str, folder: str) -> type:
+    """A KernelManager whose kernels talk over IPC sockets in ``folder`` (private, temporary, removed by the
+    caller after the run), not TCP: no port is opened, and the kernel prints no "running over TCP without encryption" warning into every run.
 
     The kernel process's own stdout and stderr (not the notebook's output, which the executed copy keeps)
     go to ``kernel_log``, not into the run's output: ipykernel logs asyncio noise while it shuts down
@@ -52,7 +53,7 @@ def _ipc_kernel_manager(kernel_log: str) -> type:
     class IpcKernelManager(KernelManager):
         def __init__(self, **kwargs: Any) -> None:
             kwargs.setdefault("transport", "ipc")
-            kwargs.setdefault("ip", os.path.join(tempfile.mkdtemp(prefix="oea-kernel-"), "kernel"))
+            kwargs.setdefault("ip", os.path.join(folder, "kernel"))
             super().__init__(**kwargs)
 
         async def _async_interrupt_kernel(self) -> None:
@@ -106,15 +107,17 @@ def execute_notebook(source: str, target: str, parameters: Mapping[str, object],
     log.info("running notebook %s", source)
     started = time.monotonic()
     kernel_log = os.path.splitext(target)[0] + ".kernel.log"
+    sockets = tempfile.mkdtemp(prefix="oea-kernel-")  # mode 0700; removed with the kernel's sockets below
     try:
         pm.execute_notebook(source, target, parameters=dict(parameters), kernel_name=kernel_name,
                             progress_bar=False, cwd=os.path.dirname(os.path.abspath(source)),
-                            kernel_manager_class=_ipc_kernel_manager(kernel_log))
+                            kernel_manager_class=_ipc_kernel_manager(kernel_log, sockets))
     except pm.PapermillExecutionError as exc:
         raise NotebookRunError(f"notebook {os.path.basename(source)} failed in cell {exc.exec_count}: {exc.ename}: "
                                f"{exc.evalue} (executed copy: {target}; the kernel's own output: {kernel_log})",
                                notebook=source) from None
     finally:
+        shutil.rmtree(sockets, ignore_errors=True)
         if os.path.exists(kernel_log) and os.path.getsize(kernel_log) == 0:
             os.remove(kernel_log)
     log.info("notebook %s done in %.1f s", os.path.basename(source), time.monotonic() - started)
