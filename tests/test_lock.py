@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from full_disk import fill, free, tiny_disk
 from oea_core import LakeLockError, LakePaths
+from oea_core.cli import main
 from oea_core.lock import holder, lake_lock, lock_path, source_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,3 +132,36 @@ def test_two_ingests_of_one_batch_started_together_write_it_once(lake):
     assert out2.count("nothing new") == 2 and "waiting up to 900 s for clever ingest" in err2
     table = DeltaTable(os.path.join(lake.root, "stage2p", "clever", "daily_participation_pseudo"))
     assert table.to_pyarrow_table().num_rows == 138 and len(table.history()) == 1
+
+
+@pytest.fixture
+def full_lake(tmp_path):
+    """A lake on a real disk (a tiny tmpfs) that is full to the last byte."""
+    with tiny_disk(tmp_path / "disk", "256k") as mount:
+        lake = LakePaths.from_setting(mount / "lake")
+        os.makedirs(lake.root)
+        fill(mount)
+        yield lake, mount
+
+
+def test_a_full_disk_while_taking_the_lock_is_one_line_naming_the_lock(full_lake):
+    lake, mount = full_lake
+    path = lock_path(lake, "clever")
+    with pytest.raises(LakeLockError) as caught, lake_lock(lake, "clever", "clever ingest"):
+        pytest.fail("the lock was taken on a full disk")
+    message = str(caught.value)
+    assert "\n" not in message and "full" in message and path in message and "free space" in message
+    assert caught.value.path == path
+    assert os.path.getsize(path) == 0 and holder(lake, "clever") is None, "released, not half-written"
+    free(mount)
+    with lake_lock(lake, "clever", "clever ingest") as me:
+        assert holder(lake, "clever") == me
+
+
+def test_oea_on_a_full_disk_exits_with_one_line_saying_so(full_lake, capsys):
+    lake, _ = full_lake
+    code = main(["--lake", lake.root, "land", "clever", str(REPO / "test_data" / "clever")])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.count("\n") == 1 and err.startswith("oea: error: cannot write the lake lock "), err
+    assert "disk is full" in err and "unexpected" not in err

@@ -21,6 +21,7 @@ batch twice (see :mod:`oea_core.delta.base`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -33,6 +34,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from .cloud_lake import SyncedFolder, open_cloud
+from .diskspace import disk_full_message, is_disk_full
 from .errors import LakeLockError
 from .lease import blob_lease
 from .leftovers import clean_source
@@ -129,12 +131,11 @@ def lake_lock(lake: LakePaths, name: str, operation: str, *, wait: float | None 
 
 
 def _acquire(path: str, operation: str, wait: float) -> tuple[int, dict]:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
-        raise LakeLockError(f"cannot open the lake lock {path}: {exc.strerror}; check that the lake folder is "
-                            "writable", path=path) from exc
+        raise _unwritable(path, exc, "open") from exc
     deadline = time.monotonic() + wait
     told = False
     try:
@@ -162,13 +163,25 @@ def _acquire(path: str, operation: str, wait: float) -> tuple[int, dict]:
                         left.get("operation"), left.get("host"), left.get("pid"), left.get("since"))
         me = {"operation": operation, "host": socket.gethostname(), "pid": os.getpid(),
               "since": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
+            os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # an empty file, as a released lock is: never half a holder
+            raise _unwritable(path, exc, "write") from None
         return fd, me
     except BaseException:
         os.close(fd)
         raise
+
+
+def _unwritable(path: str, exc: OSError, verb: str) -> LakeLockError:
+    if is_disk_full(exc):
+        return LakeLockError(disk_full_message("the lake lock", path) + "; nothing was run", path=path)
+    return LakeLockError(f"cannot {verb} the lake lock {path}: {exc.strerror or exc}; check that the lake folder "
+                         "is writable", path=path)
 
 
 def _read(fd: int) -> dict | None:
