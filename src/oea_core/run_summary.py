@@ -1,7 +1,8 @@
 """What a run wrote, read from the Delta logs: tables written, rows, rows set aside, time.
 
 ``oea run`` and ``oea flow run`` end with this line. It reads the commits made since the run
-started in every ``stage2np``/``stage2p`` table of the sources, whichever engine (or notebook
+started in every ``stage2np``/``stage2p`` table of the sources and every ``stage3np``/``stage3p`` table
+(the gold layer's ``vault`` and ``star``, and any other area there), whichever engine (or notebook
 kernel) made them: rows are the ``numRecords`` of the files the commits added (a MERGE counts
 the files it rewrote), and rows set aside are those added to ``_rejected`` and ``_not_refined`` tables.
 """
@@ -35,22 +36,24 @@ class RunSummary:
 
 
 def summarize(lake: LakePaths, sources: Iterable[str], started: float) -> RunSummary:
-    """The commits since ``started`` (a ``time.time()``) in the sources' stage 2 tables of a local lake
-    or a cloud lake's working copy."""
+    """The commits since ``started`` (a ``time.time()``) in the sources' stage 2 tables and every stage 3
+    table of a local lake or a cloud lake's working copy."""
     tables = rows = set_aside = 0
-    for stage in ("stage2np", "stage2p"):
-        for source in sources:
-            folder = lake.path(stage, source)
-            if not os.path.isdir(folder):
+    folders = [lake.path(stage, source) for stage in ("stage2np", "stage2p") for source in sources]
+    for stage in ("stage3np", "stage3p"):  # the gold layer's areas (vault, star), whichever exist
+        root = lake.stage_root(stage)
+        folders += [os.path.join(root, area) for area in sorted(os.listdir(root))] if os.path.isdir(root) else []
+    for folder in folders:
+        if not os.path.isdir(folder):
+            continue
+        for table in sorted(os.listdir(folder)):
+            added = _rows_added(os.path.join(folder, table, "_delta_log"), started)
+            if added is None:
                 continue
-            for table in sorted(os.listdir(folder)):
-                added = _rows_added(os.path.join(folder, table, "_delta_log"), started)
-                if added is None:
-                    continue
-                tables += 1
-                rows += added
-                if table.endswith(SET_ASIDE):
-                    set_aside += added
+            tables += 1
+            rows += added
+            if table.endswith(SET_ASIDE):
+                set_aside += added
     return RunSummary(tables, rows, set_aside, time.time() - started)
 
 
