@@ -6,7 +6,9 @@ with offset/limit paging, ``Total-Count`` and min/maxChangeVersion. A resource t
 key changes for answers 404 at ``/keyChanges``, as an API without that endpoint does. Its
 OpenAPI metadata (``/metadata/``, then the Resources section's Swagger 2 document) is built from
 the shapes of the dataset's records (:func:`swagger_document`). The data visible is the
-dataset up to ``visible_batch``; failures can be queued per path.
+dataset up to ``visible_batch``; failures can be queued per path, a record can be made to change
+while a resource is paged (:meth:`EdFiTestApi.move_while_paging`), and every data answer can be
+slowed by ``delay`` seconds.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import base64
 import json
 import re
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from oea_core.edfi.generator import RESOURCE_ORDER, EdFiDataset
+from oea_core.edfi.generator import RESOURCE_ORDER, EdFiDataset, Event
 
 CLIENT_ID = "oea-test-client"
 CLIENT_SECRET = "s3cr3t-edfi-client-Qx9"
@@ -36,6 +39,10 @@ class EdFiTestApi:
         self.failures: dict[str, list[tuple[int, dict, bytes | None]]] = {}
         self.requests: list[tuple[str, str, dict]] = []
         self.revoke_after: int | None = None  # revoke every token after this many data requests
+        self.delay = 0.0  # seconds every data answer waits
+        self.moved: list[Event] = []  # updates made while a resource was paged
+        self._moves: dict[str, list[int]] = {}  # path -> [after this many pages of a read, moves left]
+        self._pages_served: dict[str, int] = {}
         self._data_requests = 0
         self._lock = threading.Lock()
         api = self
@@ -70,32 +77,53 @@ class EdFiTestApi:
         """Answer the next ``times`` requests to ``path`` with ``status`` (and ``body``, as raw bytes, if given)."""
         self.failures.setdefault(path, []).extend([(status, headers or {}, body)] * times)
 
+    def move_while_paging(self, path: str, after_pages: int = 1, times: int = 1) -> None:
+        """Let the data move under the next ``times`` reads of ``path``: once a read (paging from offset 0) has
+        been served ``after_pages`` pages, the first record of the last page is updated. Its change version
+        moves past every other, out of the window being read, and every later record's offset shifts down by one,
+        as on an ODS/API written to while it is read without a snapshot."""
+        self._moves[path] = [after_pages, times]
+
     # the data as of visible_batch ----------------------------------------------------------------
+    def _visible(self) -> list[Event]:
+        return [e for b in self.dataset.batches[: self.visible_batch + 1] for e in b] + self.moved
+
     def _newest(self) -> int:
-        events = [e for b in self.dataset.batches[: self.visible_batch + 1] for e in b]
-        return max(e.change_version for e in events)
+        return max(e.change_version for e in self._visible())
+
+    def _move(self, path: str, resource: str, offset: int, page: list[dict]) -> None:
+        """Count a page served for :meth:`move_while_paging`, and update a record when it is time."""
+        plan = self._moves.get(path)
+        if not plan or not page:
+            return
+        with self._lock:
+            served = self._pages_served[path] = 1 if offset == 0 else self._pages_served.get(path, 0) + 1
+            if served != plan[0] or plan[1] <= 0:
+                return
+            plan[1] -= 1
+            version = max(e.change_version for e in [*self.dataset.events(), *self.moved]) + 1
+            record = {**page[0], "_etag": str(5250000000000000000 + version)}
+            self.moved.append(Event(version, resource, "upsert", record))
 
     def _records(self, resource: str, low: int | None, high: int | None) -> list[dict]:
         alive: dict[str, tuple[int, dict]] = {}
         deleted: set[str] = set()
-        for batch in self.dataset.batches[: self.visible_batch + 1]:
-            for event in batch:
-                if event.resource != resource:
-                    continue
-                if event.kind == "upsert":
-                    current = alive.get(event.record["id"])
-                    # a late delivery (generate_edfi(history=True)) is nothing the API would serve
-                    if event.record["id"] not in deleted and (current is None or current[0] <= event.change_version):
-                        alive[event.record["id"]] = (event.change_version, event.record)
-                elif event.kind == "delete":
-                    alive.pop(event.record["id"], None)
-                    deleted.add(event.record["id"])
+        for event in self._visible():
+            if event.resource != resource:
+                continue
+            if event.kind == "upsert":
+                current = alive.get(event.record["id"])
+                # a late delivery (generate_edfi(history=True)) is nothing the API would serve
+                if event.record["id"] not in deleted and (current is None or current[0] <= event.change_version):
+                    alive[event.record["id"]] = (event.change_version, event.record)
+            elif event.kind == "delete":
+                alive.pop(event.record["id"], None)
+                deleted.add(event.record["id"])
         return [r for cv, r in sorted(alive.values(), key=lambda x: x[0])
                 if (low is None or cv >= low) and (high is None or cv <= high)]
 
     def _events(self, resource: str, kind: str, low: int | None, high: int | None) -> list[dict]:
-        return [e.record for b in self.dataset.batches[: self.visible_batch + 1] for e in b
-                if e.resource == resource and e.kind == kind
+        return [e.record for e in self._visible() if e.resource == resource and e.kind == kind
                 and (low is None or e.change_version >= low) and (high is None or e.change_version <= high)]
 
     def _has_key_changes(self, resource: str) -> bool:
@@ -179,7 +207,11 @@ class EdFiTestApi:
         items = (self._records(resource, low, high) if not kind
                  else self._events(resource, {"deletes": "delete", "keyChanges": "keyChange"}[kind], low, high))
         headers = {"Total-Count": str(len(items))} if query.get("totalCount") == "true" else {}
-        return self._send(handler, 200, items[offset: offset + limit], headers)
+        if self.delay:
+            time.sleep(self.delay)
+        page = items[offset: offset + limit]
+        self._move(f"/data/v3/ed-fi/{rest}", resource, offset, page)
+        return self._send(handler, 200, page, headers)
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, status: int, body, headers: dict | None = None) -> None:

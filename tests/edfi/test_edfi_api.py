@@ -226,6 +226,41 @@ def test_failed_resource_leaves_no_partial_batch_and_rerun_completes(api, datase
     assert batches(lake, "ed-fi", "students") == ["b1"]  # nothing new for students
 
 
+SSA = "/data/v3/ed-fi/studentSectionAssociations"
+
+
+def test_a_record_moving_while_a_resource_is_paged_loses_nothing(api, dataset, lake, caplog):
+    # after the first page, a record on it is updated: its change version leaves the window and every later
+    # offset shifts down by one, so a plain offset read skips the first record of the second page
+    api.move_while_paging(SSA, after_pages=1)
+    client = client_for(api, page_size=7)
+    expected = set(dataset.state(0)["studentSectionAssociations"])
+    with caplog.at_level(logging.INFO):
+        land_api(lake, client, ["studentSectionAssociations"], batch_id="b1")
+    moved = api.moved[0].record["id"]
+    first = {r["id"] for r in read_landed(lake, "studentSectionAssociations")}
+    assert first == expected - {moved}, "the window is read again: all but the record that left it"
+    assert "ed-fi/studentSectionAssociations: landed 71 of the 72 records" in caplog.text
+    newest = max(e.change_version for e in dataset.batches[0])
+    reads = [q for m, p, q in api.requests if p == SSA]
+    assert reads and all(q["maxChangeVersion"] == str(newest) for q in reads), "one window, taken at the start"
+    land_api(lake, client, ["studentSectionAssociations"], batch_id="b2")  # the moved record's new version
+    assert {r["id"] for r in read_landed(lake, "studentSectionAssociations")} == expected
+    assert last_change_version(lake, "ed-fi", "studentSectionAssociations") == api.moved[0].change_version
+
+
+def test_data_moving_under_every_read_fails_the_resource_by_name(api, dataset, lake):
+    api.move_while_paging(SSA, after_pages=2, times=10)
+    with pytest.raises(LandingError, match=r"^Ed-Fi ed-fi/studentSectionAssociations: read 3 times between change "
+                                           r"versions 0 and \d+, and every read lost records while it was paged "
+                                           r"\(the last: 69 of the 70"):
+        land_api(lake, client_for(api, page_size=7), ["students", "studentSectionAssociations"], batch_id="b1")
+    assert batches(lake, "ed-fi", "students") == ["b1"]  # landed before: kept
+    folder = lake.path("stage1np", "edfi", "ed-fi", "studentSectionAssociations")
+    assert not os.path.exists(folder) or os.listdir(folder) == []
+    assert last_change_version(lake, "ed-fi", "studentSectionAssociations") is None
+
+
 def test_unknown_resource_is_named(api, lake):
     with pytest.raises(LandingError, match="no resources \\['studnets'\\]"):
         land_api(lake, client_for(api), ["studnets"])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +53,72 @@ def test_land_api_ingest_and_views(tmp_path):
     assert "[dbo].[grades]" not in script  # not landed here: no view over a missing table
     everything = first.stdout + first.stderr + second.stdout + second.stderr + every.stderr + ingested.stdout + ingested.stderr
     assert CLIENT_SECRET not in everything and "edfi-cli-salt-91" not in everything
+
+
+def _landed_ids(root: Path) -> set[str]:
+    return {json.loads(line)["id"] for path in root.glob("*/upserts/*.jsonl") for line in path.open(encoding="utf-8")}
+
+
+def test_land_never_exits_0_with_records_lost_to_data_moving_while_paged(tmp_path, monkeypatch, capsys):
+    from oea_core.cli import main
+
+    monkeypatch.setenv("OEA_EDFI_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("OEA_EDFI_CLIENT_SECRET", CLIENT_SECRET)
+    dataset = generate_edfi(students=300, staff=4, schools=2, batches=1, seed=11)
+    expected = set(dataset.state(0)["studentSectionAssociations"])
+    assert len(expected) == 900
+    lake = tmp_path / "lake"
+    ssa = lake / "stage1np" / "edfi" / "ed-fi" / "studentSectionAssociations"
+    land = ["--lake", str(lake), "land", "edfi", "--resources", "studentSectionAssociations"]
+    with EdFiTestApi(dataset) as api:
+        path = "/data/v3/ed-fi/studentSectionAssociations"
+        api.move_while_paging(path, after_pages=1)  # pages of 500: offset 500 then skips one record
+        assert main([*land, "--api", api.url]) == 0
+        assert len(_landed_ids(ssa)) == 899, "all but the record that moved out of the window, which comes next run"
+        assert main([*land, "--api", api.url]) == 0
+        assert _landed_ids(ssa) == expected
+        api.move_while_paging(path, after_pages=1, times=3)  # moving under every read: never exit 0
+        other = tmp_path / "other"
+        assert main(["--lake", str(other), *land[2:], "--api", api.url]) == 1
+        err = capsys.readouterr().err
+        assert "error: Ed-Fi ed-fi/studentSectionAssociations: read 3 times between change versions" in err
+        assert not (other / "stage1np" / "edfi" / "ed-fi" / "studentSectionAssociations").exists() or not any(
+            (other / "stage1np" / "edfi" / "ed-fi" / "studentSectionAssociations").iterdir())
+
+
+def test_sigterm_during_land_leaves_no_half_batch(tmp_path):
+    dataset = generate_edfi(students=8, staff=2, schools=1, batches=1, seed=3)
+    lake = tmp_path / "lake"
+    env = {**os.environ, "OEA_EDFI_CLIENT_ID": CLIENT_ID, "OEA_EDFI_CLIENT_SECRET": CLIENT_SECRET}
+    with EdFiTestApi(dataset) as api:
+        api.delay = 0.2
+        run = subprocess.Popen([sys.executable, "-m", "oea_core.cli", "--lake", str(lake), "land", "edfi", "--api",
+                                api.url, "--page-size", "2", "--resources", "students"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not list(lake.glob("stage1np/edfi/ed-fi/students/_landing_*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # within the paging of students (8 records, 2 a page, 0.2 s a page)
+        run.send_signal(signal.SIGTERM)
+        _out, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    assert "oea: interrupted; the lake is unchanged by the unfinished step" in err
+    assert not list(lake.glob("stage1np/edfi/*/*/_landing_*")), "the half-written batch is removed"
+    assert not list(lake.glob("stage1np/edfi/ed-fi/students/[0-9]*"))
+
+
+def test_a_new_land_removes_the_half_batch_of_a_killed_one(tmp_path, monkeypatch):
+    from oea_core.cli import main
+
+    monkeypatch.setenv("OEA_EDFI_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("OEA_EDFI_CLIENT_SECRET", CLIENT_SECRET)
+    lake = tmp_path / "lake"
+    left = lake / "stage1np" / "edfi" / "ed-fi" / "schools" / "_landing_20240101T000000Z" / "upserts"
+    left.mkdir(parents=True)  # what a SIGKILLed run leaves (no process holds the lake lock)
+    (left / "part-00000.jsonl").write_text('{"id": "x"}\n')
+    with EdFiTestApi(generate_edfi(students=4, staff=1, schools=1, batches=1, seed=3)) as api:
+        assert main(["--lake", str(lake), "land", "edfi", "--api", api.url, "--resources", "students"]) == 0
+    assert not left.parent.exists()
 
 
 def test_api_without_credentials_is_a_one_line_error(tmp_path):

@@ -42,6 +42,18 @@ class Resource:
     order: int = 0
 
 
+class Paged:
+    """The pages of one read of a resource (iterate once); ``total`` is the ``Total-Count`` the API gave with the
+    first page, for the same change-version window (None before the first page, or when the API gave none)."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self._pages: Iterator[list[dict]] = iter(())
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        return self._pages
+
+
 class EdFiClient:
     """Talks to one Ed-Fi ODS/API (v5 and later).
 
@@ -135,13 +147,20 @@ class EdFiClient:
 
     # data --------------------------------------------------------------------------------------
     def pages(self, resource: Resource, *, kind: str = "upserts", min_change_version: int | None = None,
-              max_change_version: int | None = None) -> Iterator[list[dict]]:
-        """Every page of a resource (``kind`` ``upserts``), or of its ``/deletes`` or ``/keyChanges``.
+              max_change_version: int | None = None) -> Paged:
+        """Every page of a resource (``kind`` ``upserts``), or of its ``/deletes`` or ``/keyChanges``, in the
+        change-version window given; the answer's ``total`` is the API's ``Total-Count`` for the window.
 
         A resource without a ``/keyChanges`` endpoint (HTTP 404) has no key changes: no pages.
         """
         if kind not in PAGED_KINDS:
             raise EdFiApiError(f"unknown kind {kind!r} of Ed-Fi changes; use one of {list(PAGED_KINDS)}")
+        paged = Paged()
+        paged._pages = self._pages(paged, resource, kind, min_change_version, max_change_version)
+        return paged
+
+    def _pages(self, paged: Paged, resource: Resource, kind: str, min_change_version: int | None,
+               max_change_version: int | None) -> Iterator[list[dict]]:
         url = self.urls["dataManagementApi"].rstrip("/") + f"/{resource.namespace}/{resource.name}"
         if kind != "upserts":
             url += f"/{kind}"
@@ -158,8 +177,8 @@ class EdFiClient:
             if response is None:
                 log.debug("%s: no keyChanges endpoint; no key changes landed", resource.name)
                 break
-            if offset == 0 and "Total-Count" in response.headers:
-                total = int(response.headers["Total-Count"])
+            if offset == 0 and response.headers.get("Total-Count", "").strip().isdigit():
+                total = paged.total = int(response.headers["Total-Count"])
             page = response.json()
             if not isinstance(page, list):
                 raise EdFiApiError(f"{url} answered {type(page).__name__}, not a JSON array of records", path=url)

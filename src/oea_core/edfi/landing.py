@@ -19,6 +19,9 @@ import logging
 import os
 import re
 import shutil
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -39,6 +42,8 @@ from ..spark_paths import shown
 from .openapi import land_openapi
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from .api import EdFiClient, Resource
 
 log = logging.getLogger("oea")
@@ -47,6 +52,7 @@ KINDS = ("upserts", "deletes", "keyChanges")  # keyChanges: a record's natural k
 DEFAULT_NAMESPACE = "ed-fi"
 SUFFIXES = (".json", ".jsonl", ".ndjson")
 RECORDS_PER_FILE = 50_000
+READS = 3  # a resource whose read loses records to data changing under it is read this many times in all
 _RUNDATE = re.compile(r"^rundate=(\d{4}-\d{2}-\d{2})$")
 _SEPARATORS = "|".join(re.escape(sep) for sep in {os.sep, os.altsep or os.sep})  # on POSIX a "\\" is part of a name
 
@@ -192,8 +198,36 @@ class _BatchWriter:
         return LandedBatch(self.namespace, self.resource, self.batch_id, len(self.entries),
                            {k: v for k, v in self.records.items() if v}, change_versions)
 
+    def drop(self, kind: str) -> None:
+        """Forget every file of ``kind`` written so far (a read that is done again)."""
+        shutil.rmtree(os.path.join(self.temp, kind), ignore_errors=True)
+        self.entries = [e for e in self.entries if e["kind"] != kind]
+        self.records[kind] = 0
+
     def abandon(self) -> None:
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM during a land: unwinds as Ctrl-C does, so the half-written batch is removed and the lock freed."""
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While landing (in the main thread), a SIGTERM raises :class:`Terminated` instead of ending the process on
+    the spot, which would leave a ``_landing_<batch>`` folder for the next run to remove."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 # files -------------------------------------------------------------------------------------------
@@ -238,6 +272,7 @@ def _is_empty(file: ExportFile) -> bool:
     return head.removeprefix(b"\xef\xbb\xbf").strip() in (b"", b"[]")
 
 
+@_sigterm_unwinds()
 def land_files(lake: LakePaths, src: str, batch_id: str | None = None) -> EdFiLandResult:
     """Land an Ed-Fi export folder (one batch per rundate); raises LandingError when it holds no JSON."""
     if lake.root is None:
@@ -295,8 +330,9 @@ def land_files(lake: LakePaths, src: str, batch_id: str | None = None) -> EdFiLa
 
 
 # API ---------------------------------------------------------------------------------------------
+@_sigterm_unwinds()
 def land_api(lake: LakePaths, client: EdFiClient, resources: list[str] | None = None,
-             batch_id: str | None = None, *, strict: bool = True) -> EdFiLandResult:
+             batch_id: str | None = None, *, strict: bool = True, reads: int = READS) -> EdFiLandResult:
     """Land every resource (or those named) from the API in dependency order.
 
     The first run pages through each resource completely; later runs fetch the changes
@@ -324,14 +360,14 @@ def land_api(lake: LakePaths, client: EdFiClient, resources: list[str] | None = 
     landed = []
     for number, resource in enumerate(order, start=1):
         log.info("[%d/%d] %s/%s", number, len(order), resource.namespace, resource.name)
-        batch = _land_resource(lake, client, resource, base, newest)
+        batch = _land_resource(lake, client, resource, base, newest, reads)
         if batch is not None:
             landed.append(batch)
     return EdFiLandResult(tuple(landed), from_api=True, openapi=openapi)
 
 
 def _land_resource(lake: LakePaths, client: EdFiClient, resource: Resource, batch_id: str,
-                   newest: int | None) -> LandedBatch | None:
+                   newest: int | None, reads: int = READS) -> LandedBatch | None:
     last = last_change_version(lake, resource.namespace, resource.name) if newest is not None else None
     if last is not None and newest is not None and last >= newest:
         log.info("%s: nothing new since change version %d", resource.name, last)
@@ -341,15 +377,7 @@ def _land_resource(lake: LakePaths, client: EdFiClient, resource: Resource, batc
     try:
         kinds = KINDS if low is not None else ("upserts",)
         for kind in kinds:
-            buffer: list[dict] = []
-            for page in client.pages(resource, kind=kind, min_change_version=low,
-                                     max_change_version=newest):
-                buffer += page
-                if len(buffer) >= RECORDS_PER_FILE:
-                    writer.write_records(kind, buffer)
-                    buffer = []
-            if buffer:
-                writer.write_records(kind, buffer)
+            _land_kind(writer, client, resource, kind, low, newest, reads)
         if not writer.entries and low is not None:
             writer.abandon()
             log.info("%s: no changes between change versions %s and %s", resource.name, low, newest)
@@ -359,3 +387,50 @@ def _land_resource(lake: LakePaths, client: EdFiClient, resource: Resource, batc
     except BaseException:
         writer.abandon()
         raise
+
+
+def _land_kind(writer: _BatchWriter, client: EdFiClient, resource: Resource, kind: str, low: int | None,
+               newest: int | None, reads: int) -> None:
+    """Land one kind of a resource's changes in the window ``low``..``newest``, checked against the API's count.
+
+    Within a fixed window records can only leave it (an update moves a record's change version past ``newest``, a
+    delete removes it), which shifts the offsets of later pages down and skips records. So the distinct ids landed
+    (entries, for deletes and key changes) must reach the ``Total-Count`` the API gave for the window; a shortfall
+    is read again, up to ``reads`` times in all, then fails the resource by name.
+    """
+    name = f"{resource.namespace}/{resource.name}" + ("" if kind == "upserts" else f"/{kind}")
+    landed = total = 0
+    for read in range(1, reads + 1):
+        paged = client.pages(resource, kind=kind, min_change_version=low, max_change_version=newest)
+        ids: set = set()
+        entries = 0
+        buffer: list[dict] = []
+        for page in paged:
+            ids.update(_record_id(r) or f"#{entries + n}" for n, r in enumerate(page))  # no id: counted apart
+            buffer += page
+            entries += len(page)
+            if len(buffer) >= RECORDS_PER_FILE:
+                writer.write_records(kind, buffer)
+                buffer = []
+        if buffer:
+            writer.write_records(kind, buffer)
+        landed = len(ids) if kind == "upserts" else entries
+        if paged.total is None or landed >= paged.total:
+            if paged.total is None and entries:
+                log.debug("%s: the API gave no Total-Count; %d records landed unchecked", name, landed)
+            return
+        total = paged.total
+        writer.drop(kind)
+        if read < reads:
+            log.warning("%s: landed %d of the %d records the API counted between change versions %s and %s; the "
+                        "data changed while it was paged, so it is read again (%d of %d)", name, landed, total,
+                        low or 0, newest, read + 1, reads)
+    raise LandingError(f"Ed-Fi {name}: read {reads} times between change versions {low or 0} and {newest}, and every "
+                       f"read lost records while it was paged (the last: {landed} of the {total} the API counted), "
+                       f"as the API's data kept changing; nothing of {resource.name} was landed: run again when the "
+                       "API is quieter")
+
+
+def _record_id(record) -> str | None:
+    return (record.get("id") or record.get("Id")) if isinstance(record, dict) else None
+
