@@ -239,6 +239,26 @@ def test_only_changed_tables_are_reloaded_and_a_publish_with_nothing_new_changes
     assert dict(query(dsn, dev, "SELECT table_name, delta_version FROM source._oea_published"))["dim_section"] == 1
 
 
+def test_a_star_rebuilt_from_scratch_or_another_lake_at_the_same_versions_is_published_again(lake, pg, tmp_path):
+    dsn, dev, prod = pg
+    publish_postgres(lake, dsn, dev_db=dev, prod_db=prod)
+    path = lake.table("stage3p", "star", "dim_section")
+    rows = DeltaTable(path).to_pyarrow_table()
+    assert DeltaTable(path).version() == 0
+    shutil.rmtree(path)  # rebuilt from scratch: version 0 again, one row more
+    extra = rows.slice(0, 1).set_column(rows.schema.get_field_index("section_key"), "section_key",
+                                        pa.array([42], rows.schema.field("section_key").type))
+    write_deltalake(path, pa.concat_tables([rows, extra]))
+    assert DeltaTable(path).version() == 0
+    rebuilt = publish_postgres(lake, dsn, dev_db=dev, prod_db=prod)
+    assert not rebuilt.up_to_date and set(rebuilt.loaded) == {"dim_section"}, "not 'unchanged (version 0)'"
+    assert query(dsn, dev, "SELECT count(*) FROM source.dim_section") == [(rows.num_rows + 1,)]
+    other = tmp_path / "other-lake"  # a second lake, its tables at the very same versions
+    shutil.copytree(str(lake.root), other)
+    second = publish_postgres(LakePaths.from_setting(other), dsn, dev_db=dev, prod_db=prod)
+    assert not second.up_to_date and len(second.loaded) == 7
+
+
 def test_readers_of_prod_see_the_old_or_the_new_schema_never_half_of_it(lake, pg, postgres):
     dsn, dev, prod = pg
     publish_postgres(lake, dsn, dev_db=dev, prod_db=prod)

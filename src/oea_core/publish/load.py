@@ -9,7 +9,9 @@ not touched at all.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -32,6 +34,7 @@ CREATE SCHEMA IF NOT EXISTS {SOURCE_SCHEMA};
 CREATE TABLE IF NOT EXISTS {SOURCE_SCHEMA}.{PUBLISHED} (
     table_name text PRIMARY KEY, lake_table text NOT NULL, delta_version bigint NOT NULL, rows bigint NOT NULL,
     loaded_at timestamptz NOT NULL DEFAULT now());
+ALTER TABLE {SOURCE_SCHEMA}.{PUBLISHED} ADD COLUMN IF NOT EXISTS delta_identity text;
 """
 
 
@@ -53,6 +56,7 @@ class Loaded:
     rows: int
     loaded: bool
     seconds: float = 0.0
+    identity: str = ""  # the Delta table's metaData.id, its path and version: what "unchanged" compares
 
 
 def prepare(conn: psycopg.Connection) -> None:
@@ -61,24 +65,33 @@ def prepare(conn: psycopg.Connection) -> None:
         conn.execute(_BOOKKEEPING)
 
 
-def recorded_versions(conn: psycopg.Connection) -> dict[str, int]:
-    """The Delta version of each table ``source`` holds, as recorded when it was loaded."""
-    query = sql.SQL("SELECT p.table_name, p.delta_version FROM {}.{} p JOIN pg_tables t ON t.schemaname = %s "
+def recorded_versions(conn: psycopg.Connection) -> dict[str, str | None]:
+    """The identity (see :func:`delta_identity`) of each table ``source`` holds, as recorded when it was loaded
+    (None for a table loaded before identities were recorded: it is loaded again)."""
+    query = sql.SQL("SELECT p.table_name, p.delta_identity FROM {}.{} p JOIN pg_tables t ON t.schemaname = %s "
                     "AND t.tablename = p.table_name").format(sql.Identifier(SOURCE_SCHEMA), sql.Identifier(PUBLISHED))
-    return {name: version for name, version in conn.execute(query, (SOURCE_SCHEMA,)).fetchall()}
+    return {name: identity for name, identity in conn.execute(query, (SOURCE_SCHEMA,)).fetchall()}
 
 
-def load_table(conn: psycopg.Connection, table: SourceTable, recorded: int | None) -> Loaded:
-    """Load ``table`` into ``source`` unless its current Delta version is ``recorded``."""
+def delta_identity(delta: DeltaTable, path: str) -> str:
+    """Which table, in which lake, at which version: a star rebuilt from scratch (version 0 again, a new
+    ``metaData.id``) or another lake's table of the same name is never taken for the one loaded before."""
+    return json.dumps({"id": delta.metadata().id, "path": os.path.abspath(path), "version": delta.version()},
+                      sort_keys=True)
+
+
+def load_table(conn: psycopg.Connection, table: SourceTable, recorded: str | None) -> Loaded:
+    """Load ``table`` into ``source`` unless its identity (:func:`delta_identity`) is ``recorded``."""
     try:
         delta = DeltaTable(table.path)
         version = delta.version()
+        identity = delta_identity(delta, table.path)
     except DeltaError as exc:
         raise PublishError(f"{table.lake_table} cannot be read as a Delta table ({exc}): check the lake, or rebuild "
                            "the table", table=table.lake_table) from exc
-    if version == recorded:
-        log.info("%s: unchanged (Delta version %d), not reloaded", table.name, version)
-        return Loaded(table.name, version, 0, False)
+    if identity == recorded:
+        log.info("%s: unchanged (the same Delta table, version %d), not reloaded", table.name, version)
+        return Loaded(table.name, version, 0, False, identity=identity)
     started = time.monotonic()
     try:
         dataset = delta.to_pyarrow_dataset()
@@ -100,11 +113,12 @@ def load_table(conn: psycopg.Connection, table: SourceTable, recorded: int | Non
                     rows += batch.num_rows
             conn.execute(sql.SQL("ANALYZE {}").format(target))
             conn.execute(sql.SQL(
-                "INSERT INTO {}.{} (table_name, lake_table, delta_version, rows, loaded_at) VALUES (%s, %s, %s, %s, "
-                "now()) ON CONFLICT (table_name) DO UPDATE SET lake_table = excluded.lake_table, delta_version = "
-                "excluded.delta_version, rows = excluded.rows, loaded_at = excluded.loaded_at").format(
+                "INSERT INTO {}.{} (table_name, lake_table, delta_version, rows, loaded_at, delta_identity) VALUES "
+                "(%s, %s, %s, %s, now(), %s) ON CONFLICT (table_name) DO UPDATE SET lake_table = excluded.lake_table, "
+                "delta_version = excluded.delta_version, rows = excluded.rows, loaded_at = excluded.loaded_at, "
+                "delta_identity = excluded.delta_identity").format(
                 sql.Identifier(SOURCE_SCHEMA), sql.Identifier(PUBLISHED)),
-                (table.name, table.lake_table, version, rows))
+                (table.name, table.lake_table, version, rows, identity))
     except DeltaError as exc:
         raise PublishError(f"{table.lake_table} cannot be read at version {version} ({exc}); nothing of it was "
                            "loaded: check the lake", table=table.lake_table) from exc
@@ -117,7 +131,7 @@ def load_table(conn: psycopg.Connection, table: SourceTable, recorded: int | Non
     seconds = time.monotonic() - started
     log.info("%s: loaded %d rows from %s (Delta version %d) in %.1f s", table.name, rows, table.lake_table, version,
              seconds)
-    return Loaded(table.name, version, rows, True, seconds)
+    return Loaded(table.name, version, rows, True, seconds, identity)
 
 
 def _first_line(exc: BaseException) -> str:

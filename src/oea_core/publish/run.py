@@ -123,7 +123,7 @@ def _pull(lake: LakePaths, extra: tuple[str, ...]) -> None:
         cloud.folder(stage, source).pull()
 
 
-def _fingerprint(versions: dict[str, int], project: str, timeout: str) -> str:
+def _fingerprint(versions: dict[str, str], project: str, timeout: str) -> str:
     text = json.dumps({"tables": versions, "project": project, "reader_timeout": timeout}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -179,7 +179,7 @@ def _publish(server: Server, lake: LakePaths, extra: tuple[str, ...], dbt: str, 
             recorded = recorded_versions(dev)
             loaded = tuple(load_table(dev, table, recorded.get(table.name)) for table in sources)
             rows = {t.table: t.rows for t in loaded if t.loaded}
-            fingerprint = _fingerprint({t.table: t.version for t in loaded}, project_fingerprint(project), timeout)
+            fingerprint = _fingerprint({t.table: t.identity for t in loaded}, project_fingerprint(project), timeout)
             last = dev.execute(sql.SQL("SELECT fingerprint FROM {}.{} WHERE prod_database = %s").format(
                 sql.Identifier(SOURCE_SCHEMA), sql.Identifier(PROD_RECORD)), (prod_db,)).fetchone()
             with server.connect(prod_db) as prod:
