@@ -400,6 +400,7 @@ def _land_kind(writer: _BatchWriter, client: EdFiClient, resource: Resource, kin
     """
     name = f"{resource.namespace}/{resource.name}" + ("" if kind == "upserts" else f"/{kind}")
     landed = total = 0
+    reads = max(1, reads)
     for read in range(1, reads + 1):
         paged = client.pages(resource, kind=kind, min_change_version=low, max_change_version=newest)
         ids: set = set()
