@@ -9,7 +9,9 @@ import os
 import pytest
 from deltalake import DeltaTable
 
-from oea_core import DeltaTableError
+from full_disk import files, fill, free, tiny_disk
+from oea_core import DeltaTableError, LakePaths
+from oea_core.lock import source_run
 
 D1 = dt.date(2022, 1, 9)
 D2 = dt.date(2022, 2, 1)
@@ -238,3 +240,47 @@ def test_commit_metadata_is_the_same_json_on_every_commit_kind(spark, store, tmp
     assert json.loads(DeltaTable(path).history(1)[0]["userMetadata"]) == {"step": "merge"}
     store.delete(rows(spark, [("b", 1, D1)]), path, ("id",), metadata={"step": "delete"})
     assert json.loads(store.last_commit(path)["userMetadata"]) == {"step": "delete"}
+
+
+@pytest.fixture
+def disk(tmp_path):
+    """A real disk of 1 MB (a tmpfs) for a lake that fills up."""
+    with tiny_disk(tmp_path / "disk", "1m") as mount:
+        yield mount
+
+
+def _says_disk_full(message: str, path: str) -> None:
+    assert "\n" not in message, message
+    assert "disk is full" in message and path in message and "free space" in message, message
+    assert "previous version is unchanged" in message, message
+
+
+def test_a_write_that_fills_the_disk_is_one_line_saying_so_and_leaves_the_table_as_it_was(spark, store, disk):
+    path = str(disk / "t")
+    store.write(spark.createDataFrame([("a",)], "s string"), path)
+    before = files(disk)
+    # about 2 MB of Parquet that does not compress: more than the disk holds
+    big = spark.range(0, 16_000, 1, 1).selectExpr("concat(sha2(CAST(id AS STRING), 512), "
+                                                  "sha2(CAST(-id AS STRING), 512)) AS s")
+    with pytest.raises(DeltaTableError) as caught:
+        store.write(big, path, mode="append")
+    _says_disk_full(str(caught.value), path)
+    assert files(disk) == before, "nothing half-written is left"
+    assert [r["s"] for r in delta_rows(path, "s")] == ["a"]
+
+
+def test_a_run_whose_commit_finds_the_disk_full_says_so_in_one_line_and_leaves_the_table_as_it_was(
+        spark, store, disk):
+    lake = LakePaths.from_setting(disk / "lake")
+    path = lake.table("stage2np", "demo", "t")
+    store.write(spark.createDataFrame([("a",)], "s string"), path)
+    before = files(disk)
+    with pytest.raises(DeltaTableError) as caught, source_run(lake, "demo", "demo ingest"):
+        staged = store.stage(spark.createDataFrame([("b",)], "s string"), path)
+        fill(disk)  # spark-delta's commit copies the staged rows into the table; delta-rs writes the log
+        store.commit(staged)
+    _says_disk_full(str(caught.value), path)
+    free(disk)
+    # what the commit wrote before the disk filled (spark-delta's data files) is removed with the run's leftovers
+    assert {k: v for k, v in files(disk).items() if "/locks/" not in k} == before, "nothing half-written is left"
+    assert [r["s"] for r in delta_rows(path, "s")] == ["a"]

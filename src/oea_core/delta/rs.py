@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -22,9 +23,10 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from .base import CommitMetadata, DeltaStore, Staged, WriteResult, collect_arrow, user_metadata
+from .failures import explained
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from deltalake.table import TableMerger
     from deltalake.transaction import RemoveAction
@@ -48,6 +50,12 @@ class DeltaRsStore(DeltaStore):
     """Delta IO with delta-rs commits; the embedded lake's engine when the benchmark says so."""
 
     name = "delta-rs"
+
+    @contextmanager
+    def _failing_write(self, path: str, staged: Staged | None = None) -> Iterator[None]:
+        """As the base's, one line keeping the cause (a full disk says so): see :mod:`.failures`."""
+        with super()._failing_write(path, staged), explained(path, self.name):
+            yield
 
     def _table(self, path: str) -> RsTable | None:
         return RsTable(path) if self.exists(path) else None

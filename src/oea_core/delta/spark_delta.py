@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DeltaEngineError, DeltaTableError
 from .base import CommitMetadata, DeltaStore, Staged, WriteResult, collect_arrow, user_metadata
+from .failures import explained
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -52,6 +53,12 @@ class SparkDeltaStore(DeltaStore):
                 "scripts/setup.sh (it installs Delta's jars, which oea's local session loads), or choose "
                 "--engine delta-rs (OEA_ENGINE=delta-rs)", engine=self.name)
         super().__init__(spark)
+
+    @contextmanager
+    def _failing_write(self, path: str, staged: Staged | None = None) -> Iterator[None]:
+        """As the base's, one line keeping the cause (a full disk says so): see :mod:`.failures`."""
+        with super()._failing_write(path, staged), explained(path, self.name):
+            yield
 
     def _delta(self, path: str) -> DeltaTable:
         from delta.tables import DeltaTable
