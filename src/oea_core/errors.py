@@ -184,6 +184,15 @@ class SubmissionError(OEAError):
         self.member = member
 
 
+class IncompleteBundleError(OEAError):
+    """A submission bundle looks incomplete (still being written: no end-of-archive blocks, or a gzip stream cut
+    short). Not a refusal: nothing is recorded, and ``oea watch`` leaves it in the inbox until it changes."""
+
+    def __init__(self, message: str, *, bundle: str) -> None:
+        super().__init__(message)
+        self.bundle = bundle
+
+
 class MissingExtraError(OEAError):
     """An optional package is not installed; the message names the extra to install."""
 

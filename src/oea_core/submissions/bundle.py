@@ -4,9 +4,13 @@ Guarantees: :func:`inspect_bundle` streams every member's header once, before an
 extracted, and refuses the bundle (:class:`~oea_core.errors.SubmissionError` naming the member) for a
 path that is absolute or holds ``..``, a symbolic or hard link, a device or FIFO, a sparse file, a
 name given twice, more than ``max_members`` members, or more than ``max_bytes`` bytes once unpacked
-(declared sizes summed; counting stops at the first member over a limit, so a bomb of members is
-cheap to refuse). The decompressed stream itself is capped too, so neither pass reads more than the
-limits allow whatever the headers claim. :func:`extract_bundle` then extracts the data files (every
+(declared sizes summed, extended headers' too; counting stops at the first member over a limit, so a
+bomb of members is cheap to refuse). An extended header (pax, GNU long name) over 1 MiB, or more than
+a few in a row, is refused from its header block, before its bytes are read. The decompressed stream
+itself is capped too, so neither pass reads more than the limits allow whatever the headers claim.
+A bundle is whole only with the two zero blocks that end a tar (and, gzipped, a whole gzip stream):
+one cut short raises :class:`~oea_core.errors.IncompleteBundleError`, not a refusal, as it may still
+be being written. :func:`extract_bundle` then extracts the data files (every
 member but ``pipeline-config.json``) into a folder the caller owns, checking each member again and
 with tarfile's ``filter="data"`` as a second guard (and modes
 only the caller's user can use). A file that is not a tarball, or is corrupt, is
@@ -23,9 +27,9 @@ import posixpath
 import tarfile
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Self, cast
 
-from ..errors import SubmissionError
+from ..errors import IncompleteBundleError, SubmissionError
 from ..spark_paths import shown
 
 if TYPE_CHECKING:
@@ -37,8 +41,15 @@ MAX_MEMBERS_SETTING = "OEA_SUBMISSION_MAX_MEMBERS"
 MAX_BYTES_SETTING = "OEA_SUBMISSION_MAX_BYTES"
 DEFAULT_MAX_MEMBERS = 10_000
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB unpacked
-_HEADER_ALLOWANCE = 4096  # per member: its header blocks (a long name's too) and padding
+EXTENDED_MAX_BYTES = 1 << 20  # a pax or GNU long-name header: a path and a few attributes need far less
+_EXTENDED = {tarfile.XHDTYPE: "a pax extended header", tarfile.XGLTYPE: "a pax global header",
+             tarfile.SOLARIS_XHDTYPE: "a Solaris extended header", tarfile.GNUTYPE_LONGNAME: "a GNU long name",
+             tarfile.GNUTYPE_LONGLINK: "a GNU long link name"}
+_EXTENDED_IN_A_ROW = 8  # tarfile follows a chain of them by recursion
+# per member: its header blocks (extended headers' too) and their padding
+_HEADER_ALLOWANCE = (2 * _EXTENDED_IN_A_ROW + 2) * tarfile.BLOCKSIZE
 _MAX_LISTED = 20
+_CLIP = 100
 _BROKEN = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, UnicodeError)
 
 
@@ -83,6 +94,19 @@ class BundleContents:
     unpacked_bytes: int
 
 
+def clipped(value: object, limit: int = _CLIP) -> str:
+    """``repr(value)`` for a one-line reason, cut to a short prefix (and its full length) when it is long."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value):,} characters" if isinstance(value, str) else f"{len(text):,} characters as text"
+    return f"{text[:limit]}… ({size})"
+
+
+def _member(name: str) -> str:
+    return clipped(shown(name))
+
+
 class _Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
@@ -93,9 +117,12 @@ class _Capped:
     def __init__(self, stream: _Readable, cap: int, bundle: str, limits: SubmissionLimits) -> None:
         self._stream, self._cap, self._bundle, self._limits = stream, cap, bundle, limits
         self.read_bytes = 0
+        self.exhausted = False  # a read came back short: the stream is at its end
 
     def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size if size is not None and size >= 0 else self._cap + 1 - self.read_bytes)
+        wanted = size if size is not None and size >= 0 else self._cap + 1 - self.read_bytes
+        data = self._stream.read(wanted)
+        self.exhausted = self.exhausted or len(data) < wanted
         self.read_bytes += len(data)
         if self.read_bytes > self._cap:
             raise SubmissionError(
@@ -105,26 +132,126 @@ class _Capped:
         return data
 
 
+class _Budget:
+    """What one read of a bundle has cost (bytes declared, extended headers' too) and how its last header block
+    looked; it refuses an extended header before tarfile reads it."""
+
+    def __init__(self, bundle: str, limits: SubmissionLimits) -> None:
+        self.bundle, self.limits = bundle, limits
+        self.total = 0
+        self.in_a_row = 0
+        self.last_block = "header"  # or "empty", "truncated", "zeros"
+
+    def block(self, buf: bytes) -> None:
+        self.last_block = ("empty" if not buf else "truncated" if len(buf) < tarfile.BLOCKSIZE
+                           else "zeros" if not buf.strip(b"\0") else "header")
+
+    def header(self, info: tarfile.TarInfo) -> None:
+        what = _EXTENDED.get(info.type)
+        self.in_a_row = self.in_a_row + 1 if what else 0
+        if what is None:
+            return
+        if self.in_a_row > _EXTENDED_IN_A_ROW:
+            why = f"more than {_EXTENDED_IN_A_ROW} extended headers in a row (pax or GNU); a member needs one or two"
+        elif info.size > EXTENDED_MAX_BYTES:
+            why = (f"{what} of {info.size:,} bytes, refused before reading it; an extended header is at most "
+                   f"{EXTENDED_MAX_BYTES:,} bytes")
+        elif self.total + info.size > self.limits.max_bytes:
+            why = (f"{what} of {info.size:,} bytes takes the bundle to more than {self.limits.max_bytes:,} bytes: "
+                   f"split the bundle, or raise --max-bytes / {MAX_BYTES_SETTING}")
+        else:
+            self.total += info.size
+            return
+        _refuse(self.bundle, [(info.name, why)])
+
+
+def _guarded(budget: _Budget) -> type[tarfile.TarInfo]:
+    """A TarInfo class whose headers go through ``budget`` as tarfile reads them (before an extended header's
+    bytes are read, as tarfile reads those after ``frombuf``)."""
+
+    class _Guarded(tarfile.TarInfo):
+        @classmethod
+        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+            budget.block(bytes(buf))
+            info = super().frombuf(buf, encoding, errors)
+            budget.header(info)
+            return info
+
+    return _Guarded
+
+
+def _incomplete(bundle: str, detail: str) -> IncompleteBundleError:
+    return IncompleteBundleError(
+        f"bundle {shown(bundle)} looks incomplete ({detail}): it may still be being written, so nothing was "
+        "recorded; submit it once it is whole (a tar ends with two zero blocks, a .tar.gz with its gzip trailer)",
+        bundle=bundle)
+
+
+def _broken(bundle: str, detail: str) -> SubmissionError:
+    return SubmissionError(f"bundle {shown(bundle)} is not a readable tarball ({detail}): send a .tar or .tar.gz "
+                           "made with tar", bundle=bundle)
+
+
+class _Reading:
+    """An open bundle: its members, then the check that it is whole."""
+
+    def __init__(self, tar: tarfile.TarFile, stream: _Capped, budget: _Budget) -> None:
+        self.tar, self.stream, self.budget = tar, stream, budget
+
+    def members(self) -> Iterator[tarfile.TarInfo]:
+        """Every member; once the last is read, IncompleteBundleError unless the tar's end is whole."""
+        yield from self.tar
+        self._check_end()
+
+    def _check_end(self) -> None:
+        # tarfile stops at the first block that is not a header, and takes a missing or short one as the end
+        stream = cast("_Readable", self.tar.fileobj)
+        at, bundle = self.tar.offset, self.budget.bundle
+        if self.budget.last_block in ("empty", "truncated"):
+            raise _incomplete(bundle, "the file is empty" if at == 0 else
+                              f"the tar stops at byte {self.stream.read_bytes:,}, before its two end-of-archive blocks")
+        if self.budget.last_block != "zeros":
+            raise _broken(bundle, f"an unreadable header at byte {at:,}")
+        second = stream.read(tarfile.BLOCKSIZE)
+        if second.strip(b"\0"):
+            raise _broken(bundle, f"a lone zero block at byte {at:,}, then data")
+        if len(second) < tarfile.BLOCKSIZE:
+            raise _incomplete(bundle, "the tar stops after the first of its two end-of-archive blocks")
+        while stream.read(1 << 16):  # to the end: a gzip stream must be whole (and the cap holds)
+            pass
+
+
+def _out_of_data(exc: BaseException, stream: _Capped, budget: _Budget) -> bool:
+    """Whether tarfile failed because the bytes ran out (the bundle is cut short), not because they are wrong."""
+    return (isinstance(exc, tarfile.ReadError) and stream.exhausted
+            and (budget.last_block in ("empty", "truncated") or "unexpected end of data" in str(exc)))
+
+
 @contextlib.contextmanager
-def _open(path: str, limits: SubmissionLimits) -> Iterator[tarfile.TarFile]:
+def _open(path: str, limits: SubmissionLimits) -> Iterator[_Reading]:
     """The bundle as a tar stream (gzip or plain), its decompressed bytes capped by ``limits``."""
     name = os.path.basename(path)
     cap = limits.max_bytes + _HEADER_ALLOWANCE * (limits.max_members + 1) + 10240
+    budget = _Budget(name, limits)
     with open(path, "rb") as raw:
         magic = raw.read(2)
         raw.seek(0)
         stream: _Readable = gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
+        capped = _Capped(stream, cap, name, limits)
         try:
-            with tarfile.open(fileobj=_Capped(stream, cap, name, limits), mode="r|") as tar:  # type: ignore[call-overload]
-                yield tar
+            with tarfile.open(fileobj=capped, mode="r|", tarinfo=_guarded(budget)) as tar:  # type: ignore[call-overload]
+                yield _Reading(tar, capped, budget)
+        except EOFError as exc:  # gzip's: the compressed stream ends before its end-of-stream marker
+            raise _incomplete(name, "its gzip stream ends early") from exc
         except _BROKEN as exc:
-            raise SubmissionError(f"bundle {shown(name)} is not a readable tarball ({type(exc).__name__}: {exc}): "
-                                  "send a .tar or .tar.gz made with tar", bundle=name) from exc
+            if _out_of_data(exc, capped, budget):
+                raise _incomplete(name, "the file is empty" if capped.read_bytes == 0 else f"the tar stops at "
+                                  f"byte {capped.read_bytes:,}, before its two end-of-archive blocks") from exc
+            raise _broken(name, f"{type(exc).__name__}: {exc}") from exc
         except OSError as exc:
             if exc.filename is not None:  # the file itself, not its contents
                 raise
-            raise SubmissionError(f"bundle {shown(name)} is not a readable tarball ({exc}): send a .tar or .tar.gz "
-                                  "made with tar", bundle=name) from exc
+            raise _broken(name, str(exc)) from exc
 
 
 def _normal(name: str) -> str:
@@ -142,9 +269,9 @@ def member_problem(member: tarfile.TarInfo) -> str | None:
     if ".." in name.replace("\\", "/").split("/"):
         return "a path with '..'"
     if member.issym():
-        return f"a symbolic link (to {shown(member.linkname)})"
+        return f"a symbolic link (to {_member(member.linkname)})"
     if member.islnk():
-        return f"a hard link (to {shown(member.linkname)})"
+        return f"a hard link (to {_member(member.linkname)})"
     if member.ischr():
         return "a character device"
     if member.isblk():
@@ -162,7 +289,7 @@ def member_problem(member: tarfile.TarInfo) -> str | None:
 
 def _refuse(bundle: str, problems: list[tuple[str, str]]) -> None:
     if problems:
-        listed = "; ".join(f"member {shown(member)!r}: {why}" for member, why in problems[:_MAX_LISTED])
+        listed = "; ".join(f"member {_member(member)}: {why}" for member, why in problems[:_MAX_LISTED])
         more = f"; and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
         raise SubmissionError(
             f"bundle {shown(bundle)} refused, nothing was written: {listed}{more}. A bundle holds only regular "
@@ -178,16 +305,17 @@ def inspect_bundle(path: str, limits: SubmissionLimits) -> BundleContents:
     names: set[str] = set()
     data: list[str] = []
     config: bytes | None = None
-    members = total = 0
-    with _open(path, limits) as tar:
-        for member in tar:
+    members = 0
+    with _open(path, limits) as reading:
+        budget, tar = reading.budget, reading.tar
+        for member in reading.members():
             members += 1
             if members > limits.max_members:
                 problems.append((member.name, (f"more than {limits.max_members:,} members (stopped counting): "
                                  f"split the bundle, or raise --max-members / {MAX_MEMBERS_SETTING}")))
                 break
-            total += max(member.size, 0)
-            if total > limits.max_bytes:
+            budget.total += max(member.size, 0)
+            if budget.total > limits.max_bytes:
                 problems.append((member.name, (f"the bundle unpacks to more than {limits.max_bytes:,} bytes with it "
                                  f"({member.size:,} bytes): split the bundle, or raise --max-bytes / "
                                  f"{MAX_BYTES_SETTING}")))
@@ -211,15 +339,16 @@ def inspect_bundle(path: str, limits: SubmissionLimits) -> BundleContents:
     if config is None:
         raise SubmissionError(f"bundle {shown(bundle)} has no {CONFIG_NAME} at its top: add one naming the pipeline "
                               "(see docs/pipeline-config.md)", bundle=bundle, member=CONFIG_NAME)
-    return BundleContents(config, tuple(data), members, total)
+    return BundleContents(config, tuple(data), members, budget.total)
 
 
 def extract_bundle(path: str, dest: str, limits: SubmissionLimits) -> str:
     """Extract the data files (every member but the config) into ``dest`` (which must exist and be the
     caller's own); returns ``dest``. Each member is checked again, and extracted with ``filter="data"``."""
     bundle = os.path.basename(path)
-    with _open(path, limits) as tar:
-        for count, member in enumerate(tar, start=1):
+    with _open(path, limits) as reading:
+        tar = reading.tar
+        for count, member in enumerate(reading.members(), start=1):
             problem = member_problem(member) or (
                 f"past the limit of {limits.max_members:,} members" if count > limits.max_members else None)
             _refuse(bundle, [(member.name, problem)] if problem else [])
