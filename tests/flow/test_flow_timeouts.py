@@ -51,6 +51,22 @@ def test_a_hung_python_step_is_killed_with_all_it_started_and_retried(tmp_path, 
     assert [c["marker"] for c in calls(lake)] == ["quick"]
 
 
+def test_a_step_timeout_counts_from_when_its_worker_has_the_step_not_from_python_starting(tmp_path, lake):
+    # loading Python and oea_core takes about 2 s here (more on a busy machine): not the step's time
+    body = """\
+    stages:
+      - name: s
+        groups:
+          - name: g
+            steps:
+              - {name: quick, kind: python, callable: "flow_helpers:record", parameters: {marker: quick},
+                 timeout: 1s}
+    """
+    log = FlowRun(load_flow(flow_file(tmp_path, body)), lake, batch_id="t1").run()
+    assert statuses(log) == {"quick": "success"}
+    assert [c["marker"] for c in calls(lake)] == ["quick"]
+
+
 def _hung_notebook(path: Path) -> None:
     notebook = nbformat.v4.new_notebook()
     parameters = nbformat.v4.new_code_cell('pids_file = ""')

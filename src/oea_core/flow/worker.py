@@ -4,7 +4,8 @@ The runner starts ``python -c <boot> RESULT_FILE`` in a new session, writes the 
 (pickled) to its stdin and keeps that pipe open. The worker runs it with its kind's ``work`` (see
 ``steps.py``), writes ``{"rows": n}`` or ``{"error": "..."}`` to RESULT_FILE, and exits. If the
 pipe closes first, the runner is gone (killed, even with kill -9): the worker kills everything it
-started and exits, so no step outlives its run.
+started and exits, so no step outlives its run. The step's timeout starts when the worker has read
+its step (it says so on a pipe of its own): loading Python and oea_core is not the step's time.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import pickle
+import select
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,8 @@ from .steps import WorkerStepKind, step_kinds
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+READY_SETTING = "OEA_FLOW_WORKER_READY"
+START_SECONDS = 120.0  # for a worker to load Python and oea_core and read its step (the timeout, if longer)
 _BOOT = ("import os, sys; sys.path[:0] = os.environ.pop('OEA_FLOW_WORKER_PATH').split(os.pathsep); "
          "from oea_core.flow.worker import main; main(sys.argv[1])")
 
@@ -36,14 +40,21 @@ def run_in_worker(step: dict[str, Any], *, timeout: float, folder: str,
                   on_start: Callable[[subprocess.Popen[bytes]], None], timeout_message: str) -> int | None:
     """Run ``step`` (a ``WorkerStepKind``'s payload with its ``kind``) in a worker; returns its rows.
 
-    Raises StepTimeout when it runs past ``timeout`` seconds, WorkerFailed when the step fails.
+    Raises StepTimeout when it runs past ``timeout`` seconds from when the worker has its step (after
+    Python and oea_core loaded, which can take seconds on a busy machine; a worker that does not get
+    that far within ``START_SECONDS``, or ``timeout`` if longer, is killed too), WorkerFailed when the
+    step fails.
     """
     fd, result = tempfile.mkstemp(prefix=".worker-", suffix=".json", dir=folder)
     os.close(fd)
-    env = {**os.environ, "OEA_FLOW_WORKER_PATH": os.pathsep.join(p for p in sys.path if p)}
+    ready, told = os.pipe()  # the worker writes a byte once it has its step: the timeout starts then
+    env = {**os.environ, "OEA_FLOW_WORKER_PATH": os.pathsep.join(p for p in sys.path if p),
+           READY_SETTING: str(told)}
     try:
         with subprocess.Popen([sys.executable, "-c", _BOOT, result], stdin=subprocess.PIPE, env=env,
-                              start_new_session=True) as proc:
+                              start_new_session=True, pass_fds=(told,)) as proc:
+            os.close(told)
+            told = -1
             on_start(proc)
             assert proc.stdin is not None  # stdin=PIPE
             try:
@@ -52,6 +63,8 @@ def run_in_worker(step: dict[str, Any], *, timeout: float, folder: str,
             except BrokenPipeError:
                 pass  # it died at once; its exit code says so below
             try:
+                if not select.select([ready], [], [], max(timeout, START_SECONDS))[0]:  # stuck before its step
+                    raise subprocess.TimeoutExpired(proc.args, timeout)
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 wait_gone(kill_tree(proc.pid), 10.0)
@@ -60,6 +73,9 @@ def run_in_worker(step: dict[str, Any], *, timeout: float, folder: str,
         with open(result, encoding="utf-8") as handle:
             text = handle.read()
     finally:
+        for fd in (ready, told):
+            if fd >= 0:
+                os.close(fd)
         for path in (result, f"{result}.tmp"):
             if os.path.exists(path):
                 os.unlink(path)
@@ -79,6 +95,10 @@ def main(result: str) -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # the step's own code must not read the runner's pipe
     step = pickle.load(pipe)
+    told = int(os.environ.pop(READY_SETTING, "-1"))
+    if told >= 0:  # the runner starts the step's timeout now (Python and oea_core took their time to load)
+        os.write(told, b"1")
+        os.close(told)  # nor do the step's own processes hold it
     threading.Thread(target=_watch_runner, args=(pipe,), daemon=True).start()
     logging.basicConfig(level=logging.WARNING, format="oea: %(message)s", stream=sys.stderr)
     logging.getLogger("oea").setLevel(step["log_level"])
