@@ -99,8 +99,7 @@ def clipped(value: object, limit: int = _CLIP) -> str:
     text = repr(value)
     if len(text) <= limit:
         return text
-    size = f"{len(value):,} characters" if isinstance(value, str) else f"{len(text):,} characters as text"
-    return f"{text[:limit]}… ({size})"
+    return f"{text[:limit]}… ({len(value) if isinstance(value, str) else len(text):,} characters)"
 
 
 def _member(name: str) -> str:

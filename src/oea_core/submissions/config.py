@@ -4,6 +4,8 @@ The JSON Schema is built from the pipeline registry (:mod:`.pipelines`), one ``o
 pipeline, and shipped as ``schemas/pipeline-config.schema.json`` (a test keeps the file equal to
 :func:`pipeline_config_schema`; ``oea submit --print-schema`` prints it). :func:`parse_config` turns the
 bytes into a frozen :class:`PipelineConfig`, or raises a SubmissionError that names the field at fault.
+A config nested more than 32 deep is refused before the schema sees it, and a reason echoes only a short
+prefix of a bad value (:func:`~.bundle.clipped`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 
 from ..errors import SubmissionError
-from .bundle import CONFIG_NAME
+from .bundle import CONFIG_NAME, clipped
 from .pipelines import PipelineRegistry, pipelines
 
 if TYPE_CHECKING:
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
 
 SCHEMA_ID = "https://oea-core.local/schemas/pipeline-config.schema.json"
 _MAX_LISTED = 10
+MAX_DEPTH = 32  # arrays and objects inside each other; a config needs three or four
+_MAX_MESSAGE = 300
+_MAX_KEY = 60
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,20 @@ def schema_text(registry: PipelineRegistry = pipelines) -> str:
 
 
 def _field(path: Any) -> str:
-    return ".".join(str(part) for part in path) or "(the top level)"
+    parts = [str(part) for part in path]
+    return ".".join(part if len(part) <= _MAX_KEY else part[:_MAX_KEY] + "…" for part in parts) or "(the top level)"
+
+
+def _depth(document: Any) -> int:
+    """How deep arrays and objects nest in ``document`` (walked without recursion)."""
+    deepest, todo = 0, [(document, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                todo.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 def _message(error: jsonschema.ValidationError) -> str:
@@ -72,9 +90,13 @@ def _message(error: jsonschema.ValidationError) -> str:
         allowed = sorted(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
         where = "option" if list(error.absolute_path) == ["options"] else "field"
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         return (f"{_field(error.absolute_path)}: unknown {where}{'s' if len(unknown) > 1 else ''} "
-                f"{', '.join(map(repr, unknown))}; allowed: {', '.join(allowed) or 'none'}")
-    return f"{_field(error.absolute_path)}: {error.message}"
+                f"{', '.join(map(clipped, unknown[:3]))}{more}; allowed: {', '.join(allowed) or 'none'}")
+    # jsonschema's messages quote the whole bad value: keep a prefix of it
+    text = error.message.replace(repr(error.instance), clipped(error.instance))
+    text = text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
+    return f"{_field(error.absolute_path)}: {text}"
 
 
 def parse_config(raw: bytes, *, bundle: str | None = None, registry: PipelineRegistry = pipelines
@@ -90,8 +112,18 @@ def parse_config(raw: bytes, *, bundle: str | None = None, registry: PipelineReg
     except json.JSONDecodeError as exc:
         raise SubmissionError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                               bundle=bundle, member=CONFIG_NAME) from exc
-    if isinstance(document, dict) and isinstance(document.get("pipeline"), str):
-        registry.get(document["pipeline"])  # unknown: one line listing the known pipelines
+    except RecursionError:  # json's parser gives up on deep nesting this way
+        document = None
+        depth = MAX_DEPTH + 1
+    else:
+        depth = _depth(document)
+    if depth > MAX_DEPTH:
+        raise SubmissionError(f"{where} nests arrays or objects more than {MAX_DEPTH} deep: a pipeline config is an "
+                              "object of a few plain fields (see docs/pipeline-config.md)", bundle=bundle,
+                              member=CONFIG_NAME)
+    name = document.get("pipeline") if isinstance(document, dict) else None
+    if isinstance(name, str) and len(repr(name)) == len(clipped(name)):  # a long one: the schema's message, clipped
+        registry.get(name)  # unknown: one line listing the known pipelines
     validator = jsonschema.Draft202012Validator(pipeline_config_schema(registry))
     errors = sorted(validator.iter_errors(document), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
