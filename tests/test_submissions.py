@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import tarfile
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import adlfs
@@ -25,6 +27,7 @@ from deltalake import DeltaTable
 
 from oea_core import STAGES, LakePaths, SubmissionError, SubmissionLimits, submit_bundle, watch_inbox
 from oea_core.cli import main
+from oea_core.errors import IncompleteBundleError
 from oea_core.storage import CONNECTION_STRING, resolve_credentials
 from oea_core.submissions import LocalInbox, parse_config, read_record, schema_text
 from oea_core.submissions.bundle import extract_bundle, inspect_bundle
@@ -81,6 +84,12 @@ def hostile(kind: str):
         "FIFO": ("pipe", lambda t: _add(t, "pipe", type=tarfile.FIFOTYPE)),
         "name given twice": ("./a.csv", lambda t: (_add(t, "a.csv", CSV), _add(t, "./a.csv", CSV))),
     }[kind]
+
+
+@pytest.fixture(autouse=True)
+def quick_settle(monkeypatch):
+    """The watcher takes a bundle as soon as two polls agree (the settle-time tests set their own)."""
+    monkeypatch.setenv("OEA_WATCH_SETTLE", "0")
 
 
 @pytest.fixture
@@ -149,7 +158,63 @@ def test_the_config_parses_into_a_frozen_object_with_its_options():
     assert parse_config(b'{"pipeline": "clever_ingress_v1"}').options == {}
 
 
-@pytest.mark.parametrize("content", [b"", b"just some text, not a tarball\n" * 50, os.urandom(4096),
+def deep(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("config", [
+    deep(100_000),
+    b'{"pipeline": "clever_ingress_v1", "options": {"max_reject_share": ' + deep(100_000) + b"}}",
+    b'{"pipeline": "clever_ingress_v1", "description": {"a": ' + deep(50) + b"}}",
+], ids=["top level", "an option", "the description"])
+def test_a_deeply_nested_config_is_refused_as_a_bad_config(lake, tmp_path, config):
+    bundle = make_bundle(tmp_path / "b.tgz", config, {"daily-participation/x-students.csv": CSV})
+    record = assert_rejected(lake, bundle, "pipeline-config.json of bundle b.tgz nests arrays or objects more than",
+                             "deep")
+    assert len(record["reason"]) < 400
+
+
+def test_watch_moves_a_bundle_with_a_deeply_nested_config_to_rejected(lake, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    make_bundle(inbox / "deep.tgz", deep(100_000))
+    summary = watch_inbox(lake, LocalInbox(str(inbox)), limits=SubmissionLimits(), interval=0.05, once=True)
+    assert [s.status for s in summary.submissions] == ["rejected"] and summary.left == []
+    assert os.listdir(inbox / "rejected") == ["deep.tgz"]
+
+
+LONG = 900_000
+
+
+@pytest.mark.parametrize(("config", "words"), [
+    ({"pipeline": "clever_ingress_v1", "description": "d" * LONG}, ["description: 'ddd", "is too long"]),
+    ({"pipeline": "p" * LONG}, ["pipeline: 'ppp", "is not one of ['clever_ingress_v1', 'edfi_ingress_v1']"]),
+    ({"pipeline": "clever_ingress_v1", "options": {"k" * LONG: 1}}, ["options: unknown option 'kkk",
+                                                                     "allowed: max_reject_share"]),
+    ({"pipeline": "clever_ingress_v1", "options": {"max_reject_share": "s" * LONG}},
+     ["options.max_reject_share: 'sss", "is not of type 'number'"]),
+    ({"pipeline": "clever_ingress_v1", "options": {"max_reject_share": [1] * 100_000}},
+     ["options.max_reject_share: [1, 1", "is not of type 'number'"]),
+], ids=["description", "pipeline", "option name", "option value", "a long list"])
+def test_a_reason_echoes_only_a_short_prefix_of_a_bad_value(lake, tmp_path, config, words):
+    bundle = make_bundle(tmp_path / "b.tgz", config, {"daily-participation/x-students.csv": CSV})
+    record = assert_rejected(lake, bundle, *words, "characters)")
+    assert len(record["reason"]) < 600, len(record["reason"])
+    assert len(json.dumps(record)) < 5000
+
+
+def test_a_reason_echoes_only_a_short_prefix_of_a_long_member_name(lake, tmp_path):
+    name = "daily-participation/" + "n" * 5000 + ".csv"
+    bundle = make_bundle(tmp_path / "b.tgz", CLEVER_CONFIG,
+                         extra=lambda t: _add(t, name, type=tarfile.SYMTYPE, linkname="/etc/" + "p" * 5000))
+    with pytest.raises(SubmissionError, match="a symbolic link") as caught:
+        inspect_bundle(str(bundle), SubmissionLimits())
+    assert caught.value.member == name and len(str(caught.value)) < 600
+    record = assert_rejected(lake, bundle, "member 'daily-participation/nnn", "(5,024 characters)")
+    assert len(record["reason"]) < 600
+
+
+@pytest.mark.parametrize("content", [b"just some text, not a tarball\n" * 50, os.urandom(4096),
                                      gzip.compress(b"plain text in a gzip, no tar inside" * 40)])
 def test_a_file_that_is_not_a_tarball_is_refused(lake, tmp_path, content):
     bundle = tmp_path / "b.tar.gz"
@@ -157,12 +222,82 @@ def test_a_file_that_is_not_a_tarball_is_refused(lake, tmp_path, content):
     assert_rejected(lake, bundle, "is not a readable tarball")
 
 
-def test_a_truncated_bundle_is_refused_and_nothing_is_written(lake, tmp_path):
-    whole = make_bundle(tmp_path / "whole.tar.gz", CLEVER_CONFIG, {"daily-participation/x-students.csv":
-                                                                  os.urandom(200_000)})
-    cut = tmp_path / "cut.tar.gz"
-    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    assert_rejected(lake, cut, "is not a readable tarball")
+# incomplete bundles: an error that records nothing, and the watcher leaves them where they are -----
+NOPE = {"pipeline": "nope_v1"}  # a whole bundle with it is rejected at once, with no Spark
+
+
+def whole_tar(tmp_path: Path) -> bytes:
+    files = {f"daily-participation/2022-01-0{n}-daily-participation-students.csv": CSV * 40 for n in range(1, 6)}
+    return make_bundle(tmp_path / "whole.tar", NOPE, files, gz=False).read_bytes()
+
+
+def cut(whole: bytes, where: str) -> bytes:
+    """``whole`` (a plain tar) as a writer leaves it when it pauses ``where``."""
+    with tarfile.open(fileobj=io.BytesIO(whole)) as tar:
+        members, end = tar.getmembers(), tar.offset  # end: where the two zero blocks begin
+    return whole[:{"at a member boundary": members[3].offset, "inside a header": members[3].offset + 100,
+                   "inside a member's data": members[2].offset_data + 10, "before its end blocks": end,
+                   "after one end block": end + 512, "empty": 0}[where]]
+
+
+CUTS = ["at a member boundary", "inside a header", "inside a member's data", "before its end blocks",
+        "after one end block", "empty"]
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["tar", "gzip of a cut tar"])
+@pytest.mark.parametrize("where", CUTS)
+def test_a_bundle_cut_short_looks_incomplete_and_records_nothing(lake, tmp_path, where, gz):
+    partial = cut(whole_tar(tmp_path), where)
+    bundle = tmp_path / ("b.tgz" if gz else "b.tar")
+    bundle.write_bytes(gzip.compress(partial) if gz else partial)
+    with pytest.raises(IncompleteBundleError, match=rf"bundle {bundle.name} looks incomplete \(") as caught:
+        submit_bundle(lake, bundle)
+    assert caught.value.bundle == bundle.name and "nothing was recorded" in str(caught.value)
+    assert not os.path.exists(lake.state_path("submissions"))
+    assert not os.path.exists(lake.stage_root("stage1np"))
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99, -8], ids=["half", "most", "without its gzip trailer"])
+def test_a_gzip_stream_cut_short_looks_incomplete(lake, tmp_path, keep):
+    whole = gzip.compress(whole_tar(tmp_path))
+    bundle = tmp_path / "b.tar.gz"
+    bundle.write_bytes(whole[:keep] if isinstance(keep, int) else whole[: int(len(whole) * keep)])
+    with pytest.raises(IncompleteBundleError, match="its gzip stream ends early"):
+        submit_bundle(lake, bundle)
+    assert not os.path.exists(lake.state_path("submissions"))
+
+
+def test_oea_submit_of_an_incomplete_bundle_is_one_line_and_leaves_the_lake_as_it_was(lake, tmp_path, capsys):
+    whole = whole_tar(tmp_path)
+    assert submit_bundle(lake, tmp_path / "whole.tar").status == "rejected"  # the lake has something in it
+    before = digest(Path(lake.root))
+    bundle = tmp_path / "paused.tar"
+    bundle.write_bytes(cut(whole, "at a member boundary"))
+    assert main(["--lake", str(lake.root), "submit", str(bundle)]) == 1
+    err = capsys.readouterr().err
+    assert "bundle paused.tar looks incomplete" in err and "it may still be being written" in err
+    assert len(err.strip().splitlines()) == 1
+    assert digest(Path(lake.root)) == before
+
+
+@pytest.mark.parametrize("flags", ["-cf", "-czf"])
+def test_bundles_made_by_gnu_tar_are_complete(tmp_path, flags):
+    export = tmp_path / "export"
+    (export / "daily-participation").mkdir(parents=True)
+    (export / "pipeline-config.json").write_text(json.dumps(NOPE))
+    (export / "daily-participation" / "2022-01-03-daily-participation-students.csv").write_bytes(CSV)
+    bundle = tmp_path / ("b.tar.gz" if "z" in flags else "b.tar")
+    subprocess.run(["tar", flags, str(bundle), "-C", str(export), "."], check=True)
+    contents = inspect_bundle(str(bundle), SubmissionLimits())
+    assert contents.data_files == ("daily-participation/2022-01-03-daily-participation-students.csv",)
+
+
+def test_data_after_a_lone_end_block_is_refused_as_broken(lake, tmp_path):
+    whole = whole_tar(tmp_path)
+    end = len(cut(whole, "before its end blocks"))
+    bundle = tmp_path / "b.tar"
+    bundle.write_bytes(whole[: end + 512] + b"x" * 512 + whole[end + 1024:])
+    assert_rejected(lake, bundle, "not a readable tarball", "a lone zero block")
 
 
 def test_too_many_members_stops_counting_at_the_limit(lake, tmp_path, monkeypatch):
@@ -191,17 +326,68 @@ def test_a_decompression_bomb_is_refused_from_its_declared_size_without_unpackin
 
 
 def test_the_unpacked_stream_itself_is_capped_whatever_the_headers_declare(lake, tmp_path):
-    """A pax header of 2 MB declares no member bytes at all; the stream's cap still stops the read."""
-    def padded(tar):
+    """Zeros after the end-of-archive blocks are in no header at all; the stream's cap still stops the read."""
+    whole = whole_tar(tmp_path)
+    bundle = tmp_path / "padded.tar.gz"
+    with gzip.open(bundle, "wb") as out:
+        out.write(whole)
+        for _ in range(4):
+            out.write(bytes(1 << 20))
+    with pytest.raises(SubmissionError, match="the tar stream went on past"):
+        inspect_bundle(str(bundle), SubmissionLimits(max_members=6, max_bytes=20_000))
+    assert inspect_bundle(str(bundle), SubmissionLimits()).members == 6
+
+
+# extended headers (pax, GNU long names) count against the limits, and are refused before they are read
+def extended_header(kind: bytes, declared: int, name: str = "././@PaxHeader") -> bytes:
+    """One header block of an extended header (``x``/``g`` pax, ``L`` GNU long name) declaring ``declared`` bytes."""
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.mtime = kind, declared, 1_700_000_000
+    return info.tobuf(format=tarfile.GNU_FORMAT if kind == tarfile.GNUTYPE_LONGNAME else tarfile.USTAR_FORMAT)
+
+
+@pytest.mark.parametrize(("kind", "what"), [(tarfile.XHDTYPE, "a pax extended header"),
+                                            (tarfile.XGLTYPE, "a pax global header"),
+                                            (tarfile.GNUTYPE_LONGNAME, "a GNU long name")])
+def test_a_huge_extended_header_is_refused_before_it_is_read(tmp_path, kind, what):
+    """A 1 GB declared header over 20 MB of zeros (a 20 KB file): refused on its header, in little memory."""
+    bundle = tmp_path / "pax-bomb.tar.gz"
+    with gzip.open(bundle, "wb") as out:
+        out.write(extended_header(kind, 1_000_000_000))
+        for _ in range(20):
+            out.write(bytes(1 << 20))
+    assert bundle.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(SubmissionError, match=rf"{what} of 1,000,000,000 bytes.*refused before reading it"):
+            inspect_bundle(str(bundle), SubmissionLimits())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, peak
+
+
+def test_extended_headers_count_against_the_byte_limit(lake, tmp_path, monkeypatch):
+    def commented(tar):
         info = tarfile.TarInfo("daily-participation/x-students.csv")
-        info.pax_headers = {"comment": "x" * 2_000_000}
+        info.pax_headers = {"comment": "x" * 300_000}
         info.size = len(CSV)
         tar.addfile(info, io.BytesIO(CSV))
 
-    bundle = make_bundle(tmp_path / "pax.tar.gz", CLEVER_CONFIG, extra=padded)
-    with pytest.raises(SubmissionError, match="the tar stream went on past"):
-        inspect_bundle(str(bundle), SubmissionLimits(max_members=2, max_bytes=1000))
-    assert inspect_bundle(str(bundle), SubmissionLimits()).members == 2
+    bundle = make_bundle(tmp_path / "pax.tar.gz", CLEVER_CONFIG, extra=commented)
+    contents = inspect_bundle(str(bundle), SubmissionLimits())
+    assert contents.unpacked_bytes > 300_000  # the pax header's bytes are counted
+    monkeypatch.setenv("OEA_SUBMISSION_MAX_BYTES", "200_000")
+    assert_rejected(lake, bundle, "a pax extended header of 300,", "more than 200,000 bytes",
+                    "OEA_SUBMISSION_MAX_BYTES")
+
+
+def test_a_chain_of_extended_headers_is_refused_not_a_recursion_error(lake, tmp_path):
+    bundle = tmp_path / "chain.tar"
+    record = b"5 a=\n"  # one pax record: "<length> <key>=<value>\n"
+    block = extended_header(tarfile.XGLTYPE, len(record)) + record.ljust(512, b"\0")
+    bundle.write_bytes(block * 5000 + bytes(1024))
+    assert_rejected(lake, bundle, "extended headers in a row")
 
 
 def test_the_limits_come_from_arguments_then_settings_then_defaults(monkeypatch):
@@ -292,6 +478,80 @@ def test_the_watcher_takes_a_bundle_dropped_while_it_runs_once_it_is_whole(lake,
     assert len(records) == 1  # the partial file was never taken: only the whole bundle has a record
     assert "member 'students.csv': a symbolic link" in json.loads(records[0].read_text())["reason"]
     nothing_in_stages(lake)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["tar", "tgz"])
+def test_watch_leaves_an_incomplete_bundle_in_the_inbox_and_takes_it_once_complete(lake, tmp_path, gz):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    whole = whole_tar(tmp_path)
+    name = "b.tgz" if gz else "b.tar"
+    final = gzip.compress(whole) if gz else whole
+    (inbox / name).write_bytes(final[: len(final) // 2] if gz else cut(whole, "at a member boundary"))
+    first = watch_inbox(lake, LocalInbox(str(inbox)), limits=SubmissionLimits(), interval=0.05, once=True)
+    assert first.submissions == [] and first.left == [name]
+    assert os.listdir(inbox) == [name] and not os.path.exists(lake.state_path("submissions"))
+    (inbox / name).write_bytes(final)
+    second = watch_inbox(lake, LocalInbox(str(inbox)), limits=SubmissionLimits(), interval=0.05, once=True)
+    assert [s.status for s in second.submissions] == ["rejected"] and second.left == []
+    assert os.listdir(inbox / "rejected") == [name]
+    assert "unknown pipeline 'nope_v1'" in second.submissions[0].reason
+
+
+def test_a_running_watcher_tries_an_incomplete_bundle_again_only_once_it_changes(lake, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="oea")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    whole = whole_tar(tmp_path)
+    (inbox / "b.tar").write_bytes(cut(whole, "inside a member's data"))
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_inbox, args=(lake, LocalInbox(str(inbox))),
+                               kwargs={"limits": SubmissionLimits(), "interval": 0.02, "stop": stop})
+    watcher.start()
+    try:
+        _wait_for(lambda: "looks incomplete" in caplog.text)
+        time.sleep(0.3)  # many polls
+        assert caplog.text.count("looks incomplete") == 1
+        (inbox / "b.tar").write_bytes(whole)
+        _wait_for(lambda: (inbox / "rejected" / "b.tar").exists())
+    finally:
+        stop.set()
+        watcher.join(10)
+    assert len(list(Path(lake.state_path("submissions")).glob("*.json"))) == 1
+
+
+def test_watch_takes_a_bundle_only_once_it_was_still_for_the_settle_time(lake, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OEA_WATCH_SETTLE", "3600")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "b.tar").write_bytes(whole_tar(tmp_path))
+    assert main(["--lake", str(lake.root), "watch", str(inbox), "--once", "--interval", "0.05"]) == 1
+    assert "1 left for a later run: b.tar" in capsys.readouterr().out
+    assert os.listdir(inbox) == ["b.tar"] and not os.path.exists(lake.state_path("submissions"))
+    written = time.time() - 7200  # last written two hours ago: still for longer than the settle time
+    os.utime(inbox / "b.tar", (written, written))
+    assert main(["--lake", str(lake.root), "watch", str(inbox), "--once", "--interval", "0.05"]) == 0
+    assert os.listdir(inbox / "rejected") == ["b.tar"]
+
+
+def test_the_settle_time_comes_from_the_argument_then_the_setting_then_the_default(lake, tmp_path, monkeypatch,
+                                                                                   capsys):
+    from oea_core.submissions.inbox import DEFAULT_SETTLE, settle_seconds
+    monkeypatch.delenv("OEA_WATCH_SETTLE")
+    assert settle_seconds() == DEFAULT_SETTLE == 30
+    assert settle_seconds({"OEA_WATCH_SETTLE": "2.5"}) == 2.5
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "b.tar").write_bytes(whole_tar(tmp_path))
+    summary = watch_inbox(lake, LocalInbox(str(inbox)), limits=SubmissionLimits(), interval=0.05, once=True)
+    assert summary.left == ["b.tar"]  # the default: a file written just now waits
+    assert watch_inbox(lake, LocalInbox(str(inbox)), limits=SubmissionLimits(), interval=0.05, once=True,
+                       settle=0).submissions[0].status == "rejected"
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv("OEA_WATCH_SETTLE", bad)
+        assert main(["--lake", str(lake.root), "watch", str(inbox), "--once"]) == 1
+        err = capsys.readouterr().err
+        assert f"OEA_WATCH_SETTLE={bad!r} is not a number of seconds of 0 or more" in err
 
 
 def test_watch_once_on_an_empty_or_missing_inbox(lake, tmp_path, capsys):
