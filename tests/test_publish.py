@@ -5,6 +5,7 @@ replaced atomically and read by a read-only role, reruns change nothing, and no 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import shutil
 import sys
@@ -24,7 +25,7 @@ from oea_core import LakePaths, PublishError, publish_postgres
 from oea_core.cli import main
 from oea_core.cloud_lake import open_cloud
 from oea_core.delta import delta_store
-from oea_core.publish.columns import pg_column
+from oea_core.publish.columns import pg_column, pg_columns
 from oea_core.publish.run import lake_tables
 from oea_core.publish.server import find_dbt
 from oea_core.storage import CONNECTION_STRING, lake_filesystem
@@ -259,6 +260,74 @@ def test_a_star_rebuilt_from_scratch_or_another_lake_at_the_same_versions_is_pub
     assert not second.up_to_date and len(second.loaded) == 7
 
 
+def write_star_checks(lake: LakePaths, passed: bool, failed: dict[str, int]) -> None:
+    """The record the gold layer writes after each build_star (its tests cover the writing)."""
+    path = Path(lake.state_path("gold", "star_checks.json"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"batch_id": "b2", "passed": passed, "failed": failed}))
+
+
+def test_a_star_whose_last_build_failed_its_checks_is_refused_naming_them_before_the_server(lake, pg):
+    dsn, dev, prod = pg
+    write_star_checks(lake, False, {"fact_enrollment_orphan_student": 2, "dim_student_unique_key": 1})
+    with pytest.raises(PublishError, match=r"^the star schema of .* failed its checks when it was last built "
+                       r"\(batch b2: dim_student_unique_key 1, fact_enrollment_orphan_student 2\): fix the data, "
+                       r"rebuild the star \(build_star\), then publish again; .* untouched$"):
+        publish_postgres(lake, dsn, dev_db=dev, prod_db=prod)
+    assert not query(dsn, "postgres", "SELECT datname FROM pg_database WHERE datname IN (%s, %s)", (dev, prod))
+
+
+def test_models_whose_sources_are_missing_are_skipped_and_named_and_follow_what_exists(lake, pg, tmp_path, capsys):
+    dsn, dev, prod = pg
+    star, aside = Path(lake.path("stage3p", "star")), tmp_path / "aside"
+    aside.mkdir()
+    for name in ("fact_digital_activity", "dim_section", "fact_attendance"):  # Ed-Fi students, schools, enrollments
+        shutil.move(star / name, aside / name)
+    write_star_checks(lake, True, {})  # a passed build is no reason to refuse
+    partial = publish_postgres(lake, dsn, dev_db=dev, prod_db=prod)
+    skipped = {"school_week_attendance": ("fact_attendance",),
+               "student_week_digital_engagement": ("fact_digital_activity",)}
+    assert partial.skipped == skipped and partial.prod_tables == 2
+    assert partial.summary().endswith("; skipped (source table missing): school_week_attendance (fact_attendance), "
+                                      "student_week_digital_engagement (fact_digital_activity)")
+    assert {r[0] for r in query(dsn, prod, "SELECT tablename FROM pg_tables WHERE schemaname = 'transformed'")} \
+        == {"schools", "students"}
+    assert query(dsn, prod, "SELECT count(*) FROM transformed.students") == [(4,)]
+    assert main(["--lake", str(lake.root), "publish", "postgres", "--dsn", dsn, "--dev-database", dev,
+                 "--prod-database", prod]) == 0  # nothing new: still named
+    assert "skipped (source table missing): school_week_attendance (fact_attendance)" in capsys.readouterr().out
+    for name in ("fact_attendance", "fact_digital_activity"):  # the lake gets them: the models appear
+        shutil.move(aside / name, star / name)
+    full = publish_postgres(lake, dsn, dev_db=dev, prod_db=prod)
+    assert full.skipped == {} and full.prod_tables == len(MODELS) and "skipped" not in full.summary()
+    assert query(dsn, prod, "SELECT count(*) FROM transformed.student_week_digital_engagement") == [(1,)]
+    shutil.move(star / "fact_digital_activity", aside / "fact_digital_activity")  # Clever gone again: its model too
+    no_clever = publish_postgres(lake, dsn, dev_db=dev, prod_db=prod)
+    assert no_clever.skipped == {"student_week_digital_engagement": ("fact_digital_activity",)}
+    assert {r[0] for r in query(dsn, prod, "SELECT tablename FROM pg_tables WHERE schemaname = 'transformed'")} \
+        == MODELS - {"student_week_digital_engagement"}
+
+
+def test_columns_postgresql_would_cut_to_the_same_name_are_refused_before_loading(lake, pg):
+    dsn, dev, prod = pg
+    stem = "x" * 63  # PostgreSQL keeps a name's first 63 bytes
+    write_deltalake(lake.table("stage2p", "clever", "wide_pseudo"),
+                    pa.table({"id": [1], f"{stem}_first": [1], f"{stem}_second": [2]}))
+    with pytest.raises(PublishError, match=rf"^stage2p/clever/wide_pseudo: columns '{stem}_first' and '{stem}_second' "
+                       rf"would both be '{stem}' in PostgreSQL, which keeps the first 63 bytes of a name: rename "
+                       r"them in the lake so that their first 63 bytes differ; nothing was loaded$"):
+        publish_postgres(lake, dsn, dev_db=dev, prod_db=prod, tables=["stage2p/clever/wide_pseudo"])
+    assert not query(dsn, "postgres", "SELECT datname FROM pg_database WHERE datname = %s", (dev,))
+
+
+def test_a_name_is_cut_to_63_bytes_at_a_character_boundary_and_one_long_name_alone_is_kept():
+    cut = "é" * 31  # 62 bytes: the 32nd é would end at byte 64
+    with pytest.raises(PublishError, match=rf"would both be '{cut}' in PostgreSQL"):
+        pg_columns(pa.schema([("é" * 32 + "a", pa.int32()), ("é" * 32 + "b", pa.int32())]), "stage3p/star/t")
+    assert [c.name for c in pg_columns(pa.schema([("y" * 70, pa.int32()), ("Y" * 70, pa.int32())]), "t")] == [
+        "y" * 70, "Y" * 70]  # a quoted name keeps its case: no collision
+
+
 def test_readers_of_prod_see_the_old_or_the_new_schema_never_half_of_it(lake, pg, postgres):
     dsn, dev, prod = pg
     publish_postgres(lake, dsn, dev_db=dev, prod_db=prod)
@@ -379,6 +448,13 @@ def test_a_cloud_lake_publishes_the_star_it_pulls_from_the_account(star, pg, azu
     assert set(result.loaded) == set(STAR_TABLES) and result.prod_tables == len(MODELS)
     assert query(dsn, dev, "SELECT count(*) FROM source.dim_date") == [(732,)]
     assert str(lake.root).startswith(str(tmp_path / "another-machine"))
+    record = {"batch_id": "b2", "passed": False, "failed": {"fact_attendance_orphan_student": 1}}
+    fs.pipe_file("oea-framework/gold/star_checks.json", json.dumps(record).encode())  # the star's builder's record
+    with pytest.raises(PublishError, match=r"failed its checks when it was last built \(batch b2: "
+                       r"fact_attendance_orphan_student 1\)"):
+        publish_postgres(lake, dsn, dev_db=dev, prod_db=prod)
+    fs.rm("oea-framework/gold/star_checks.json")
+    assert publish_postgres(lake, dsn, dev_db=dev, prod_db=prod).up_to_date  # no record: no failure recorded
 
 
 def test_a_user_without_createdb_or_createrole_is_told_what_to_grant_and_prod_stays_empty(lake, pg, postgres,

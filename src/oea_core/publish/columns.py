@@ -114,6 +114,23 @@ def pg_column(name: str, arrow: pa.DataType, table: str) -> PgColumn:
                        "timestamps, binary, lists, structs, maps)", table=table)
 
 
+NAME_BYTES = 63  # PostgreSQL keeps the first 63 bytes of an identifier (NAMEDATALEN - 1)
+
+
+def pg_name(name: str) -> str:
+    """``name`` as PostgreSQL keeps it: its first 63 bytes (UTF-8), cut at a character boundary."""
+    return name.encode()[:NAME_BYTES].decode(errors="ignore")
+
+
 def pg_columns(schema: pa.Schema, table: str) -> list[PgColumn]:
-    """Every column of ``schema``, in order (see :func:`pg_column`)."""
+    """Every column of ``schema``, in order (see :func:`pg_column`); PublishError naming two columns that
+    PostgreSQL would cut to the same name (so a load never fails half-way on "specified more than once")."""
+    seen: dict[str, str] = {}
+    for field in schema:
+        kept = pg_name(field.name)
+        if kept in seen:
+            raise PublishError(f"{table}: columns {seen[kept]!r} and {field.name!r} would both be {kept!r} in "
+                               f"PostgreSQL, which keeps the first {NAME_BYTES} bytes of a name: rename them in the "
+                               f"lake so that their first {NAME_BYTES} bytes differ; nothing was loaded", table=table)
+        seen[kept] = field.name
     return [pg_column(field.name, field.type, table) for field in schema]

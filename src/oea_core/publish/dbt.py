@@ -58,16 +58,23 @@ def check_project(project_dir: str) -> str:
     return project_dir
 
 
-def dbt_build(dbt: str, project_dir: str, work_dir: str, env: dict[str, str], database: str) -> DbtRun:
-    """``dbt build`` of ``project_dir`` into ``database`` (whose connection is in ``env``); PublishError naming
-    each failed model or test, or dbt's last lines when it failed before running any."""
+def manifest_path(work_dir: str) -> str:
+    """Where the last ``dbt build`` in ``work_dir`` left its ``manifest.json``."""
+    return os.path.join(work_dir, "target", "manifest.json")
+
+
+def dbt_build(dbt: str, project_dir: str, work_dir: str, env: dict[str, str], database: str,
+              exclude: tuple[str, ...] = ()) -> DbtRun:
+    """``dbt build`` of ``project_dir`` into ``database`` (whose connection is in ``env``), without the nodes
+    ``exclude`` selects; PublishError naming each failed model or test, or dbt's last lines when it failed
+    before running any."""
     check_project(project_dir)
     target, logs = os.path.join(work_dir, "target"), os.path.join(work_dir, "logs")
     results = os.path.join(target, "run_results.json")
     if os.path.exists(results):
         os.remove(results)
     command = [dbt, "build", "--project-dir", project_dir, "--profiles-dir", project_dir, "--target-path", target,
-               "--log-path", logs]
+               "--log-path", logs] + (["--exclude", *exclude] if exclude else [])
     env = {**env, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1",
            "DBT_PARTIAL_PARSE": "true"}
     log.info("dbt build of %s into %s (logs in %s)", project_dir, database, logs)

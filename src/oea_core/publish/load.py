@@ -80,6 +80,17 @@ def delta_identity(delta: DeltaTable, path: str) -> str:
                       sort_keys=True)
 
 
+def check_columns(table: SourceTable) -> None:
+    """PublishError if ``table``'s columns cannot all land in PostgreSQL (a type without a counterpart, two
+    names PostgreSQL would cut to the same 63 bytes): run over every table before any is loaded."""
+    try:
+        delta = DeltaTable(table.path)
+        pg_columns(delta.to_pyarrow_dataset().schema, table.lake_table)
+    except DeltaError as exc:
+        raise PublishError(f"{table.lake_table} cannot be read as a Delta table ({exc}): check the lake, or rebuild "
+                           "the table", table=table.lake_table) from exc
+
+
 def load_table(conn: psycopg.Connection, table: SourceTable, recorded: str | None) -> Loaded:
     """Load ``table`` into ``source`` unless its identity (:func:`delta_identity`) is ``recorded``."""
     try:

@@ -6,6 +6,10 @@
    stops here, before prod.
 3. Prod's ``transformed`` is replaced by dev's in one transaction, with ``oea_reader``'s grants (:mod:`.prod`).
 
+Before step 1, a star whose last build failed its checks (``oea-framework/gold/star_checks.json``, written
+by the gold layer) is refused, and every table's columns are checked (:func:`.load.check_columns`). dbt
+models whose source tables the lake lacks are skipped and named (:mod:`.selection`).
+
 Steps 2 and 3 are skipped when the tables and the dbt project are the ones prod was last published from
 (recorded in dev, ``source._oea_prod_published``, after step 3 only), so a publish with nothing new changes
 nothing, and one whose dbt failed is retried by the next.
@@ -28,11 +32,12 @@ from psycopg import sql
 from ..cloud_lake import open_cloud
 from ..errors import PublishError
 from ..lock import lake_lock
-from ..paths import LakePaths, check_name
+from ..paths import FRAMEWORK_CONTAINER, LakePaths, check_name
 from ..redaction import redact
-from .dbt import DbtRun, check_project, dbt_build, project_fingerprint
-from .load import SOURCE_SCHEMA, Loaded, SourceTable, load_table, prepare, recorded_versions
+from .dbt import DbtRun, check_project, dbt_build, manifest_path, project_fingerprint
+from .load import SOURCE_SCHEMA, Loaded, SourceTable, check_columns, load_table, prepare, recorded_versions
 from .prod import DEFAULT_TIMEOUT, check_timeout, ensure_reader, prod_tables, replace_prod
+from .selection import SkippedModel, exclusions, skipped_models
 from .server import Server, find_dbt, find_pg_tool
 
 log = logging.getLogger("oea")
@@ -41,6 +46,7 @@ STAR = ("stage3p", "star")
 PUBLISHABLE_STAGES = ("stage2p", "stage3p")  # pseudonymized stages only
 DEFAULT_PROJECT = str(Path(__file__).resolve().parents[3] / "transform")
 PROD_RECORD = "_oea_prod_published"
+STAR_CHECKS = ("gold", "star_checks.json")  # the gold layer's record of the last build_star's checks
 _MAX_NAME = 63  # PostgreSQL's identifier length
 
 
@@ -56,6 +62,7 @@ class PublishResult:
     up_to_date: bool = False  # nothing new since the last publish: dbt and prod skipped
     seconds: float = 0.0
     loaded: dict[str, int] = field(default_factory=dict)  # table -> rows, of the tables loaded
+    skipped: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dbt model -> source tables it lacks
 
     @property
     def rows(self) -> int:
@@ -66,12 +73,15 @@ class PublishResult:
         """One line for the CLI."""
         unchanged = sum(1 for t in self.tables if not t.loaded)
         rows = sum(self.loaded.values())
+        skipped = "".join(f"{'; skipped (source table missing): ' if i == 0 else ', '}{model} ({', '.join(missing)})"
+                          for i, (model, missing) in enumerate(sorted(self.skipped.items())))
         if self.up_to_date:
             return (f"publish postgres: nothing new since the last publish ({len(self.tables)} tables unchanged); "
-                    f"{self.dev_database} and {self.prod_database} untouched")
+                    f"{self.dev_database} and {self.prod_database} untouched{skipped}")
         return (f"publish postgres: {len(self.loaded)} tables loaded ({rows:,} rows) into {self.dev_database}."
                 f"{SOURCE_SCHEMA}, {unchanged} unchanged; dbt build: {self.dbt.describe() if self.dbt else '-'} ok; "
-                f"{self.prod_database}.transformed replaced ({self.prod_tables} tables) in {self.seconds:.1f} s")
+                f"{self.prod_database}.transformed replaced ({self.prod_tables} tables) in {self.seconds:.1f} s"
+                f"{skipped}")
 
 
 def parse_table(spec: str) -> tuple[str, str, str]:
@@ -112,7 +122,8 @@ def lake_tables(lake: LakePaths, extra: tuple[str, ...]) -> list[SourceTable]:
 
 
 def _pull(lake: LakePaths, extra: tuple[str, ...]) -> None:
-    """A cloud lake's working copy: the star and the extra tables' folders brought up to date first."""
+    """A cloud lake's working copy: the star, the extra tables' folders and the star's check record brought up
+    to date first."""
     if lake.root is None:
         raise PublishError(f"publishing needs the lake's files on this machine; {lake.shown} has no working copy "
                            "here: give --lake the abfss:// URL (a working copy is made) or a local folder")
@@ -121,6 +132,40 @@ def _pull(lake: LakePaths, extra: tuple[str, ...]) -> None:
     cloud = open_cloud(lake)
     for stage, source in dict.fromkeys([STAR, *(parse_table(spec)[:2] for spec in extra)]):
         cloud.folder(stage, source).pull()
+    cloud.folder(FRAMEWORK_CONTAINER, STAR_CHECKS[0], STAR_CHECKS[1:]).pull()
+
+
+def check_star(lake: LakePaths, untouched: str) -> None:
+    """PublishError naming the failed checks when the star's last build failed them (the gold layer's
+    ``star_checks.json``); no record (a lake built before there was one) is no recorded failure."""
+    path = lake.state_path(*STAR_CHECKS)
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise PublishError(f"{path} cannot be read ({exc}): rebuild the star (build_star) to record its checks "
+                           f"again; {untouched} untouched") from exc
+    if not isinstance(record, dict) or record.get("passed") is not False:
+        return
+    failed = record.get("failed") if isinstance(record.get("failed"), dict) else {}
+    named = ", ".join(f"{name} {count}" for name, count in sorted(failed.items())) or "checks not named"
+    raise PublishError(f"the star schema of {lake.shown} failed its checks when it was last built (batch "
+                       f"{record.get('batch_id', '?')}: {named}): fix the data, rebuild the star (build_star), then "
+                       f"publish again; {untouched} untouched")
+
+
+def _drop_skipped(conn: psycopg.Connection, skipped: tuple[SkippedModel, ...]) -> None:
+    """Drop from dev what an earlier build made of the models skipped now, so prod does not keep them."""
+    for model in skipped:
+        row = conn.execute("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+                           "n.nspname = %s AND c.relname = %s", (model.schema, model.relation)).fetchone()
+        if row is not None:
+            kind = {"v": "VIEW", "m": "MATERIALIZED VIEW"}.get(str(row[0]), "TABLE")
+            conn.execute(sql.SQL("DROP {} IF EXISTS {} CASCADE").format(
+                sql.SQL(kind), sql.Identifier(model.schema, model.relation)))
+            log.info("dropped %s.%s of dev: its model is skipped now", model.schema, model.relation)
 
 
 def _fingerprint(versions: dict[str, str], project: str, timeout: str) -> str:
@@ -168,7 +213,13 @@ def _publish(server: Server, lake: LakePaths, extra: tuple[str, ...], dbt: str, 
              prod_db: str, timeout: str, started: float) -> PublishResult:
     with lake_lock(lake, "publish", "publish postgres"):
         _pull(lake, extra)
+        check_star(lake, f"{dev_db} and {prod_db}")
         sources = lake_tables(lake, extra)
+        for table in sources:  # before any is loaded
+            check_columns(table)
+        present = {t.name for t in sources}
+        exclude = exclusions(project, present)
+        work_dir = os.path.join(str(lake.root), ".oea", "dbt", dev_db)
         for database in (dev_db, prod_db):
             server.ensure_database(database)
         with server.connect(dev_db, autocommit=True) as dev:  # each step its own transaction
@@ -186,11 +237,18 @@ def _publish(server: Server, lake: LakePaths, extra: tuple[str, ...], dbt: str, 
                 in_prod = prod_tables(prod)
             if last is not None and last[0] == fingerprint and in_prod is not None:
                 log.info("nothing new since the last publish to %s: dbt and prod skipped", prod_db)
+                skipped = skipped_models(manifest_path(work_dir), present)
                 return PublishResult(dev_db, prod_db, loaded, up_to_date=True, loaded=rows,
-                                     seconds=time.monotonic() - started)
+                                     seconds=time.monotonic() - started,
+                                     skipped={s.model: s.missing for s in skipped})
             dev_env = server.tool_env(dev, dev_db)
-            run = dbt_build(dbt, project, os.path.join(str(lake.root), ".oea", "dbt", dev_db), dev_env, dev_db)
+            run = dbt_build(dbt, project, work_dir, dev_env, dev_db, exclude)
             log.info("dbt build in %s: %s", dev_db, run.describe())
+            skipped = skipped_models(manifest_path(work_dir), present)
+            for model in skipped:
+                log.warning("dbt model %s skipped: the lake has no %s (source.%s)", model.model,
+                            ", ".join(model.missing), ", source.".join(model.missing))
+            _drop_skipped(dev, skipped)
             with server.connect(prod_db, autocommit=True) as prod:
                 ensure_reader(prod, timeout)
                 prod_env = server.tool_env(prod, prod_db)
@@ -200,5 +258,6 @@ def _publish(server: Server, lake: LakePaths, extra: tuple[str, ...], dbt: str, 
             dev.execute(sql.SQL("INSERT INTO {}.{} VALUES (%s, %s, now()) ON CONFLICT (prod_database) DO UPDATE SET "
                                 "fingerprint = excluded.fingerprint, published_at = excluded.published_at").format(
                 sql.Identifier(SOURCE_SCHEMA), sql.Identifier(PROD_RECORD)), (prod_db, fingerprint))
-    return PublishResult(dev_db, prod_db, loaded, run, count, loaded=rows, seconds=time.monotonic() - started)
+    return PublishResult(dev_db, prod_db, loaded, run, count, loaded=rows, seconds=time.monotonic() - started,
+                         skipped={s.model: s.missing for s in skipped})
 
