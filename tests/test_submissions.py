@@ -435,7 +435,7 @@ def test_the_shipped_schema_is_the_registry_s_and_submit_prints_it(capsys):
 def test_the_docs_name_every_pipeline_and_setting():
     text = (REPO / "docs" / "pipeline-config.md").read_text(encoding="utf-8")
     for word in ("clever_ingress_v1", "edfi_ingress_v1", "max_reject_share", "OEA_SUBMISSION_MAX_MEMBERS",
-                 "OEA_SUBMISSION_MAX_BYTES", "processed/", "rejected/", "oea-framework/submissions"):
+                 "OEA_SUBMISSION_MAX_BYTES", "OEA_WATCH_SETTLE", "processed/", "rejected/", "oea-framework/submissions"):
         assert word in text, word
 
 

@@ -27,13 +27,15 @@ import posixpath
 import tarfile
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Self, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from ..errors import IncompleteBundleError, SubmissionError
 from ..spark_paths import shown
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
+
+    from typing_extensions import Self
 
 CONFIG_NAME = "pipeline-config.json"
 CONFIG_MAX_BYTES = 1 << 20
