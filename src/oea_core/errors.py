@@ -214,6 +214,8 @@ class GoldError(OEAError):
 class DataQualityError(GoldError):
     """Data-quality checks of the gold layer found offending rows; ``failed`` maps each check to its count."""
 
+    retryable = False  # the same data fails the same checks: a flow step does not try it again
+
     def __init__(self, message: str, *, failed: dict[str, int]) -> None:
         super().__init__(message)
         self.failed = failed

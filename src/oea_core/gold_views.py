@@ -5,21 +5,25 @@ module's outputs (``clever``, ``edfi``, ...) or a gold area, ``vault`` (``stage3
 ``star`` (``stage3p/star``). Each gold area gets its own database, named like every other
 (:func:`oea_core.sql_views.database_name`): ``sdb_<workspace>_s3p_vault`` and
 ``sdb_<workspace>_s3p_star``, with one view per table, typed from the Delta tables' schemas.
+A gold table not built (its source resource is not in the lake yet) has no view, and the script names it;
+on a lake whose tables cannot be read here (Synapse), every table gets its view.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from .errors import LakePathError
 from .gold.model import GOLD_STAGE, STAR, STAR_TABLES, VAULT, VAULT_TABLES
 from .sources import sources
-from .sql_views import views_script
+from .sql_views import table_columns, views_script
 
 if TYPE_CHECKING:
     from .paths import LakePaths
 
 GOLD_AREAS: dict[str, tuple[str, ...]] = {VAULT: VAULT_TABLES, STAR: STAR_TABLES}
+log = logging.getLogger("oea")
 _ABOUT = {VAULT: "the gold layer's Data Vault (stage3p/vault)", STAR: "the gold layer's star schema (stage3p/star)"}
 
 
@@ -40,11 +44,27 @@ def view_tables(lake: LakePaths, name: str) -> list[tuple[str, str]]:
 
     Raises the registry's error for a name that is neither.
     """
-    return gold_tables(name) if name in GOLD_AREAS else sources.create(name, lake=lake).outputs()
+    if name not in GOLD_AREAS:
+        return sources.create(name, lake=lake).outputs()
+    missing = set(missing_gold_tables(lake, name))
+    return [(stage, table) for stage, table in gold_tables(name) if table not in missing]
+
+
+def missing_gold_tables(lake: LakePaths, area: str) -> list[str]:
+    """The tables of a gold area not built in the lake (none known on a lake without a local copy)."""
+    if lake.root is None:
+        return []
+    return [table for stage, table in gold_tables(area) if table_columns(lake, stage, area, table) is None]
 
 
 def view_set_script(lake: LakePaths, name: str, *, account: str | None = None, workspace: str = "dev",
                     data_source: bool = False) -> str:
     """The serverless SQL script of a view set (see :func:`oea_core.sql_views.views_script`)."""
-    return views_script(lake, name, view_tables(lake, name), account=account, workspace=workspace,
-                        data_source=data_source, about=_ABOUT.get(name))
+    script = views_script(lake, name, view_tables(lake, name), account=account, workspace=workspace,
+                          data_source=data_source, about=_ABOUT.get(name))
+    missing = missing_gold_tables(lake, name) if name in GOLD_AREAS else []
+    if not missing:
+        return script
+    log.warning("%s views: no view of %s (table not built yet)", name, ", ".join(missing))
+    head, rest = script.split("\n", 1)
+    return f"{head}\n-- No view (table not built): {', '.join(missing)}.\n{rest}"

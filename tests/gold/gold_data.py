@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from pathlib import Path
 
 from oea_core.pseudonymize import pseudonym
 from oea_testing import TEST_SALT
@@ -100,3 +102,24 @@ def write_state(spark, store, lake, state: EdFiState) -> None:
             rows, source = getattr(state, table), "edfi"
         store.write(spark.createDataFrame(list(rows), ddl), lake.table("stage2p", source, table),
                     mode="overwrite")
+
+
+PARTIAL_TABLES = ("students", "schools", "student_school_associations")  # what OEA's own Ed-Fi test set has
+
+
+def write_partial(spark, store, lake, state: EdFiState) -> None:
+    """Write only the Ed-Fi tables of an export holding students, schools and their enrollments."""
+    for table in PARTIAL_TABLES:
+        store.write(spark.createDataFrame(list(getattr(state, table)), DDL[table]),
+                    lake.table("stage2p", "edfi", table), mode="overwrite")
+
+
+def fails_its_checks(context: dict) -> int:
+    """A flow python step whose data fails a gold check (deterministic: retrying cannot help)."""
+    from oea_core.errors import DataQualityError
+
+    path = os.path.join(os.path.dirname(context["run_dir"]), "dq.count")
+    count = int(Path(path).read_text()) if os.path.exists(path) else 0
+    with open(path, "w") as handle:
+        handle.write(str(count + 1))
+    raise DataQualityError("star batch b1: data-quality checks found offending rows (x: 1)", failed={"x": 1})

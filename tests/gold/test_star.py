@@ -71,7 +71,7 @@ def test_facts_join_to_dimensions_and_clever_rows_without_a_student_stay_under_t
     append("dim_student", students[student_key("S-1002")], student_key=54321)
     failed = {name: count for name, count in run_checks(rs, lake, STAR_CHECKS).items() if count}
     assert failed == {"fact_enrollment_student_key_resolves": 1, "dim_student_current_rows": 1,
-                      "dim_student_ranges": 1}
+                      "dim_student_ranges": 1, "dim_student_natural_key_unique": 1}
 
 
 def test_facts_take_the_dimension_version_of_their_date_and_reruns_or_unchanged_batches_write_nothing(spark, rs,

@@ -29,9 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from .. import errors
 from ..cloud_lake import runs_synced
 from ..delta import delta_store
-from ..errors import FlowError, StepFailed, StepTimeout
+from ..errors import FlowError, StepFailed, StepTimeout, WorkerFailed
 from ..landing import new_batch_id
 from ..lock import lake_lock, pull_source
 from ..paths import check_name
@@ -209,6 +210,8 @@ class FlowRun:
                 if self._aborted.is_set():
                     outcome, record.error = "interrupted", f"the run was interrupted ({record.error})"
                     break
+                if not _retryable(exc):
+                    break  # the data will not change by retrying
                 if attempt < step.retry.attempts:
                     log.warning("%s: attempt %d failed (%s); retrying in %.0f s", step.name, attempt,
                                 record.error.splitlines()[0], step.retry.delay)
@@ -308,3 +311,12 @@ class FlowRun:
 
 def _seconds(value: float) -> str:
     return f"{value:g} s"
+
+
+def _retryable(exc: Exception) -> bool:
+    """False for a failure retrying cannot change (an error class with ``retryable = False``, such as
+    DataQualityError), also when it came back from a worker process as ``<class>: <message>``."""
+    if isinstance(exc, WorkerFailed):
+        name = str(exc).split(":", 1)[0].strip()
+        return bool(getattr(getattr(errors, name, None), "retryable", True))
+    return bool(getattr(exc, "retryable", True))

@@ -5,6 +5,11 @@ left it (the latest satellite rows are the batch's snapshot). ``effective_date``
 the batch describes (``valid_from`` of the versions it opens); a batch dated before earlier ones is a
 late change (see :mod:`.scd`). Each table's commit carries ``oea.gold/<vault|star>/<table>/<batch>``,
 so rerunning a batch writes nothing, and a batch that changed nothing writes nothing either.
+
+Each build computes every table's new state first, runs its checks on that, and commits only when no
+check failed: a failed check leaves every table at its version. A table whose source tables do not
+exist is not built and is named in ``GoldResult.missing``. After every star build (checks passed or
+failed) ``oea-framework/gold/star_checks.json`` records the outcome, which publishing reads.
 """
 
 from __future__ import annotations
@@ -20,39 +25,17 @@ from typing import TYPE_CHECKING, Any
 from ..cloud_lake import open_cloud
 from ..delta import delta_store
 from ..delta.rs import table_version
-from ..errors import GoldError
+from ..errors import DataQualityError, GoldError
 from ..lock import lake_lock
-from ..paths import LakePaths
+from ..paths import FRAMEWORK_CONTAINER, LakePaths
 from ..spark import get_spark
-from . import facts
-from .changes import sync_rows
 from .dq import STAR_CHECKS, VAULT_CHECKS, raise_on_failures, run_checks
-from .keys import UNKNOWN_KEY, hash_key_column
-from .model import (
-    CLEVER,
-    EDFI,
-    GOLD_STAGE,
-    HUB_SCHOOL,
-    HUB_SECTION,
-    HUB_STUDENT,
-    LINK_ENROLLMENT,
-    SAT_ENROLLMENT,
-    SAT_SCHOOL,
-    SAT_STUDENT_DEMOGRAPHICS,
-    SECTION_ATTRIBUTES,
-    STAR,
-    VAULT,
-    VAULT_LOADS,
-    VAULT_TABLES,
-)
-from .scd import apply_scd1, apply_scd2
-from .star import current_attributes, star_app_id, star_path, unknown_member, write_dim_date
-from .vault import load_vault, require_columns
+from .model import CLEVER, EDFI, GOLD_STAGE, STAR, VAULT, VAULT_LOADS, VAULT_TABLES
+from .star_plan import plan_star
+from .vault import commit_all, plan_vault
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-    from pyspark.sql import DataFrame
 
     from ..delta import DeltaStore, WriteResult
 
@@ -67,6 +50,18 @@ class GoldResult:
     checks: dict[str, int] = field(default_factory=dict)
     unknown_students: int = 0
     up_to_date: bool = False  # skipped: no input table changed since the last successful build
+    missing: dict[str, tuple[str, ...]] = field(default_factory=dict)  # not built: its missing source tables
+
+    def __str__(self) -> str:
+        """One line for a flow's output: what was written, and each table not built with what it lacks."""
+        if self.up_to_date:
+            return "up to date: no input table changed since the last build"
+        written = sum(1 for result in self.tables.values() if result.rows or result.inserted or result.updated)
+        line = f"{written} tables written, {self.rows:,} rows"
+        if self.missing:
+            line += "; not built (source table missing): " + ", ".join(
+                f"{table} ({', '.join(sources)})" for table, sources in sorted(self.missing.items()))
+        return line
 
     @property
     def rows(self) -> int:
@@ -104,8 +99,18 @@ def _synced(lake: LakePaths, area: str) -> Iterator[None]:
             cloud.folder(stage, source).pull()
         own = cloud.folder(GOLD_STAGE, area)
         own.pull()
-        yield
+        record = cloud.folder(FRAMEWORK_CONTAINER, "gold", (CHECKS_FILE,)) if area == STAR else None
+        if record is not None:
+            record.pull()
+        try:
+            yield
+        except DataQualityError:
+            if record is not None:  # the failed build's record goes to the account: publishing reads it there
+                record.push()
+            raise
         own.push()
+        if record is not None:
+            record.push()
 
 
 def _inputs(lake: LakePaths, area: str) -> dict[str, int | None] | None:
@@ -155,6 +160,22 @@ def _record_inputs(lake: LakePaths, area: str, batch_id: str, inputs: dict[str, 
     os.replace(path + ".tmp", path)
 
 
+CHECKS_FILE = "star_checks.json"
+
+
+def _record_checks(lake: LakePaths, batch_id: str, counts: dict[str, int], checked: bool) -> None:
+    """``oea-framework/gold/star_checks.json``: the last star build's checks, ``{"batch_id", "passed", "failed"}``
+    (``failed``: each failed check's count of offending rows). Publishing refuses a star that did not pass."""
+    if lake.root is None:  # Spark reaching the account (Synapse): no local bookkeeping to write
+        return
+    path = lake.state_path("gold", CHECKS_FILE)
+    failed = {name: count for name, count in sorted(counts.items()) if count}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({"batch_id": batch_id, "passed": not failed, "failed": failed, "checked": checked}, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def build_vault(lake: LakePaths | str | None = None, batch_id: str | None = None, *,
                 load_ts: dt.datetime | None = None, store: DeltaStore | None = None, engine: str | None = None,
                 checks: bool = True, context: dict[str, Any] | None = None) -> GoldResult:
@@ -169,58 +190,12 @@ def build_vault(lake: LakePaths | str | None = None, batch_id: str | None = None
             log.info("vault: up to date, no input table changed since its last build; nothing to do")
             return GoldResult({}, up_to_date=True)
         store = _store(store, engine)
-        results = load_vault(store, lake, VAULT_LOADS, batch_id, load_ts or dt.datetime.now(dt.timezone.utc))
-        counts = run_checks(store, lake, VAULT_CHECKS) if checks else {}
+        pending, missing = plan_vault(store, lake, VAULT_LOADS, batch_id, load_ts or dt.datetime.now(dt.timezone.utc))
+        counts = run_checks(store, lake, VAULT_CHECKS, {t: w.after for t, w in pending.items()}) if checks else {}
         raise_on_failures(counts, f"vault batch {batch_id}")
+        results = commit_all(pending, "vault")
         _record_inputs(lake, VAULT, batch_id, inputs if checks else None)
-        return GoldResult(results, counts)
-
-
-def _read(store: DeltaStore, path: str, what: str) -> DataFrame:
-    if not store.exists(path):
-        raise GoldError(f"{path} does not exist: {what}", table=path.rstrip("/").rsplit("/", 1)[-1])
-    return store.read(path)
-
-
-def _scd2(store: DeltaStore, lake: LakePaths, table: str, snapshot: DataFrame, key: str, surrogate: str,
-          effective_date: dt.date, batch_id: str) -> WriteResult:
-    attributes = [c for c in snapshot.columns if c != key]
-    return apply_scd2(store, star_path(lake, table), snapshot, key=key, surrogate=surrogate, attributes=attributes,
-                      effective_date=effective_date, app_id=star_app_id(table, batch_id),
-                      reserved=unknown_member(snapshot, key, surrogate, attributes), metadata={"batch_id": batch_id})
-
-
-def _dimensions(store: DeltaStore, lake: LakePaths, effective_date: dt.date, batch_id: str) -> dict[str, WriteResult]:
-    from pyspark.sql import functions as F
-
-    def vault(table: str) -> DataFrame:
-        return _read(store, lake.table(GOLD_STAGE, VAULT, table), "run build_vault for the batch first")
-
-    students = current_attributes(vault(HUB_STUDENT.table), vault(SAT_STUDENT_DEMOGRAPHICS.table), HUB_STUDENT,
-                                  SAT_STUDENT_DEMOGRAPHICS)
-    schools = current_attributes(vault(HUB_SCHOOL.table), vault(SAT_SCHOOL.table), HUB_SCHOOL, SAT_SCHOOL)
-    results = {
-        "dim_student": _scd2(store, lake, "dim_student", students, HUB_STUDENT.hash_key, facts.STUDENT_KEY,
-                             effective_date, batch_id),
-        "dim_school": _scd2(store, lake, "dim_school", schools, HUB_SCHOOL.hash_key, facts.SCHOOL_KEY,
-                            effective_date, batch_id)}
-    sections = _read(store, lake.table("stage2p", EDFI, "sections"), "ingest and refine Ed-Fi first")
-    require_columns(sections, HUB_SECTION.business_key, "stage2p/edfi/sections")
-    hk = HUB_SECTION.hash_key
-    snapshot = sections.select(
-        hash_key_column(*[F.col(c) for c in HUB_SECTION.business_key]).alias(hk), *HUB_SECTION.business_key,
-        *[(F.col(n) if n in sections.columns else F.lit(None)).cast(t).alias(n) for n, t in SECTION_ATTRIBUTES]
-    ).where(F.col(hk).isNotNull()).dropDuplicates([hk])
-    results["dim_section"] = apply_scd1(
-        store, star_path(lake, "dim_section"), snapshot, key=hk, surrogate="section_key",
-        attributes=[c for c in snapshot.columns if c != hk], app_id=star_app_id("dim_section", batch_id),
-        metadata={"batch_id": batch_id})
-    return results
-
-
-def _clever(store: DeltaStore, lake: LakePaths, table: str) -> DataFrame | None:
-    path = lake.table("stage2p", CLEVER, table)
-    return store.read(path) if store.exists(path) else None
+        return GoldResult(results, counts, missing=missing)
 
 
 def build_star(lake: LakePaths | str | None = None, batch_id: str | None = None, *,
@@ -229,7 +204,8 @@ def build_star(lake: LakePaths | str | None = None, batch_id: str | None = None,
     """Build the star schema (``stage3p/star``) from the vault, ``stage2p/edfi`` and ``stage2p/clever``.
 
     ``effective_date`` (a date or ``YYYY-MM-DD``; None or empty: today, UTC) dates the batch's dimension
-    changes. Raises GoldError for a missing setting or input, DataQualityError when a check fails.
+    changes. Raises GoldError for a missing setting or input, DataQualityError when a check fails (nothing
+    is then committed). Either way after the checks ran, ``star_checks.json`` records their outcome.
     """
     lake, batch_id = _settings(lake, batch_id, context, "build_star")
     day = _as_date(effective_date)
@@ -238,48 +214,14 @@ def build_star(lake: LakePaths | str | None = None, batch_id: str | None = None,
         if current:
             log.info("star: up to date, no input table changed since its last build; nothing to do")
             return GoldResult({}, up_to_date=True)
-        result = _build_star(lake, batch_id, day, _store(store, engine), checks)
+        store = _store(store, engine)
+        plan = plan_star(store, lake, batch_id, day)
+        counts = run_checks(store, lake, STAR_CHECKS, plan.after()) if checks else {}
+        _record_checks(lake, batch_id, counts, checks)
+        raise_on_failures(counts, f"star batch {batch_id}")
+        results = commit_all(plan.pending, "star")
         _record_inputs(lake, STAR, batch_id, inputs if checks else None)
-        return result
-
-
-def _build_star(lake: LakePaths, batch_id: str, day: dt.date, store: DeltaStore, checks: bool) -> GoldResult:
-    from pyspark.sql import functions as F
-
-    results = _dimensions(store, lake, day, batch_id)
-    dim_student, dim_school = store.read(star_path(lake, "dim_student")), store.read(star_path(lake, "dim_school"))
-    spans = facts.enrollments(_read(store, lake.table(GOLD_STAGE, VAULT, LINK_ENROLLMENT.table), "run build_vault"),
-                              _read(store, lake.table(GOLD_STAGE, VAULT, SAT_ENROLLMENT.table), "run build_vault"))
-    built: dict[str, tuple[DataFrame, str, tuple[str, ...]]] = {"fact_enrollment": (facts.fact_enrollment(spans, dim_student, dim_school), "enrollment_hk", ())}
-    events_path = lake.table("stage2p", EDFI, "student_school_attendance_events")
-    if store.exists(events_path):
-        built["fact_attendance"] = (facts.fact_attendance(store.read(events_path), dim_student, dim_school),
-                                    "attendance_event_id", facts.PARTITIONS)
-    activity = facts.clever_activity(_clever(store, lake, "daily_participation_pseudo"),
-                                     _clever(store, lake, "resource_usage_pseudo"))
-    if activity is not None:
-        built["fact_digital_activity"] = (facts.fact_digital_activity(activity, spans, dim_student, dim_school),
-                                          facts.ACTIVITY_KEY, facts.PARTITIONS)
-    dates: list[dt.date | None] = []
-    for name, column in (("fact_enrollment", "entryDate"), ("fact_enrollment", "exitWithdrawDate"),
-                         ("fact_attendance", "eventDate"), ("fact_digital_activity", "date")):
-        if name in built:
-            dates += list(built[name][0].agg(F.min(column), F.max(column)).first() or ())
-    results["dim_date"] = write_dim_date(store, lake, dates, batch_id)
-    unknown = 0
-    for name, (rows, key, partitions) in built.items():
-        metadata: dict[str, object] = {"batch_id": batch_id}
-        if name == "fact_digital_activity":
-            rows = rows.localCheckpoint(eager=True)
-            unknown = metadata["unknown_students"] = rows.where(F.col(facts.STUDENT_KEY) == UNKNOWN_KEY).count()
-            if unknown:
-                log.warning("fact_digital_activity: %d Clever rows have no matching student in dim_student; they "
-                            "are kept under student_key %d", unknown, UNKNOWN_KEY)
-        results[name] = sync_rows(store, star_path(lake, name), rows, (key,), app_id=star_app_id(name, batch_id),
-                                  metadata=metadata, partition_by=partitions)
-    counts = run_checks(store, lake, STAR_CHECKS) if checks else {}
-    raise_on_failures(counts, f"star batch {batch_id}")
-    return GoldResult(results, counts, unknown)
+        return GoldResult(results, counts, plan.unknown_students, missing=plan.missing)
 
 
 def _as_date(value: dt.date | str | None) -> dt.date:

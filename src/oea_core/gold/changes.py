@@ -5,16 +5,20 @@ Each takes the batch's app id: a table that already holds it is skipped before a
 batch writes nothing), and the commit carries it (a batch is never written twice, see ``docs/lake.md``).
 The rows to write are computed from the table itself, so they are materialized (``localCheckpoint``)
 before the commit changes the table under them.
+
+Each also has a ``plan_*`` form returning a :class:`Pending` write: the table as the commit will leave it
+(``after``, for checks to run on before anything is committed) and the commit itself, not yet made.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..delta import WriteResult
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from pyspark.sql import DataFrame
 
@@ -22,6 +26,15 @@ if TYPE_CHECKING:
     from ..delta.base import CommitMetadata
 
 DELETED = "_deleted"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A write computed but not committed: ``after`` is the table as ``commit()`` will leave it."""
+
+    path: str
+    after: DataFrame
+    commit: Callable[[], WriteResult]
 
 
 def _nothing(store: DeltaStore, path: str) -> WriteResult:
@@ -33,31 +46,55 @@ def skipped(store: DeltaStore, path: str) -> WriteResult:
     return WriteResult(path, store.version(path), 0, 0, skipped=True)
 
 
+def unchanged(store: DeltaStore, path: str, *, skip: bool = False) -> Pending:
+    """A pending write of an existing table that commits nothing (``skip``: its batch already reached it)."""
+    return Pending(path, store.read(path), lambda: skipped(store, path) if skip else _nothing(store, path))
+
+
 def _materialized(df: DataFrame) -> tuple[DataFrame, int]:
     rows = df.localCheckpoint(eager=True)
     return rows, rows.count()
 
 
+def plan_append(store: DeltaStore, path: str, rows: DataFrame, *, app_id: str,
+                metadata: CommitMetadata | None = None, partition_by: Sequence[str] = ()) -> Pending:
+    """:func:`append_rows`, not yet committed."""
+    if store.applied(path, app_id):
+        return unchanged(store, path, skip=True)
+    rows, count = _materialized(rows)
+    exists = store.exists(path)
+    if count == 0 and exists:
+        return unchanged(store, path)
+    after = store.read(path).unionByName(rows) if exists else rows
+    return Pending(path, after, lambda: store.write(rows, path, mode="append", partition_by=tuple(partition_by),
+                                                    app_id=app_id, metadata=metadata))
+
+
 def append_rows(store: DeltaStore, path: str, rows: DataFrame, *, app_id: str,
                 metadata: CommitMetadata | None = None, partition_by: Sequence[str] = ()) -> WriteResult:
     """Append ``rows`` (insert-only tables); creates the table, empty if need be, when it is missing."""
+    return plan_append(store, path, rows, app_id=app_id, metadata=metadata, partition_by=partition_by).commit()
+
+
+def plan_upsert(store: DeltaStore, path: str, rows: DataFrame, keys: Sequence[str], *, app_id: str,
+                metadata: CommitMetadata | None = None) -> Pending:
+    """:func:`upsert_rows`, not yet committed (``keys`` are never null)."""
     if store.applied(path, app_id):
-        return skipped(store, path)
+        return unchanged(store, path, skip=True)
     rows, count = _materialized(rows)
-    if count == 0 and store.exists(path):
-        return _nothing(store, path)
-    return store.write(rows, path, mode="append", partition_by=tuple(partition_by), app_id=app_id, metadata=metadata)
+    exists = store.exists(path)
+    if count == 0 and exists:
+        return unchanged(store, path)
+    after = (store.read(path).join(rows.select(*keys), list(keys), "left_anti").unionByName(rows) if exists
+             else rows)
+    return Pending(path, after, lambda: store.merge(rows, path, tuple(keys), update=True, app_id=app_id,
+                                                    metadata=metadata))
 
 
 def upsert_rows(store: DeltaStore, path: str, rows: DataFrame, keys: Sequence[str], *, app_id: str,
                 metadata: CommitMetadata | None = None) -> WriteResult:
     """Insert ``rows`` whose ``keys`` are new and overwrite those whose keys exist, in one MERGE."""
-    if store.applied(path, app_id):
-        return skipped(store, path)
-    rows, count = _materialized(rows)
-    if count == 0 and store.exists(path):
-        return _nothing(store, path)
-    return store.merge(rows, path, tuple(keys), update=True, app_id=app_id, metadata=metadata)
+    return plan_upsert(store, path, rows, keys, app_id=app_id, metadata=metadata).commit()
 
 
 def row_changes(new: DataFrame, old: DataFrame, keys: Sequence[str]) -> DataFrame:
@@ -80,16 +117,24 @@ def row_changes(new: DataFrame, old: DataFrame, keys: Sequence[str]) -> DataFram
     return upserts.unionByName(deletes)
 
 
+def plan_sync(store: DeltaStore, path: str, new: DataFrame, keys: Sequence[str], *, app_id: str,
+              metadata: CommitMetadata | None = None, partition_by: Sequence[str] = ()) -> Pending:
+    """:func:`sync_rows`, not yet committed (``new`` is materialized: it is what the table will hold)."""
+    if store.applied(path, app_id):
+        return unchanged(store, path, skip=True)
+    new, _ = _materialized(new)
+    if not store.exists(path):
+        return Pending(path, new, lambda: store.write(new, path, partition_by=tuple(partition_by), app_id=app_id,
+                                                      metadata=metadata))
+    changes, count = _materialized(row_changes(new, store.read(path).select(*new.columns), keys))
+    if count == 0:
+        return unchanged(store, path)
+    return Pending(path, new, lambda: store.apply_changes(changes, path, tuple(keys), order=None, deleted=DELETED,
+                                                          app_id=app_id, metadata=metadata))
+
+
 def sync_rows(store: DeltaStore, path: str, new: DataFrame, keys: Sequence[str], *, app_id: str,
               metadata: CommitMetadata | None = None, partition_by: Sequence[str] = ()) -> WriteResult:
     """Make the table hold exactly ``new`` (unique by ``keys``), rewriting only the rows that are new,
     changed or gone; creates the table (partitioned by ``partition_by``) when it is missing."""
-    if store.applied(path, app_id):
-        return skipped(store, path)
-    if not store.exists(path):
-        return store.write(new, path, partition_by=tuple(partition_by), app_id=app_id, metadata=metadata)
-    changes, count = _materialized(row_changes(new, store.read(path).select(*new.columns), keys))
-    if count == 0:
-        return _nothing(store, path)
-    return store.apply_changes(changes, path, tuple(keys), order=None, deleted=DELETED, app_id=app_id,
-                               metadata=metadata)
+    return plan_sync(store, path, new, keys, app_id=app_id, metadata=metadata, partition_by=partition_by).commit()

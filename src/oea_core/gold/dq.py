@@ -6,6 +6,12 @@ unique; each key of an SCD2 dimension has at most one current row, ``is_current`
 (``valid_to`` = 9999-12-31), and no two validity ranges of a key overlap nor does one end before it
 starts; an enrollment's entry date is on or before its exit date; every fact's foreign keys resolve
 to a dimension row. A key deleted at its source has no current row (its last row is closed).
+Natural keys are unique: in the source tables the vault is loaded from (two Ed-Fi records claiming one
+``schoolId``), and among a dimension's current rows; required attributes (``nameOfInstitution``, an
+enrollment's entry grade) are set.
+
+The checks run on the tables as the build is about to leave them, before anything is committed: a
+failed check commits nothing.
 
 The same checks run as SQL in a flow through ``flows/dq/*.sql`` (``unique.sql``, ``referential.sql``,
 ``scd2_current.sql``, ``scd2_ranges.sql``, ``date_order.sql``).
@@ -18,12 +24,25 @@ from typing import TYPE_CHECKING
 
 from ..errors import DataQualityError
 from .facts import SCHOOL_KEY, STUDENT_KEY
-from .model import GOLD_STAGE, LOAD_TS, STAR, VAULT, VAULT_LOADS, Hub, Link, Satellite
-from .scd import END_OF_TIME, IS_CURRENT, VALID_FROM, VALID_TO
+from .keys import hash_key_column
+from .model import (
+    GOLD_STAGE,
+    HUB_SCHOOL,
+    HUB_SECTION,
+    HUB_STUDENT,
+    LOAD_TS,
+    STAR,
+    VAULT,
+    VAULT_LOADS,
+    Hub,
+    Link,
+    Satellite,
+)
+from .scd import END_OF_TIME, IS_CURRENT, IS_DELETED, VALID_FROM, VALID_TO
 from .star import DATE_KEY
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from pyspark.sql import DataFrame
 
@@ -74,6 +93,33 @@ def dates_out_of_order(df: DataFrame, start: str, end: str) -> int:
     return df.where(F.col(end).isNotNull() & (F.col(start) > F.col(end))).count()
 
 
+def current_duplicates(dimension: DataFrame, columns: Sequence[str], surrogate: str) -> int:
+    """Natural-key values (``columns``) held by more than one current row (reserved members left out)."""
+    from pyspark.sql import functions as F
+
+    live = F.col(IS_CURRENT) if IS_CURRENT in dimension.columns else ~F.col(IS_DELETED)
+    return duplicate_keys(dimension.where(live & (F.col(surrogate) >= 0)), columns)
+
+
+def missing_values(df: DataFrame, column: str, where: str | None = None) -> int:
+    """Rows (of those ``where`` selects) whose required ``column`` is null or blank."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType
+
+    rows = df.where(where) if where else df
+    value = F.col(column)
+    blank = F.trim(value) == "" if isinstance(df.schema[column].dataType, StringType) else F.lit(False)
+    return rows.where(value.isNull() | blank).count()
+
+
+def source_duplicates(source: DataFrame, columns: Sequence[str]) -> int:
+    """Natural keys held by more than one row of a source table (two records claiming one key)."""
+    from pyspark.sql import functions as F
+
+    keyed = source.select(hash_key_column(*[F.col(c) for c in columns]).alias("_key")).where(F.col("_key").isNotNull())
+    return duplicate_keys(keyed, ["_key"])
+
+
 @dataclass(frozen=True)
 class Check:
     """A named check over lake tables (``stage3p/<area>/<table>``); ``run`` gets them in ``tables`` order."""
@@ -82,6 +128,7 @@ class Check:
     area: str
     tables: tuple[str, ...]
     run: Callable[..., int]
+    source: str | None = None  # the tables are stage2p/<source>/<table>, not stage3p/<area>/<table>
 
 
 def _vault_checks() -> list[Check]:
@@ -101,6 +148,9 @@ def _vault_checks() -> list[Check]:
                                 lambda sat, parent, hk=hk: orphans(sat, hk, parent)))
             checks.append(Check(f"{target.table}_rows_unique", VAULT, (target.table,),
                                 lambda sat, hk=hk: duplicate_keys(sat, [hk, LOAD_TS])))
+            checks.append(Check(f"{target.table}_source_keys_unique", VAULT, load.tables[:1],
+                                lambda src, key=target.parent.key_columns: source_duplicates(src, key),
+                                source=load.source))
     return checks
 
 
@@ -110,6 +160,13 @@ def _star_checks() -> list[Check]:
         checks += [Check(f"{dim}_keys_unique", STAR, (dim,), lambda df, sk=sk: duplicate_keys(df, [sk])),
                    Check(f"{dim}_current_rows", STAR, (dim,), lambda df, hk=hk: current_row_problems(df, hk)),
                    Check(f"{dim}_ranges", STAR, (dim,), lambda df, hk=hk: range_problems(df, hk))]
+    for dim, hub, sk in (("dim_student", HUB_STUDENT, STUDENT_KEY), ("dim_school", HUB_SCHOOL, SCHOOL_KEY),
+                         ("dim_section", HUB_SECTION, "section_key")):
+        checks.append(Check(f"{dim}_natural_key_unique", STAR, (dim,),
+                            lambda df, key=hub.business_key, sk=sk: current_duplicates(df, key, sk)))
+    for table, column, where in REQUIRED:
+        checks.append(Check(f"{table}_{column}_required", STAR, (table,),
+                            lambda df, column=column, where=where: missing_values(df, column, where)))
     checks += [Check("dim_section_keys_unique", STAR, ("dim_section",), lambda df: duplicate_keys(df, ["section_key"])),
                Check("dim_date_keys_unique", STAR, ("dim_date",), lambda df: duplicate_keys(df, [DATE_KEY])),
                Check("fact_enrollment_entry_before_exit", STAR, ("fact_enrollment",),
@@ -125,24 +182,40 @@ def _star_checks() -> list[Check]:
     return checks
 
 
+# Attributes Ed-Fi requires (School.nameOfInstitution, StudentSchoolAssociation.entryGradeLevelDescriptor),
+# on the rows the check reads (current, not the unknown member).
+REQUIRED = (("dim_school", "nameOfInstitution", f"{IS_CURRENT} AND {SCHOOL_KEY} >= 0"),
+            ("fact_enrollment", "entryDate", None), ("fact_enrollment", "entryGradeLevelDescriptor", None))
 VAULT_CHECKS = tuple(_vault_checks())
 STAR_CHECKS = tuple(_star_checks())
 
 
-def run_checks(store: DeltaStore, lake: LakePaths, checks: Sequence[Check]) -> dict[str, int]:
-    """Each check's count of offending rows; a check whose tables do not all exist is left out."""
+def run_checks(store: DeltaStore, lake: LakePaths, checks: Sequence[Check],
+               tables: Mapping[str, DataFrame] | None = None) -> dict[str, int]:
+    """Each check's count of offending rows, on ``tables`` (a gold table as the build will leave it, by
+    name) where given, else on the lake's tables; a check whose tables do not all exist is left out."""
     results = {}
     for check in checks:
-        paths = [lake.table(GOLD_STAGE, check.area, table) for table in check.tables]
-        if all(store.exists(p) for p in paths):
-            results[check.name] = check.run(*[store.read(p) for p in paths])
+        frames = [_table(store, lake, check, table, tables or {}) for table in check.tables]
+        if all(frame is not None for frame in frames):
+            results[check.name] = check.run(*frames)
     return results
 
 
+def _table(store: DeltaStore, lake: LakePaths, check: Check, table: str,
+           tables: Mapping[str, DataFrame]) -> DataFrame | None:
+    if check.source is None and table in tables:
+        return tables[table]
+    path = (lake.table("stage2p", check.source, table) if check.source
+            else lake.table(GOLD_STAGE, check.area, table))
+    return store.read(path) if store.exists(path) else None
+
+
 def raise_on_failures(results: dict[str, int], where: str) -> None:
-    """Raise DataQualityError listing every check with offending rows."""
+    """Raise DataQualityError listing every check with offending rows (nothing was committed)."""
     failed = {name: count for name, count in results.items() if count}
     if failed:
         listed = ", ".join(f"{name}: {count}" for name, count in sorted(failed.items()))
-        raise DataQualityError(f"{where}: data-quality checks found offending rows ({listed}); the tables are "
-                               f"written; see docs/gold.md for what each check means", failed=failed)
+        raise DataQualityError(f"{where}: data-quality checks found offending rows ({listed}); nothing was "
+                               f"written, the tables are as they were: fix the data at its source and run "
+                               f"again; see docs/gold.md for what each check means", failed=failed)

@@ -34,7 +34,7 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 from ..errors import GoldError
-from .changes import skipped, upsert_rows
+from .changes import Pending, plan_upsert, unchanged
 from .keys import hashdiff_column, surrogate_key_column
 
 if TYPE_CHECKING:
@@ -137,8 +137,17 @@ def apply_scd2(store: DeltaStore, path: str, snapshot: DataFrame, *, key: str, s
     Writes nothing when nothing changed or when ``app_id`` already reached the table. Raises GoldError
     for a bad snapshot.
     """
+    return plan_scd2(store, path, snapshot, key=key, surrogate=surrogate, attributes=attributes,
+                     effective_date=effective_date, app_id=app_id, full=full, reserved=reserved,
+                     metadata=metadata).commit()
+
+
+def plan_scd2(store: DeltaStore, path: str, snapshot: DataFrame, *, key: str, surrogate: str,
+              attributes: Sequence[str], effective_date: dt.date, app_id: str, full: bool = True,
+              reserved: DataFrame | None = None, metadata: CommitMetadata | None = None) -> Pending:
+    """:func:`apply_scd2`, not yet committed."""
     if store.applied(path, app_id):
-        return skipped(store, path)
+        return unchanged(store, path, skip=True)
     current = store.read(path) if store.exists(path) else None
     changes = scd2_changes(current, snapshot, key=key, surrogate=surrogate, attributes=attributes,
                            effective_date=effective_date, full=full, table=path)
@@ -146,7 +155,7 @@ def apply_scd2(store: DeltaStore, path: str, snapshot: DataFrame, *, key: str, s
         missing = reserved if current is None else reserved.join(current.select(surrogate), surrogate, "left_anti")
         changes = changes.unionByName(missing.select(*changes.columns))
     meta = {"effective_date": effective_date.isoformat(), **(metadata or {})}
-    return upsert_rows(store, path, changes, (surrogate,), app_id=app_id, metadata=meta)
+    return plan_upsert(store, path, changes, (surrogate,), app_id=app_id, metadata=meta)
 
 
 def scd1_changes(current: DataFrame | None, snapshot: DataFrame, *, key: str, surrogate: str,
@@ -174,9 +183,17 @@ def apply_scd1(store: DeltaStore, path: str, snapshot: DataFrame, *, key: str, s
                attributes: Sequence[str], app_id: str, full: bool = True,
                metadata: CommitMetadata | None = None) -> WriteResult:
     """Overwrite the type 1 table's changed keys in place in one MERGE; writes nothing when nothing changed."""
+    return plan_scd1(store, path, snapshot, key=key, surrogate=surrogate, attributes=attributes, app_id=app_id,
+                     full=full, metadata=metadata).commit()
+
+
+def plan_scd1(store: DeltaStore, path: str, snapshot: DataFrame, *, key: str, surrogate: str,
+              attributes: Sequence[str], app_id: str, full: bool = True,
+              metadata: CommitMetadata | None = None) -> Pending:
+    """:func:`apply_scd1`, not yet committed."""
     if store.applied(path, app_id):
-        return skipped(store, path)
+        return unchanged(store, path, skip=True)
     current = store.read(path) if store.exists(path) else None
     changes = scd1_changes(current, snapshot, key=key, surrogate=surrogate, attributes=attributes, full=full,
                            table=path)
-    return upsert_rows(store, path, changes, (surrogate,), app_id=app_id, metadata=metadata)
+    return plan_upsert(store, path, changes, (surrogate,), app_id=app_id, metadata=metadata)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from .changes import append_rows
+from .changes import plan_append
 from .keys import UNKNOWN_HASH_KEY, UNKNOWN_KEY, date_key_column
 from .model import GOLD_STAGE, STAR, Hub, Satellite
 from .scd import END_OF_TIME, HASHDIFF, IS_CURRENT, IS_DELETED, VALID_FROM, VALID_TO
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from ..delta import DeltaStore, WriteResult
     from ..paths import LakePaths
+    from .changes import Pending
 
 BEGINNING_OF_TIME = dt.date(1900, 1, 1)
 NO_DATE_KEY = -1
@@ -111,10 +112,15 @@ def date_rows(spark: SparkSession, first: dt.date, last: dt.date) -> DataFrame:
 
 def write_dim_date(store: DeltaStore, lake: LakePaths, dates: Sequence[dt.date | None], batch_id: str) -> WriteResult:
     """Add the days of the years ``dates`` span (and the "no date" row) that ``dim_date`` lacks."""
+    return plan_dim_date(store, lake, dates, batch_id).commit()
+
+
+def plan_dim_date(store: DeltaStore, lake: LakePaths, dates: Sequence[dt.date | None], batch_id: str) -> Pending:
+    """:func:`write_dim_date`, not yet committed."""
     path = star_path(lake, "dim_date")
     known = [d for d in dates if d is not None]
     first, last = (min(known), max(known)) if known else (dt.date.today(), dt.date.today())
     rows = date_rows(store.spark, first, last)
     if store.exists(path):
         rows = rows.join(store.read(path).select(DATE_KEY), DATE_KEY, "left_anti")
-    return append_rows(store, path, rows, app_id=star_app_id("dim_date", batch_id), metadata={"batch_id": batch_id})
+    return plan_append(store, path, rows, app_id=star_app_id("dim_date", batch_id), metadata={"batch_id": batch_id})

@@ -8,6 +8,9 @@
 - Every row carries ``load_ts`` (the batch's load time) and ``record_source`` (``stage2p/<source>/<table>``).
 - Each table is written in at most one commit per batch, carrying the app id
   ``oea.gold/vault/<table>/<batch>``: a rerun writes nothing, and so does a batch that changed nothing.
+- A hub is loaded from those of its source tables that exist; a link or satellite whose source table
+  does not exist (an export without sections) is not built, and is named as missing. A later batch that
+  brings the table builds it in full.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..errors import GoldError
-from .changes import append_rows, skipped
+from .changes import Pending, plan_append, unchanged
 from .keys import hash_key_column, hashdiff_column
 from .model import GOLD_STAGE, LOAD_TS, RECORD_SOURCE, VAULT, Hub, Link, Load, Satellite
 from .scd import HASHDIFF, IS_DELETED
@@ -131,25 +134,29 @@ def _stamped(rows: DataFrame, load_ts: dt.datetime, record_source: Column | str,
     return rows.select(key, F.lit(load_ts).alias(LOAD_TS), source.alias(RECORD_SOURCE), *rest)
 
 
-def load_table(store: DeltaStore, lake: LakePaths, load: Load, batch_id: str, load_ts: dt.datetime) -> WriteResult:
-    """Insert the new rows of one vault table for ``batch_id`` (nothing when it already holds the batch).
+def missing_sources(store: DeltaStore, lake: LakePaths, load: Load) -> tuple[str, ...]:
+    """``stage2p/<source>/<table>`` of each source table of ``load`` that does not exist."""
+    return tuple(f"stage2p/{load.source}/{t}" for t in load.tables
+                 if not store.exists(lake.table("stage2p", load.source, t)))
 
-    Raises GoldError when a source table or one of its key columns is missing.
+
+def plan_table(store: DeltaStore, lake: LakePaths, load: Load, batch_id: str, load_ts: dt.datetime) -> Pending | None:
+    """The new rows of one vault table for ``batch_id``, not yet committed (nothing when it already holds
+    the batch); None when none of its source tables exists.
+
+    Raises GoldError when a source table lacks one of its key columns.
     """
     from pyspark.sql import functions as F
 
     target = load.target
     path = lake.table(GOLD_STAGE, VAULT, target.table)
     app_id = vault_app_id(target.table, batch_id)
-    if store.applied(path, app_id):
-        return skipped(store, path)
-    sources = []
-    for table in load.tables:
-        source_path = lake.table("stage2p", load.source, table)
-        if not store.exists(source_path):
-            raise GoldError(f"the vault table {target.table} is loaded from stage2p/{load.source}/{table}, which "
-                            f"does not exist: ingest and refine {load.source} first", table=table)
-        sources.append((f"stage2p/{load.source}/{table}", store.read(source_path), table))
+    if store.exists(path) and store.applied(path, app_id):
+        return unchanged(store, path, skip=True)
+    sources = [(f"stage2p/{load.source}/{table}", store.read(lake.table("stage2p", load.source, table)), table)
+               for table in load.tables if store.exists(lake.table("stage2p", load.source, table))]
+    if not sources:
+        return None
     existing = store.read(path) if store.exists(path) else None
     metadata = {"batch_id": batch_id, "load_ts": load_ts.isoformat()}
     if isinstance(target, Satellite):
@@ -157,7 +164,7 @@ def load_table(store: DeltaStore, lake: LakePaths, load: Load, batch_id: str, lo
         new = satellite_changes(satellite_candidates(source, target, table), existing, target)
         rows = _stamped(new, load_ts, record_source, target.parent.hash_key,
                         [HASHDIFF, IS_DELETED, *target.attribute_names])
-        return append_rows(store, path, rows, app_id=app_id, metadata=metadata)
+        return plan_append(store, path, rows, app_id=app_id, metadata=metadata)
     hk = target.hash_key
     candidates = None
     for order, (record_source, source, table) in enumerate(sources):
@@ -165,21 +172,56 @@ def load_table(store: DeltaStore, lake: LakePaths, load: Load, batch_id: str, lo
                  else link_candidates(source, target, table))
         found = found.withColumn("_order", F.lit(order)).withColumn(RECORD_SOURCE, F.lit(record_source))
         candidates = found if candidates is None else candidates.unionByName(found)
-    assert candidates is not None  # every Load names at least one table
+    assert candidates is not None  # at least one source exists
     rest = [c for c in candidates.columns if c not in (hk, "_order", RECORD_SOURCE)]
     first = _first_per(candidates, hk, "_order", *rest)
     if existing is not None:
         first = first.join(existing.select(hk), hk, "left_anti")
     rows = _stamped(first, load_ts, F.col(RECORD_SOURCE), hk, rest)
-    return append_rows(store, path, rows, app_id=app_id, metadata=metadata)
+    return plan_append(store, path, rows, app_id=app_id, metadata=metadata)
+
+
+def load_table(store: DeltaStore, lake: LakePaths, load: Load, batch_id: str, load_ts: dt.datetime) -> WriteResult:
+    """Insert the new rows of one vault table for ``batch_id`` (nothing when it already holds the batch).
+
+    Raises GoldError when none of its source tables exists, or one lacks a key column.
+    """
+    pending = plan_table(store, lake, load, batch_id, load_ts)
+    if pending is None:
+        table = load.tables[0]
+        raise GoldError(f"the vault table {load.target.table} is loaded from stage2p/{load.source}/{table}, which "
+                        f"does not exist: ingest and refine {load.source} first", table=table)
+    return pending.commit()
+
+
+def plan_vault(store: DeltaStore, lake: LakePaths, loads: tuple[Load, ...], batch_id: str,
+               load_ts: dt.datetime) -> tuple[dict[str, Pending], dict[str, tuple[str, ...]]]:
+    """The pending writes of every vault table of ``loads`` for one batch, and the tables not built because
+    none of their source tables exists (each with the missing ones)."""
+    pending, missing = {}, {}
+    for load in loads:
+        planned = plan_table(store, lake, load, batch_id, load_ts)
+        if planned is None:
+            missing[load.target.table] = missing_sources(store, lake, load)
+            log.warning("vault %s: not built, its source %s does not exist", load.target.table,
+                        ", ".join(missing[load.target.table]))
+        else:
+            pending[load.target.table] = planned
+    return pending, missing
 
 
 def load_vault(store: DeltaStore, lake: LakePaths, loads: tuple[Load, ...], batch_id: str,
                load_ts: dt.datetime) -> dict[str, WriteResult]:
-    """Load every vault table of ``loads`` in order (hubs, links, satellites) for one batch."""
+    """Load every vault table of ``loads`` in order (hubs, links, satellites) for one batch, unchecked."""
+    pending, _ = plan_vault(store, lake, loads, batch_id, load_ts)
+    return commit_all(pending, "vault")
+
+
+def commit_all(pending: dict[str, Pending], area: str) -> dict[str, WriteResult]:
+    """Commit each pending write, in order."""
     results = {}
-    for load in loads:
-        results[load.target.table] = result = load_table(store, lake, load, batch_id, load_ts)
-        log.info("vault %s: %d rows inserted%s", load.target.table, result.rows,
+    for table, write in pending.items():
+        results[table] = result = write.commit()
+        log.info("%s %s: %d rows written%s", area, table, result.rows,
                  " (batch already loaded)" if result.skipped else "")
     return results
