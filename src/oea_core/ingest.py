@@ -211,13 +211,10 @@ def _gate(spark: SparkSession, plan: _Plan, item: _StagedBatch, max_reject_share
     examples = _reject_examples(spark, table_def, item.files)
     problems = [f" {shown(path)} is {problem}." for path, problem in text_problems(item.files).items()]
     not_text = "".join(problems[:5]) + (f" So are {len(problems) - 5} more files." if len(problems) > 5 else "")
-    before = f" Batches {', '.join(written)} were written before it." if written else ""
-    after = (f" {len(waiting)} later batches ({', '.join(waiting[:3])}{', ...' if len(waiting) > 3 else ''}) "
-             "wait behind it." if waiting else "")
     raise RejectedRowsError(
         f"{table} batch {item.batch}: {item.rejected} of {item.rows} rows ({item.rejected / item.rows:.1%}) could "
         f"not be read, more than the allowed {max_reject_share:.1%}; nothing of batch {item.batch} was written."
-        f"{before}{after}{not_text} Examples: {examples}. Fix the export and land it again (then remove "
+        f"{queue_words(written, waiting, 'written')}{not_text} Examples: {examples}. Fix the export and land it again (then remove "
         f"stage1np/{table_def.source}/{table_def.landed_name}/{item.batch}), or raise --max-reject-share to set "
         "these rows aside in the _rejected table", table=table, rejected=item.rejected, total=item.rows)
 
@@ -294,6 +291,14 @@ def _commit_batch(spark: SparkSession, store: DeltaStore, lake: LakePaths, table
     result = store.commit(item.pseudo, app_id=txn, metadata=meta)
     log.info("%s batch %s: %d rows written, %d rejected (version %s)", table, batch, item.rows - item.rejected,
              item.rejected, result.version)
+
+
+def queue_words(written: Sequence[str], waiting: Sequence[str], done: str) -> str:
+    """What a rejected batch's error says of the batches around it: ``done`` before it, waiting behind it."""
+    before = f" Batches {', '.join(written)} were {done} before it." if written else ""
+    after = (f" {len(waiting)} later batches ({', '.join(waiting[:3])}{', ...' if len(waiting) > 3 else ''}) "
+             "wait behind it." if waiting else "")
+    return before + after
 
 
 def _reject_examples(spark: SparkSession, table_def: CsvTableDef, paths: list[str], count: int = 3) -> list[str]:

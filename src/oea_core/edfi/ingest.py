@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from ..errors import RejectedRowsError
-from ..ingest import IngestResult
+from ..ingest import IngestResult, queue_words
 from ..spark_paths import file_uri, literal_path
 from . import landing
 from .flatten import MAX_DEPTH
@@ -301,12 +301,10 @@ def _judge(events: DataFrame, table: str, batch_id: str, counts: tuple[int, int,
         return
     examples = [f"{r['_source_file']} line {r['_line']}: {r['_reject_reason']}" for r in
                 events.where((F.col("_batch_id") == batch_id) & F.col("_reject_reason").isNotNull()).limit(3).collect()]
-    before = f" Batches {', '.join(written)} were applied before it." if written else ""
-    after = (f" {len(waiting)} later batches ({', '.join(waiting[:3])}{', ...' if len(waiting) > 3 else ''}) wait "
-             "behind it." if waiting else "")
     raise RejectedRowsError(
         f"{table} batch {batch_id}: {rejected} of {total} records ({rejected / total:.1%}) could not be read, more "
-        f"than the allowed {max_reject_share:.1%}; nothing of batch {batch_id} was written.{before}{after} "
+        f"than the allowed {max_reject_share:.1%}; nothing of batch {batch_id} was written."
+        f"{queue_words(written, waiting, 'applied')} "
         f"Examples: {examples}. Fix the export and land it again (then remove the batch's folder from stage1np), "
         "or raise --max-reject-share to set these records aside", table=table, rejected=rejected, total=total)
 
