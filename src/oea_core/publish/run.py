@@ -149,7 +149,8 @@ def check_star(lake: LakePaths, untouched: str) -> None:
                            f"again; {untouched} untouched") from exc
     if not isinstance(record, dict) or record.get("passed") is not False:
         return
-    failed = record.get("failed") if isinstance(record.get("failed"), dict) else {}
+    failed = record.get("failed")
+    failed = failed if isinstance(failed, dict) else {}
     named = ", ".join(f"{name} {count}" for name, count in sorted(failed.items())) or "checks not named"
     raise PublishError(f"the star schema of {lake.shown} failed its checks when it was last built (batch "
                        f"{record.get('batch_id', '?')}: {named}): fix the data, rebuild the star (build_star), then "
