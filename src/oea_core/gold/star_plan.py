@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..errors import GoldError
 from . import facts
@@ -143,23 +143,29 @@ def plan_star(store: DeltaStore, lake: LakePaths, batch_id: str, day: dt.date) -
 
     inputs, plan = _Inputs(store, lake), StarPlan()
     _dimensions(plan, inputs, day, batch_id)
-    dims = tuple(plan.pending[d].after if d in plan.pending else plan.missing[d] for d in ("dim_student", "dim_school"))
+    student, school = (plan.pending[d].after if d in plan.pending else plan.missing[d]
+                       for d in ("dim_student", "dim_school"))
     link, sat = inputs.vault(LINK_ENROLLMENT.table), inputs.vault(SAT_ENROLLMENT.table)
-    spans = _gaps(link, sat) or facts.enrollments(link, sat)  # type: ignore[arg-type]
     events = inputs.stage2p(EDFI, "student_school_attendance_events")
     activity = _activity(inputs)
+    needs = {"fact_enrollment": (link, sat, student, school), "fact_attendance": (events, student, school),
+             "fact_digital_activity": (activity, link, sat, student, school)}
     built: dict[str, tuple[DataFrame, str, tuple[str, ...]]] = {}
-    for name, needs, make, key, partitions in (
-            ("fact_enrollment", (spans,), lambda: facts.fact_enrollment(spans, *dims), "enrollment_hk", ()),
-            ("fact_attendance", (events,), lambda: facts.fact_attendance(events, *dims), "attendance_event_id",
-             facts.PARTITIONS),
-            ("fact_digital_activity", (activity, spans), lambda: facts.fact_digital_activity(activity, spans, *dims),
-             facts.ACTIVITY_KEY, facts.PARTITIONS)):
-        gaps = _gaps(*needs, *dims)
+    for name, tables in needs.items():
+        gaps = _gaps(*tables)
         if gaps:
             plan.missing[name] = gaps
             continue
-        built[name] = (make(), key, partitions)
+        dim_student, dim_school = cast("DataFrame", student), cast("DataFrame", school)
+        spans = facts.enrollments(cast("DataFrame", link), cast("DataFrame", sat))
+        if name == "fact_enrollment":
+            built[name] = (facts.fact_enrollment(spans, dim_student, dim_school), "enrollment_hk", ())
+        elif name == "fact_attendance":
+            built[name] = (facts.fact_attendance(cast("DataFrame", events), dim_student, dim_school),
+                           "attendance_event_id", facts.PARTITIONS)
+        else:
+            built[name] = (facts.fact_digital_activity(cast("DataFrame", activity), spans, dim_student, dim_school),
+                           facts.ACTIVITY_KEY, facts.PARTITIONS)
     dates: list[dt.date | None] = []
     for name, column in (("fact_enrollment", "entryDate"), ("fact_enrollment", "exitWithdrawDate"),
                          ("fact_attendance", "eventDate"), ("fact_digital_activity", "date")):
