@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 import select
@@ -63,7 +64,7 @@ def run_in_worker(step: dict[str, Any], *, timeout: float, folder: str,
             except BrokenPipeError:
                 pass  # it died at once; its exit code says so below
             try:
-                if not select.select([ready], [], [], max(timeout, START_SECONDS))[0]:  # stuck before its step
+                if not _readable(ready, max(timeout, START_SECONDS)):  # stuck before its step
                     raise subprocess.TimeoutExpired(proc.args, timeout)
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -87,6 +88,13 @@ def run_in_worker(step: dict[str, Any], *, timeout: float, folder: str,
         raise WorkerFailed(outcome["error"])
     rows: int | None = outcome["rows"]
     return rows
+
+
+def _readable(fd: int, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``fd`` to have data or be closed (poll: any descriptor number)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, math.ceil(seconds * 1000))))
 
 
 def main(result: str) -> None:
