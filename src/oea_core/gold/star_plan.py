@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, cast
 
 from ..errors import GoldError
 from . import facts
+from .changes import plan_sync
 from .keys import UNKNOWN_KEY, hash_key_column
 from .model import (
     CLEVER,
@@ -189,7 +190,5 @@ def plan_star(store: DeltaStore, lake: LakePaths, batch_id: str, day: dt.date) -
 
 def _sync(store: DeltaStore, lake: LakePaths, name: str, rows: DataFrame, key: str, batch_id: str,
           metadata: dict[str, object], partitions: tuple[str, ...]) -> Pending:
-    from .changes import plan_sync
-
     return plan_sync(store, star_path(lake, name), rows, (key,), app_id=star_app_id(name, batch_id),
                      metadata=metadata, partition_by=partitions)
