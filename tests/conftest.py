@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from azurite import start_azurite
+from full_disk import fill, tiny_disk
 from oea_core import LakePaths, Salt
 from oea_testing import ENGINES, TEST_SALT
 from postgres_server import server_bin, start_postgres
@@ -120,3 +121,13 @@ def _no_ambient_settings(monkeypatch, tmp_path):
                  "OEA_SFTP_KEY_FILE", "OEA_SFTP_KNOWN_HOSTS", *PG_SETTINGS, *AZURE_SETTINGS):
         monkeypatch.delenv(name, raising=False)
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+
+
+@pytest.fixture
+def full_lake(tmp_path):
+    """A lake on a real disk (a tiny tmpfs) that is full to the last byte."""
+    with tiny_disk(tmp_path / "disk", "256k") as mount:
+        lake = LakePaths.from_setting(mount / "lake")
+        os.makedirs(lake.root)
+        fill(mount)
+        yield lake, mount

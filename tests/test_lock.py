@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from full_disk import fill, free, tiny_disk
+from full_disk import free
 from oea_core import LakeLockError, LakePaths
 from oea_core.cli import main
 from oea_core.lock import holder, lake_lock, lock_path, source_run
@@ -132,16 +132,6 @@ def test_two_ingests_of_one_batch_started_together_write_it_once(lake):
     assert out2.count("nothing new") == 2 and "waiting up to 900 s for clever ingest" in err2
     table = DeltaTable(os.path.join(lake.root, "stage2p", "clever", "daily_participation_pseudo"))
     assert table.to_pyarrow_table().num_rows == 138 and len(table.history()) == 1
-
-
-@pytest.fixture
-def full_lake(tmp_path):
-    """A lake on a real disk (a tiny tmpfs) that is full to the last byte."""
-    with tiny_disk(tmp_path / "disk", "256k") as mount:
-        lake = LakePaths.from_setting(mount / "lake")
-        os.makedirs(lake.root)
-        fill(mount)
-        yield lake, mount
 
 
 def test_a_full_disk_while_taking_the_lock_is_one_line_naming_the_lock(full_lake):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from full_disk import files, fill, free, tiny_disk
+from full_disk import files, free
 from oea_core import LakePaths, Salt, SaltError, get_salt
 from oea_core import redaction as redaction_module
 from oea_core import salt as salt_module
@@ -302,16 +302,6 @@ def test_oea_ingest_after_unsetting_oea_salt_is_refused_and_changes_nothing(tmp_
     assert not os.path.exists(os.path.join(lake, ".oea", "salt"))
     assert lake_files(LakePaths(root=lake)) == before
     assert ENV_SALT not in first.stdout + first.stderr + again.stdout + again.stderr
-
-
-@pytest.fixture
-def full_lake(tmp_path):
-    """A lake on a real disk (a tiny tmpfs) that is full to the last byte."""
-    with tiny_disk(tmp_path / "disk", "256k") as mount:
-        lake = LakePaths.from_setting(mount / "lake")
-        os.makedirs(lake.root)
-        fill(mount)
-        yield lake, mount
 
 
 def test_a_full_disk_while_making_the_salt_file_is_one_line_and_leaves_no_salt_file(full_lake):
