@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -136,20 +137,25 @@ class _Phases:
     def __init__(self) -> None:
         from pyspark.sql import DataFrame
 
-        from oea_core.gold import build, vault
+        from oea_core.gold import build, star_plan, vault
 
         self.seconds: dict[str, float] = {}
         self.current: str | None = None
         self.depth = 0
         name = lambda path: str(path).rstrip("/").rsplit("/", 1)[-1]
+        # each table's phase is its plan (the rows computed) plus its commit (the rows written)
         for module, function, label in (
-                (vault, "load_table", lambda a, kw: a[2].target.table),
-                (build, "_scd2", lambda a, kw: a[2]),
-                (build, "apply_scd1", lambda a, kw: name(a[1])),
-                (build, "write_dim_date", lambda a, kw: "dim_date"),
-                (build, "sync_rows", lambda a, kw: name(a[1])),
+                (vault, "plan_table", lambda a, kw: a[2].target.table),
+                (star_plan, "_scd2", lambda a, kw: a[2]),
+                (star_plan, "plan_scd1", lambda a, kw: name(a[1])),
+                (star_plan, "plan_dim_date", lambda a, kw: "dim_date"),
+                (star_plan, "plan_sync", lambda a, kw: name(a[1])),
                 (build, "run_checks", lambda a, kw: "checks")):
             setattr(module, function, self._wrap(getattr(module, function), label))
+        commit_all = build.commit_all
+        build.commit_all = lambda pending, area: commit_all(
+            {table: dataclasses.replace(write, commit=self._wrap(write.commit, lambda a, kw, t=table: t))
+             for table, write in pending.items()}, area)
         for method, label in self.ACTIONS:
             setattr(DataFrame, method, self._wrap(getattr(DataFrame, method), lambda a, kw, label=label: label,
                                                   outermost=True))

@@ -140,14 +140,13 @@ def test_files_that_are_not_utf8_are_set_aside_line_by_line_and_empty_files_skip
             assert row["date"] is None and row["_raw_name"] is None
             set_aside.setdefault(row["_source_file"].rsplit("/", 1)[-1], []).append(row)
     assert sorted(set_aside) == ["archive.csv", "latin.csv"]
-    # every non-empty line, header included, decoded as Latin-1 so that no byte is lost
-    assert sorted(r["_raw_line"] for r in set_aside["latin.csv"]) == sorted(
-        [HEADER, "2022-01-09,s2,4,Zoë", "2022-01-10,s3,5,B"])
+    # every non-empty line after the header (the first that is not blank), decoded as Latin-1 so no byte is lost
+    assert sorted(r["_raw_line"] for r in set_aside["latin.csv"]) == sorted(["2022-01-09,s2,4,Zoë", "2022-01-10,s3,5,B"])
     assert {r[REASON] for r in set_aside["latin.csv"]} == {
         f"not UTF-8 text: invalid byte 0xEB at offset {latin_bytes.index(0xEB)}"}
     assert {r[REASON] for r in set_aside["archive.csv"]} == {"not UTF-8 text: invalid byte 0x92 at offset 8"}
     assert sorted(r["_raw_line"].encode("latin-1") for r in set_aside["archive.csv"]) == sorted(
-        line for line in re.split(rb"\r\n|\r|\n", binary_bytes) if line)
+        [line for line in re.split(rb"\r\n|\r|\n", binary_bytes) if line][1:])
     for path in (latin, binary, *empty):
         assert path in caplog.text
     assert "zero.csv is empty" in caplog.text and header_only not in caplog.text
@@ -184,3 +183,54 @@ def test_the_header_is_the_first_non_blank_line_as_spark_takes_it(tmp_path):
     assert read_header(write_bytes(tmp_path, "b.csv", b"\xef\xbb\xbf\n \nx,y\n")) == ["x", "y"]
     with pytest.raises(IngestError, match=r"long\.csv has no readable header row \(its first line is longer"):
         read_header(write_bytes(tmp_path, "long.csv", b"x" * (2 << 20)))
+
+
+def test_a_latin1_files_header_is_not_a_row_even_after_blank_lines_or_in_a_large_file(spark, tmp_path):
+    lines = [f"2022-01-09,s{i},{i},Zoë" for i in range(20000)]
+    data = ("\r\n \n" + HEADER + "\n" + "\n".join(lines) + "\n").encode("latin-1")
+    path = write_bytes(tmp_path, "latin.csv", data)
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "65536")  # the file is read in several blocks
+    try:
+        got = read(spark, path)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert sorted(r["_raw_line"] for r in got) == sorted([" ", *lines])  # the blank line is kept, as before
+
+
+LINE_BREAK = '"Line one\r\nLine two"'
+
+
+def test_quoted_line_breaks_are_read_as_multi_line_records(spark, tmp_path):
+    rows = "".join(f'2022-01-09,s{i},{i},{LINE_BREAK}\r\n' for i in range(5))
+    broken = write_bytes(tmp_path, "broken.csv", f"{HEADER}\r\n{rows}".encode())
+    # a stray quote inside an unquoted field is not an opening quote
+    stray = write_bytes(tmp_path, "stray.csv", f'{HEADER}\n2022-01-09,t1,1,5" tall\n2022-01-09,t2,2,{LINE_BREAK}\n'
+                                               .encode())
+    plain = write(tmp_path, f'{HEADER}\n2022-01-10,p1,7,"quoted, no break"', name="plain.csv")
+    assert [check_file(p).quoted_newlines for p in (broken, stray, plain)] == [True, True, False]
+    got = read(spark, [broken, stray, plain])
+    assert [(r["sis_id"], r["name"], r[REASON]) for r in got] == [
+        ("p1", "quoted, no break", None), *[(f"s{i}", "Line one\nLine two", None) for i in range(5)],
+        ("t1", '5" tall', None), ("t2", "Line one\r\nLine two", None)]  # a CRLF in a LF file stays as it is
+
+
+def test_an_unclosed_quote_does_not_take_the_lines_after_it(spark, tmp_path):
+    path = write(tmp_path, f'{HEADER}\n2022-01-09,s1,1,A\n2022-01-09,s2,2,"unclosed\n2022-01-09,s3,3,C\n'
+                           "2022-01-09,s4,4,D")
+    assert not check_file(path).quoted_newlines
+    got = read(spark, path)  # line by line, Spark reads the unclosed field to its line's end
+    assert [(r["sis_id"], r["name"], r[REASON]) for r in got] == [
+        ("s1", "A", None), ("s2", "unclosed", None), ("s3", "C", None), ("s4", "D", None)]
+
+
+def test_a_quoted_line_break_is_found_across_chunks_and_costs_nothing_without_quotes(tmp_path):
+    chunk = 1 << 18
+    head = f"{HEADER}\n".encode()
+    filler = b"2022-01-09,s0,0,A\n" * ((chunk - len(head)) // 18)
+    pad = b"x" * (chunk - len(head) - len(filler) - 20)
+    across = write_bytes(tmp_path, "across.csv", head + filler + b"2022-01-09,s1,1," + pad + b'"one\ntwo"\n')
+    assert check_file(across).quoted_newlines
+    doubled = write_bytes(tmp_path, "doubled.csv", head + b'2022-01-09,s1,1,"say ""hi""\n"\n')
+    assert check_file(doubled).quoted_newlines
+    balanced = write_bytes(tmp_path, "balanced.csv", head + b'2022-01-09,s1,1,"say ""hi"""\n' * 3)
+    assert not check_file(balanced).quoted_newlines

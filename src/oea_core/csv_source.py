@@ -6,11 +6,18 @@ file's own header decides which column is which. A value that cannot be read as 
 declared type, or a row with the wrong number of fields, is not nulled or dropped: the row
 carries a ``_reject_reason`` and the raw text of every column (``_raw_<column>``).
 
+A quoted field may hold a line break (RFC 4180). A file that has one is read as multi-line records;
+the others are read line by line, which splits a large file across tasks. Inside such a field Spark's
+parser reads a break written as the file's own line end (CRLF in a CRLF file) as ``\n``; the landed file
+in stage1np keeps the bytes. A file whose odd quote is an unclosed one (it does not parse as strict CSV,
+or a record spanning lines has the wrong number of fields) is read line by line, so an unclosed quote
+rejects its own line, not the rest of the file.
+
 Bad bytes (each file's bytes are checked once, on the driver, before Spark reads it):
 - A file with no content (0 bytes, or only a byte-order mark and blank lines) is skipped with a
   warning naming it; a file with a header and no rows reads as zero rows.
 - A file that is not UTF-8 text (latin-1, binary) is not parsed: Spark would silently turn its
-  invalid bytes into U+FFFD. Every non-empty line of it, the header line included, becomes a
+  invalid bytes into U+FFFD. Every non-empty line of it after the header line becomes a
   rejected row with the reason ``not UTF-8 text: invalid byte 0xE9 at offset 1234`` and the line
   in ``_raw_line``, decoded as Latin-1 so no byte is lost (``_raw_line.encode('latin-1')`` gives
   the line's bytes back); its ``_raw_<column>`` values are null.
@@ -61,6 +68,7 @@ class FileCheck:
     empty: bool  # no content: 0 bytes, or only a byte-order mark and blank lines
     problem: str | None  # why it is not UTF-8 text, e.g. "not UTF-8 text: invalid byte 0xE9 at offset 12"
     nul_bytes: int  # NUL bytes before the problem (or in the whole file)
+    quoted_newlines: bool = False  # a quoted field holds a line break: the file is read as multi-line records
 
 
 def check_file(path: str) -> FileCheck:
@@ -75,12 +83,58 @@ def text_problems(paths: list[str]) -> dict[str, str]:
     return {p: check.problem for p in paths if (check := check_file(p)).problem}
 
 
+class _OddQuotes:
+    r"""Whether a line holds an odd number of ``"``, chunk by chunk: every byte but ``"`` and ``\n`` deleted,
+    then ``""`` pairs; a ``"`` left is such a line (about 1 ns a byte). A quoted field holding a line break
+    (RFC 4180 allows ``"Line one
+Line two"``) leaves one; so do a stray ``"`` and an unclosed quote."""
+
+    _OTHERS = bytes(b for b in range(256) if b not in b'"\n')
+
+    def __init__(self) -> None:
+        self.found = False
+        self._tail = b""  # the last line so far, not yet ended
+
+    def feed(self, chunk: bytes) -> None:
+        if self.found or (not self._tail and b'"' not in chunk):
+            return
+        block = self._tail + chunk
+        cut = block.rfind(b"\n") + 1
+        lines, self._tail = block[:cut], block[cut:]
+        # a line over 1 MiB is looked at whole, rather than carried chunk after chunk
+        self.found = len(self._tail) > _HEADER_LIMIT or b'"' in lines.translate(None, self._OTHERS).replace(b'""', b"")
+
+
+def _quoted_line_breaks(path: str) -> bool:
+    """Whether the file's records include one that spans lines (a quoted line break), every such record has
+    the header's number of fields, and the file parses as strict CSV. Otherwise the odd quote is an unclosed
+    one, which read as multi-line records would take the lines after it into one row: such a file is read
+    line by line, so only the broken lines are rejected."""
+    spanning = False
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, strict=True)  # an unclosed quote at the end is an error, not a field
+            header = next((row for row in reader if row), None)
+            last = reader.line_num
+            for row in reader:
+                if reader.line_num - last > 1 and row:
+                    if len(row) != len(header or ()):
+                        return False
+                    spanning = True
+                last = reader.line_num
+    except (csv.Error, UnicodeDecodeError):
+        return False
+    return spanning
+
+
 @functools.lru_cache(maxsize=4096)
 def _check_file(path: str, size: int, mtime_ns: int) -> FileCheck:
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, nuls, empty, problem = 0, 0, True, None
+    odd = _OddQuotes()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
+            odd.feed(chunk)
             if empty:
                 empty = not (chunk[3:] if offset == 0 and chunk.startswith(_BOM) else chunk).strip(_BLANK_BYTES)
             if b"\0" in chunk:
@@ -106,7 +160,10 @@ def _check_file(path: str, size: int, mtime_ns: int) -> FileCheck:
                     shown(path), problem)
     elif nuls:
         log.warning("%s holds %d NUL bytes: they are removed from its values", shown(path), nuls)
-    return FileCheck(empty, problem, nuls)
+    quoted = odd.found and not empty and not problem and _quoted_line_breaks(path)
+    if quoted:
+        log.info("%s has quoted fields holding line breaks: it is read as multi-line records", shown(path))
+    return FileCheck(empty, problem, nuls, quoted)
 
 
 def _invalid_byte(exc: UnicodeDecodeError, base: int) -> str:
@@ -228,7 +285,7 @@ def read_csv_files(spark: SparkSession, files: list[str], schema: TableSchema,
 
     if not files:
         raise IngestError(f"no CSV files given for table {schema.table!r}", table=schema.table)
-    groups: dict[tuple[tuple[str, ...], bool], list[str]] = {}
+    groups: dict[tuple[tuple[str, ...], bool, bool], list[str]] = {}
     problems: dict[str, str] = {}
     empty: list[str] = []
     for path in files:
@@ -238,9 +295,10 @@ def read_csv_files(spark: SparkSession, files: list[str], schema: TableSchema,
         elif check.problem:
             problems[path] = check.problem
         else:
-            groups.setdefault((tuple(read_header(path)), check.nul_bytes > 0), []).append(path)
-    frames = [_read_csv(spark, paths, list(header), schema, file_columns, date_format, required, strip_nul)
-              for (header, strip_nul), paths in groups.items()]
+            key = (tuple(read_header(path)), check.nul_bytes > 0, check.quoted_newlines)
+            groups.setdefault(key, []).append(path)
+    frames = [_read_csv(spark, paths, list(header), schema, file_columns, date_format, required, strip_nul,
+                        multiline) for (header, strip_nul, multiline), paths in groups.items()]
     frames += [_read_lines(spark, path, reason, schema, file_columns) for path, reason in problems.items()]
     if not frames:  # every file was empty: zero rows, with every column
         frames.append(_columns(spark.createDataFrame([], _spark_schema(len(schema.names))), list(schema.names),
@@ -257,11 +315,14 @@ def _spark_schema(fields: int) -> T.StructType:
 
 def _read_csv(spark: SparkSession, paths: list[str], header: list[str], schema: TableSchema,
               file_columns: Callable[[str], dict[str, str]] | None, date_format: str, required: tuple[str, ...],
-              strip_nul: bool) -> DataFrame:
-    """Files that share one header, parsed by Spark's CSV reader."""
+              strip_nul: bool, multiline: bool = False) -> DataFrame:
+    """Files that share one header, parsed by Spark's CSV reader (as multi-line records when ``multiline``:
+    each file is then one task, so only files with a quoted line break are read so)."""
     from pyspark.sql import functions as F
 
     target, options = _read_target(paths)
+    if multiline:
+        options["multiLine"] = True
     df = spark.read.csv(target, schema=_spark_schema(len(header)), header=True, escape='"', mode="PERMISSIVE",
                         columnNameOfCorruptRecord=RAW_LINE, encoding="UTF-8", **options)
     if strip_nul:
@@ -303,16 +364,26 @@ def _columns(df: DataFrame, header: list[str], schema: TableSchema, paths: list[
 
 def _read_lines(spark: SparkSession, path: str, reason: str, schema: TableSchema,
                 file_columns: Callable[[str], dict[str, str]] | None) -> DataFrame:
-    """A file that is not UTF-8 text, not parsed: each non-empty line is a rejected row (as Latin-1)."""
+    """A file that is not UTF-8 text, not parsed: each non-empty line after the header (its first line that
+    is not blank, as Spark takes a header) is a rejected row (as Latin-1)."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     target, options = _read_target([path])
     # the text source keeps a line's bytes as they are (no decoding); a cast to binary gets them back
-    lines = spark.read.options(**options).text(target).where(F.length(F.col("value").cast("binary")) > 0)
+    line = F.decode(F.col("value").cast("binary"), "ISO-8859-1")
+    lines = spark.read.options(**options).text(target).select(
+        line.alias(RAW_LINE), F.monotonically_increasing_id().alias("_n"),
+        F.expr("input_file_block_start()").alias("_start"), F.input_file_name().alias(SOURCE_FILE)
+    ).where(F.length(RAW_LINE) > 0)
+    # the header: the first non-blank line of the block that starts the file (ids rise line by line in a block)
+    blank = F.length(F.regexp_replace(RAW_LINE, "[\\x00-\\x20]", "")) == 0
+    header = F.min(F.when((F.col("_start") == 0) & ~blank, F.col("_n"))).over(Window.partitionBy(SOURCE_FILE))
+    lines = lines.withColumn("_header", header).where(F.col("_header").isNull() | (F.col("_n") != F.col("_header")))
     return lines.select(
         *[F.lit(None).cast(spec.type).alias(spec.name) for spec in schema.columns],
         *_file_literals([path], file_columns),
-        F.input_file_name().alias(SOURCE_FILE),
-        F.decode(F.col("value").cast("binary"), "ISO-8859-1").alias(RAW_LINE),
+        F.col(SOURCE_FILE),
+        F.col(RAW_LINE),
         F.lit(reason).alias(REASON),
         *[F.lit(None).cast("string").alias(RAW_PREFIX + name) for name in schema.names])

@@ -170,9 +170,13 @@ def _record_checks(lake: LakePaths, batch_id: str, counts: dict[str, int], check
         return
     path = lake.state_path("gold", CHECKS_FILE)
     failed = {name: count for name, count in sorted(counts.items()) if count}
+    text = json.dumps({"batch_id": batch_id, "passed": not failed, "failed": failed, "checked": checked}, indent=1)
+    with contextlib.suppress(OSError), open(path, encoding="utf-8") as f:
+        if f.read() == text:  # the same outcome again: leave the file (and a cloud lake's copy) as it is
+            return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump({"batch_id": batch_id, "passed": not failed, "failed": failed, "checked": checked}, f, indent=1)
+        f.write(text)
     os.replace(path + ".tmp", path)
 
 
