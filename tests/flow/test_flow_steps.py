@@ -76,6 +76,23 @@ def test_a_registered_kind_validates_its_own_keys_and_runs(tmp_path, lake, echo)
         load_flow(flow_file(tmp_path, ONE_STEP.replace("{STEP}", "{name: e, kind: echo, say: hi}")))
 
 
+def test_a_python_steps_result_line_is_in_the_run_log_and_a_cached_step_keeps_it(tmp_path, lake, caplog):
+    caplog.set_level("INFO", logger="oea")
+    steps = "\n".join(f"              - {{name: {name}, kind: python, callable: 'flow_helpers:gold_like', "
+                      f"parameters: {{missing: {missing}}}}}" for name, missing in (("m", "true"), ("n", "false")))
+    flow = load_flow(flow_file(tmp_path, ONE_STEP.replace("              - {STEP}", steps),
+                               "name: t\n  checkpoint: {enabled: true}"))
+    log = FlowRun(flow, lake, batch_id="g1").run()
+    assert log["steps"]["m"]["rows"] == 3
+    assert log["steps"]["m"]["note"] == ("1 tables written, 3 rows; not built (source table missing): hub_section "
+                                         "(stage2p/edfi/sections)")
+    assert log["steps"]["n"]["note"] == "1 tables written, 3 rows"
+    assert re.search(r"m: done in [0-9.]+ s: 1 tables written, 3 rows; not built \(source table missing\): "
+                     r"hub_section", caplog.text)
+    again = FlowRun(load_flow(flow.path), lake, batch_id="g1").run()  # checkpointed: both steps cached
+    assert again["steps"]["m"]["status"] == "cached" and again["steps"]["m"]["note"] == log["steps"]["m"]["note"]
+
+
 def test_max_parallel_is_respected(tmp_path, lake):
     steps = "\n".join(f"              - {{name: p{i}, kind: python, callable: 'flow_helpers:span', "
                       f"parameters: {{marker: p{i}, seconds: 0.3}}}}" for i in range(4))

@@ -36,6 +36,7 @@ class StepRecord:
     ended: str | None = None
     duration: float | None = None
     rows: int | None = None
+    note: str | None = None  # the one line the step's result gave, e.g. the gold tables not built and why
     checks: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     depends_on: list[str] = field(default_factory=list)

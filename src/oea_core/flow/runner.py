@@ -107,7 +107,7 @@ class FlowRun:
                 record.status = "cached" if done_before else "not_selected"
                 if done_before:
                     old = previous[name]
-                    record.rows, record.checks = old.get("rows"), old.get("checks", [])
+                    record.rows, record.note, record.checks = old.get("rows"), old.get("note"), old.get("checks", [])
         self._write_log()  # from now on `flow status` sees this run
         log.info("flow %s, batch %s: %d steps to run, %d done before", self.flow.name, self.batch_id,
                  sum(r.status == "pending" for r in self.records.values()),
@@ -224,7 +224,7 @@ class FlowRun:
             log.error("%s: %s after %d attempt(s): %s", step.name, record.status, record.attempts,
                       (record.error or "").splitlines()[0])
         else:
-            log.info("%s: done in %.1f s", step.name, record.duration)
+            log.info("%s: done in %.1f s%s", step.name, record.duration, f": {record.note}" if record.note else "")
         self._write_log()
 
     # steps -------------------------------------------------------------------------------------
@@ -261,9 +261,11 @@ class FlowRun:
             self._write_log()
 
         try:
-            return run_in_worker(payload, timeout=max(deadline - time.monotonic(), 0.0), folder=self.folder,
+            done = run_in_worker(payload, timeout=max(deadline - time.monotonic(), 0.0), folder=self.folder,
                                  on_start=started,
                                  timeout_message=self._timed_out(step, "its process and all it started were killed"))
+            record.note = done.note
+            return done.rows
         finally:
             with self._lock:
                 self._workers.pop(step.name, None)

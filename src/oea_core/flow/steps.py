@@ -22,6 +22,7 @@ import inspect
 import logging
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..delta import delta_store
@@ -68,6 +69,14 @@ class StepKind(ABC):
         return None if target is None else check.file(where, raw.line_of(self.target_key), folder, target)
 
 
+@dataclass(frozen=True)
+class StepOutcome:
+    """What a worker step gives back: its rows and, optionally, one line saying what it did."""
+
+    rows: int | None
+    note: str | None = None
+
+
 class WorkerStepKind(StepKind):
     """A kind whose steps run in a worker process, which a timeout kills with all it started."""
 
@@ -79,8 +88,8 @@ class WorkerStepKind(StepKind):
         """What the worker needs to run ``step`` (plain values: it is pickled), built in the runner."""
 
     @abstractmethod
-    def work(self, payload: dict[str, Any]) -> int | None:
-        """Run the step in the worker process; returns its rows."""
+    def work(self, payload: dict[str, Any]) -> int | StepOutcome | None:
+        """Run the step in the worker process; returns its rows (or a :class:`StepOutcome`)."""
 
 
 class StepKinds:
@@ -224,17 +233,28 @@ class PythonStep(WorkerStepKind):
         return {"target": step.target, "kwargs": run.render(step, step.parameters),
                 "context": {**run.context(step), "lake": run.lake} if takes_context else None}
 
-    def work(self, payload: dict[str, Any]) -> int | None:
+    def work(self, payload: dict[str, Any]) -> StepOutcome:
         kwargs = dict(payload["kwargs"])
         if payload.get("context") is not None:
             kwargs["context"] = payload["context"]
-        return _rows(_function(payload["target"])(**kwargs))
+        result = _function(payload["target"])(**kwargs)
+        return StepOutcome(_rows(result), _note(result))
 
 
 def _function(target: str) -> Callable[..., Any]:
     module, _, name = target.partition(":")
     function: Callable[..., Any] = getattr(importlib.import_module(module), name)
     return function
+
+
+def _note(result: object) -> str | None:
+    """The one line a python step's result gives of itself (its class's own ``__str__``, as GoldResult's
+    names the tables not built), for the run log; None for plain values."""
+    if result is None or isinstance(result, (bool, int, float, str, list, tuple, dict)):
+        return None
+    if type(result).__str__ is object.__str__:
+        return None
+    return str(result).splitlines()[0][:500] if str(result) else None
 
 
 def _rows(result: object) -> int | None:

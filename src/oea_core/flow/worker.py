@@ -5,7 +5,8 @@ The runner starts ``python -c <boot> RESULT_FILE`` in a new session, writes the 
 ``steps.py``), writes ``{"rows": n}`` or ``{"error": "..."}`` to RESULT_FILE, and exits. If the
 pipe closes first, the runner is gone (killed, even with kill -9): the worker kills everything it
 started and exits, so no step outlives its run. The step's timeout starts when the worker has read
-its step (it says so on a pipe of its own): loading Python and oea_core is not the step's time.
+its step (it says so on a pipe of its own): loading Python and oea_core is not the step's time. A
+step may also give one line saying what it did (``{"rows": n, "note": "..."}``), kept in the run log.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ..errors import FlowError, StepFailed, StepTimeout, WorkerFailed
 from ..redaction import redact
 from .process import kill_tree, wait_gone
-from .steps import WorkerStepKind, step_kinds
+from .steps import StepOutcome, WorkerStepKind, step_kinds
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,8 +39,8 @@ _BOOT = ("import os, sys; sys.path[:0] = os.environ.pop('OEA_FLOW_WORKER_PATH').
 
 
 def run_in_worker(step: dict[str, Any], *, timeout: float, folder: str,
-                  on_start: Callable[[subprocess.Popen[bytes]], None], timeout_message: str) -> int | None:
-    """Run ``step`` (a ``WorkerStepKind``'s payload with its ``kind``) in a worker; returns its rows.
+                  on_start: Callable[[subprocess.Popen[bytes]], None], timeout_message: str) -> StepOutcome:
+    """Run ``step`` (a ``WorkerStepKind``'s payload with its ``kind``) in a worker; returns its rows and note.
 
     Raises StepTimeout when it runs past ``timeout`` seconds from when the worker has its step (after
     Python and oea_core loaded, which can take seconds on a busy machine; a worker that does not get
@@ -86,8 +87,7 @@ def run_in_worker(step: dict[str, Any], *, timeout: float, folder: str,
     outcome = json.loads(text)
     if "error" in outcome:
         raise WorkerFailed(outcome["error"])
-    rows: int | None = outcome["rows"]
-    return rows
+    return StepOutcome(outcome["rows"], outcome.get("note"))
 
 
 def _readable(fd: int, seconds: float) -> bool:
@@ -113,7 +113,9 @@ def main(result: str) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_Redact())
     try:
-        outcome: dict[str, Any] = {"rows": _run(step)}
+        done = _run(step)
+        outcome: dict[str, Any] = (
+            {"rows": done.rows, "note": redact(done.note) if done.note else None} if isinstance(done, StepOutcome) else {"rows": done})
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure goes back to the runner
         text = str(exc) if isinstance(exc, StepFailed) and not exc.prefix else f"{type(exc).__name__}: {exc}"
         outcome = {"error": redact(text)[:4000]}
@@ -140,7 +142,7 @@ def _watch_runner(pipe: IO[bytes]) -> None:
     os._exit(70)
 
 
-def _run(step: dict[str, Any]) -> int | None:
+def _run(step: dict[str, Any]) -> int | StepOutcome | None:
     kind = step_kinds.get(step["kind"])
     if not isinstance(kind, WorkerStepKind):
         raise FlowError(f"step kind {kind.name!r} does not run in a worker process")
