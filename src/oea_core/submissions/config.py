@@ -14,14 +14,14 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
-
 from ..errors import SubmissionError
 from .bundle import CONFIG_NAME, clipped
 from .pipelines import PipelineRegistry, pipelines
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from jsonschema import ValidationError
 
 SCHEMA_ID = "https://oea-core.local/schemas/pipeline-config.schema.json"
 _MAX_LISTED = 10
@@ -85,7 +85,7 @@ def _depth(document: Any) -> int:
     return deepest
 
 
-def _message(error: jsonschema.ValidationError) -> str:
+def _message(error: ValidationError) -> str:
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
@@ -124,6 +124,8 @@ def parse_config(raw: bytes, *, bundle: str | None = None, registry: PipelineReg
     name = document.get("pipeline") if isinstance(document, dict) else None
     if isinstance(name, str) and len(repr(name)) == len(clipped(name)):  # a long one: the schema's message, clipped
         registry.get(name)  # unknown: one line listing the known pipelines
+    import jsonschema  # imported here: it takes seconds to load (its format checkers), and most runs need none
+
     validator = jsonschema.Draft202012Validator(pipeline_config_schema(registry))
     errors = sorted(validator.iter_errors(document), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
