@@ -9,10 +9,10 @@ GO
 USE [sdb_dev_s2np_clever];
 GO
 CREATE OR ALTER VIEW [dbo].[daily_participation_lookup] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2np/clever/daily_participation_lookup/', FORMAT = 'DELTA') WITH ([sis_id] VARCHAR(8000), [sis_id_pseudonym] VARCHAR(8000), [clever_user_id] VARCHAR(8000), [clever_user_id_pseudonym] VARCHAR(8000)) AS [r];
+SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2np/clever/daily_participation_lookup/', FORMAT = 'DELTA') WITH ([sis_id] VARCHAR(256), [sis_id_pseudonym] VARCHAR(64), [clever_user_id] VARCHAR(256), [clever_user_id_pseudonym] VARCHAR(64)) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[resource_usage_lookup] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2np/clever/resource_usage_lookup/', FORMAT = 'DELTA') WITH ([sis_id] VARCHAR(8000), [sis_id_pseudonym] VARCHAR(8000), [clever_user_id] VARCHAR(8000), [clever_user_id_pseudonym] VARCHAR(8000)) AS [r];
+SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2np/clever/resource_usage_lookup/', FORMAT = 'DELTA') WITH ([sis_id] VARCHAR(256), [sis_id_pseudonym] VARCHAR(64), [clever_user_id] VARCHAR(256), [clever_user_id_pseudonym] VARCHAR(64)) AS [r];
 GO
 
 USE [master];
@@ -23,8 +23,8 @@ GO
 USE [sdb_dev_s2p_clever];
 GO
 CREATE OR ALTER VIEW [dbo].[daily_participation_pseudo] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/clever/daily_participation_pseudo/', FORMAT = 'DELTA') WITH ([date] DATE, [sis_id_pseudonym] VARCHAR(8000), [clever_user_id_pseudonym] VARCHAR(8000), [clever_school_id] VARCHAR(8000), [school_name] VARCHAR(8000), [active] BIT, [num_logins] INT, [num_resources_accessed] INT, [role] VARCHAR(8000), [year] INT, [month] INT) AS [r];
+SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/clever/daily_participation_pseudo/', FORMAT = 'DELTA') WITH ([date] DATE, [sis_id_pseudonym] VARCHAR(64), [clever_user_id_pseudonym] VARCHAR(64), [clever_school_id] VARCHAR(256), [school_name] VARCHAR(256), [active] BIT, [num_logins] INT, [num_resources_accessed] INT, [role] VARCHAR(256), [year] INT, [month] INT) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[resource_usage_pseudo] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/clever/resource_usage_pseudo/', FORMAT = 'DELTA') WITH ([date] DATE, [sis_id_pseudonym] VARCHAR(8000), [clever_user_id_pseudonym] VARCHAR(8000), [clever_school_id] VARCHAR(8000), [school_name] VARCHAR(8000), [resource_type] VARCHAR(8000), [resource_name] VARCHAR(8000), [resource_id] VARCHAR(8000), [num_access] INT, [role] VARCHAR(8000), [year] INT, [month] INT) AS [r];
+SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage2p/clever/resource_usage_pseudo/', FORMAT = 'DELTA') WITH ([date] DATE, [sis_id_pseudonym] VARCHAR(64), [clever_user_id_pseudonym] VARCHAR(64), [clever_school_id] VARCHAR(256), [school_name] VARCHAR(256), [resource_type] VARCHAR(256), [resource_name] VARCHAR(256), [resource_id] VARCHAR(256), [num_access] INT, [role] VARCHAR(256), [year] INT, [month] INT) AS [r];
 GO

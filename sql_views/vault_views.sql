@@ -9,26 +9,26 @@ GO
 USE [sdb_dev_s3p_vault];
 GO
 CREATE OR ALTER VIEW [dbo].[hub_student] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/hub_student/', FORMAT = 'DELTA') WITH ([student_hk] VARCHAR(8000), [load_ts] DATETIME2(7), [record_source] VARCHAR(8000), [studentUniqueId_pseudonym] VARCHAR(8000)) AS [r];
+SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/hub_student/', FORMAT = 'DELTA') WITH ([student_hk] VARCHAR(64), [load_ts] DATETIME2(7), [record_source] VARCHAR(256), [studentUniqueId_pseudonym] VARCHAR(64)) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[hub_school] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/hub_school/', FORMAT = 'DELTA') WITH ([school_hk] VARCHAR(8000), [load_ts] DATETIME2(7), [record_source] VARCHAR(8000), [schoolId] INT) AS [r];
+SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/hub_school/', FORMAT = 'DELTA') WITH ([school_hk] VARCHAR(64), [load_ts] DATETIME2(7), [record_source] VARCHAR(256), [schoolId] INT) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[hub_section] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/hub_section/', FORMAT = 'DELTA') WITH ([section_hk] VARCHAR(8000), [load_ts] DATETIME2(7), [record_source] VARCHAR(8000), [localCourseCode] VARCHAR(8000), [schoolId] INT, [schoolYear] INT, [sectionIdentifier] VARCHAR(8000), [sessionName] VARCHAR(8000)) AS [r];
+SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/hub_section/', FORMAT = 'DELTA') WITH ([section_hk] VARCHAR(64), [load_ts] DATETIME2(7), [record_source] VARCHAR(256), [localCourseCode] VARCHAR(256), [schoolId] INT, [schoolYear] INT, [sectionIdentifier] VARCHAR(256), [sessionName] VARCHAR(256)) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[link_enrollment] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/link_enrollment/', FORMAT = 'DELTA') WITH ([enrollment_hk] VARCHAR(8000), [load_ts] DATETIME2(7), [record_source] VARCHAR(8000), [student_hk] VARCHAR(8000), [school_hk] VARCHAR(8000), [entryDate] DATE) AS [r];
+SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/link_enrollment/', FORMAT = 'DELTA') WITH ([enrollment_hk] VARCHAR(64), [load_ts] DATETIME2(7), [record_source] VARCHAR(256), [student_hk] VARCHAR(64), [school_hk] VARCHAR(64), [entryDate] DATE) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[link_section_enrollment] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/link_section_enrollment/', FORMAT = 'DELTA') WITH ([section_enrollment_hk] VARCHAR(8000), [load_ts] DATETIME2(7), [record_source] VARCHAR(8000), [student_hk] VARCHAR(8000), [section_hk] VARCHAR(8000), [beginDate] DATE) AS [r];
+SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/link_section_enrollment/', FORMAT = 'DELTA') WITH ([section_enrollment_hk] VARCHAR(64), [load_ts] DATETIME2(7), [record_source] VARCHAR(256), [student_hk] VARCHAR(64), [section_hk] VARCHAR(64), [beginDate] DATE) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[sat_student_demographics] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/sat_student_demographics/', FORMAT = 'DELTA') WITH ([student_hk] VARCHAR(8000), [load_ts] DATETIME2(7), [record_source] VARCHAR(8000), [hashdiff] VARCHAR(8000), [is_deleted] BIT, [birthSexDescriptor] VARCHAR(8000), [birthCountryDescriptor] VARCHAR(8000), [birthStateAbbreviationDescriptor] VARCHAR(8000), [citizenshipStatusDescriptor] VARCHAR(8000), [multipleBirthStatus] BIT) AS [r];
+SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/sat_student_demographics/', FORMAT = 'DELTA') WITH ([student_hk] VARCHAR(64), [load_ts] DATETIME2(7), [record_source] VARCHAR(256), [hashdiff] VARCHAR(64), [is_deleted] BIT, [birthSexDescriptor] VARCHAR(256), [birthCountryDescriptor] VARCHAR(256), [birthStateAbbreviationDescriptor] VARCHAR(256), [citizenshipStatusDescriptor] VARCHAR(256), [multipleBirthStatus] BIT) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[sat_school] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/sat_school/', FORMAT = 'DELTA') WITH ([school_hk] VARCHAR(8000), [load_ts] DATETIME2(7), [record_source] VARCHAR(8000), [hashdiff] VARCHAR(8000), [is_deleted] BIT, [nameOfInstitution] VARCHAR(8000), [shortNameOfInstitution] VARCHAR(8000), [schoolTypeDescriptor] VARCHAR(8000), [operationalStatusDescriptor] VARCHAR(8000), [charterStatusDescriptor] VARCHAR(8000), [localEducationAgencyId] INT) AS [r];
+SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/sat_school/', FORMAT = 'DELTA') WITH ([school_hk] VARCHAR(64), [load_ts] DATETIME2(7), [record_source] VARCHAR(256), [hashdiff] VARCHAR(64), [is_deleted] BIT, [nameOfInstitution] VARCHAR(256), [shortNameOfInstitution] VARCHAR(256), [schoolTypeDescriptor] VARCHAR(256), [operationalStatusDescriptor] VARCHAR(256), [charterStatusDescriptor] VARCHAR(256), [localEducationAgencyId] INT) AS [r];
 GO
 CREATE OR ALTER VIEW [dbo].[sat_enrollment] AS
-SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/sat_enrollment/', FORMAT = 'DELTA') WITH ([enrollment_hk] VARCHAR(8000), [load_ts] DATETIME2(7), [record_source] VARCHAR(8000), [hashdiff] VARCHAR(8000), [is_deleted] BIT, [exitWithdrawDate] DATE, [exitWithdrawTypeDescriptor] VARCHAR(8000), [entryGradeLevelDescriptor] VARCHAR(8000), [entryTypeDescriptor] VARCHAR(8000), [primarySchool] BIT, [schoolYear] INT) AS [r];
+SELECT * FROM OPENROWSET(BULK 'https://yourstorageaccount.dfs.core.windows.net/stage3p/vault/sat_enrollment/', FORMAT = 'DELTA') WITH ([enrollment_hk] VARCHAR(64), [load_ts] DATETIME2(7), [record_source] VARCHAR(256), [hashdiff] VARCHAR(64), [is_deleted] BIT, [exitWithdrawDate] DATE, [exitWithdrawTypeDescriptor] VARCHAR(256), [entryGradeLevelDescriptor] VARCHAR(256), [entryTypeDescriptor] VARCHAR(256), [primarySchool] BIT, [schoolYear] INT) AS [r];
 GO

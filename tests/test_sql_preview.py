@@ -69,6 +69,34 @@ def test_columns_have_the_types_the_serverless_view_declares(clever_lake):
     assert "sis_id" not in described
 
 
+def test_sized_string_views_read_every_byte_of_long_multibyte_text(tmp_path):
+    """VARCHAR(64), VARCHAR(MAX) and a column with no value (VARCHAR(256)) preview as DuckDB VARCHAR, whole."""
+    import hashlib
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from oea_core.sql_views import view_defs
+
+    lake = LakePaths.from_setting(tmp_path / "lake")
+    write_deltalake(lake.table("stage2p", "clever", "daily_participation_pseudo"), pa.table({
+        "sis_id_pseudonym": pa.array([hashlib.sha256(b"1").hexdigest(), None]),
+        "school_name": pa.array(["é" * 5000, "Lincoln"]),  # 10,000 bytes: past VARCHAR(8000)
+        "note": pa.array([None, None], pa.string()),
+    }))
+    (view,) = view_defs(lake, "clever", [("stage2p", "daily_participation_pseudo")])
+    assert view.columns == (("sis_id_pseudonym", "VARCHAR(64)"), ("school_name", "VARCHAR(MAX)"),
+                            ("note", "VARCHAR(256)"))
+    preview = SqlPreview(lake, ["clever"])
+    assert preview.names() == ["sdb_dev_s2p_clever.dbo.daily_participation_pseudo"]
+    described = preview.con.sql(f"DESCRIBE {preview.resolve('daily_participation_pseudo')}").fetchall()
+    assert {row[0]: row[1] for row in described} == dict.fromkeys(["sis_id_pseudonym", "school_name", "note"],
+                                                                  "VARCHAR")
+    _, rows = preview.query("SELECT strlen(school_name), length(school_name), count(note) FROM "
+                            "daily_participation_pseudo GROUP BY ALL ORDER BY 1 DESC")
+    assert rows == [(10_000, 5_000, 0), (7, 7, 0)]
+
+
 def test_unknown_and_ambiguous_views_and_bad_queries_say_what_to_do(clever_lake, tmp_path):
     lake, _, _ = clever_lake
     preview = SqlPreview(lake, ["clever"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -11,6 +12,9 @@ from oea_core import LakePathError, LakePaths, view_set_script, views_script
 from oea_core.clever import CleverModule
 from oea_core.sql_views import write_views_script
 from oea_testing import views_by_database
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 GOLDEN = Path(__file__).parent / "golden" / "clever_views.sql"
 ADLS = LakePaths(account="districtlake01")  # no working copy: no tables to read, as when scripts are made for Synapse
@@ -104,12 +108,89 @@ def test_views_declare_column_types_from_the_delta_schema(tmp_path):
     lake = LakePaths.from_setting(tmp_path)
     _typed_table(lake.table("stage2p", "clever", "typed"))
     script = views_script(lake, "clever", [("stage2p", "typed"), ("stage2p", "absent")], account="acct01")
-    assert ("FORMAT = 'DELTA') WITH ([name] VARCHAR(8000), [logins] BIGINT, [days] INT, [active] BIT, "
+    assert ("FORMAT = 'DELTA') WITH ([name] VARCHAR(256), [logins] BIGINT, [days] INT, [active] BIT, "
             "[score] FLOAT, [day] DATE, [seen] DATETIME2(7), [amount] DECIMAL(10, 2), [tags] VARCHAR(8000)) "
             "AS [r];") in script
     # a table not on this lake gets no WITH clause, and the script says why
     assert "clever/absent/', FORMAT = 'DELTA') AS [r];" in script
     assert "had no local table to read types from" in script
+
+
+def _sized_table() -> pa.Table:
+    """A pseudonym, a short code, text longer than 8000 bytes but not 8000 characters, text whose bytes (not
+    characters) need VARCHAR(512), a column with no value, and a gold hash key, hashdiff and fact id."""
+    import hashlib
+
+    import pyarrow as pa
+
+    sha = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(3)]
+    return pa.table({
+        "sis_id_pseudonym": pa.array([sha[0], None, sha[1]]),
+        "grade": pa.array(["K", "12", None]),
+        "comment": pa.array(["é" * 5000, "short", None]),  # 10,000 bytes, 5,000 characters
+        "school_name": pa.array(["École " + "é" * 100, "Lincoln", "x"]),  # 207 bytes, 106 characters
+        "note": pa.array([None, None, None], pa.string()),
+        "student_hk": pa.array(sha), "hashdiff": pa.array(sha), "attendance_event_id": pa.array(sha),
+        "logins": pa.array([1, 2, 3], pa.int64()),
+    })
+
+
+SIZED = ("[sis_id_pseudonym] VARCHAR(64), [grade] VARCHAR(256), [comment] VARCHAR(MAX), "
+         "[school_name] VARCHAR(512), [note] VARCHAR(256), [student_hk] VARCHAR(64), [hashdiff] VARCHAR(64), "
+         "[attendance_event_id] VARCHAR({id}), [logins] BIGINT")
+
+
+def test_strings_are_sized_in_utf8_bytes_pseudonyms_64_long_text_max_and_empty_columns_256(tmp_path):
+    import sqlfluff
+    from deltalake import write_deltalake
+
+    lake = LakePaths.from_setting(tmp_path)
+    write_deltalake(lake.table("stage2p", "clever", "sized"), _sized_table())
+    script = views_script(lake, "clever", [("stage2p", "sized")], account="acct01")
+    assert f"FORMAT = 'DELTA') WITH ({SIZED.format(id=256)}) AS [r];" in script  # a fact id is sized as text...
+    gold = views_script(lake, "clever", [("stage2p", "sized")], account="acct01", sha256=["attendance_event_id"])
+    assert f"WITH ({SIZED.format(id=64)}) AS [r];" in gold  # ...unless the view set names it SHA-256
+    assert "VARCHAR(8000)" not in script
+    assert "unparsable" not in str(sqlfluff.parse(gold, dialect="tsql"))  # VARCHAR(MAX) is T-SQL
+
+
+@pytest.mark.parametrize("longest, declared", [
+    (None, "VARCHAR(256)"), (0, "VARCHAR(256)"), (128, "VARCHAR(256)"), (129, "VARCHAR(512)"),
+    (256, "VARCHAR(512)"), (257, "VARCHAR(1024)"), (2048, "VARCHAR(4096)"), (2049, "VARCHAR(8000)"),
+    (8000, "VARCHAR(8000)"), (8001, "VARCHAR(MAX)"), (10**6, "VARCHAR(MAX)"),
+])
+def test_a_string_is_declared_twice_its_longest_value_as_a_power_of_two_within_256_and_8000(longest, declared):
+    from oea_core.sql_views import varchar
+
+    assert varchar(longest) == declared
+
+
+def test_a_table_pyarrow_cannot_read_keeps_unsized_strings(tmp_path):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    lake = LakePaths.from_setting(tmp_path)
+    path = lake.table("stage2p", "clever", "vectors")
+    write_deltalake(path, pa.table({"code": pa.array(["a"]), "id_pseudonym": pa.array(["f" * 64])}),
+                    configuration={"delta.enableDeletionVectors": "true"})
+    script = views_script(lake, "clever", [("stage2p", "vectors")], account="acct01")
+    assert "WITH ([code] VARCHAR(8000), [id_pseudonym] VARCHAR(64)) AS [r];" in script
+
+
+def test_a_cloud_lakes_views_are_sized_from_the_accounts_table(azurite, monkeypatch):
+    from deltalake import write_deltalake
+
+    from oea_core.storage import CONNECTION_STRING, create_containers, lake_credentials, lake_filesystem
+
+    monkeypatch.setenv(CONNECTION_STRING, azurite.connection_string)
+    lake = LakePaths.from_setting("abfss://stage1np@devstoreaccount1.dfs.core.windows.net")
+    credentials = lake_credentials(lake)
+    create_containers(lake_filesystem(lake, check=False), credentials, ("stage2p",))
+    url = "abfss://stage2p@devstoreaccount1.dfs.core.windows.net/clever/sized"
+    write_deltalake(url, _sized_table(), mode="overwrite", storage_options=credentials.delta_storage_options())
+    script = views_script(lake, "clever", [("stage2p", "sized")])
+    assert f"WITH ({SIZED.format(id=256)}) AS [r];" in script
+    assert not os.path.exists(lake.table("stage2p", "clever", "sized"))  # read on the account, not copied
 
 
 def test_a_crafted_column_name_is_refused_naming_the_table(tmp_path):

@@ -4,7 +4,9 @@ A *view set* is what ``oea views NAME`` writes and ``oea sql --module NAME`` pre
 module's outputs (``clever``, ``edfi``, ...) or a gold area, ``vault`` (``stage3p/vault``) or
 ``star`` (``stage3p/star``). Each gold area gets its own database, named like every other
 (:func:`oea_core.sql_views.database_name`): ``sdb_<workspace>_s3p_vault`` and
-``sdb_<workspace>_s3p_star``, with one view per table, typed from the Delta tables' schemas.
+``sdb_<workspace>_s3p_star``, with one view per table, typed from the Delta tables' schemas. Hash keys and
+hashdiffs are ``VARCHAR(64)`` by their names (``*_hk``, ``hashdiff``), and so are the facts' ids, which are
+SHA-256 hex too under names that do not say so (:data:`GOLD_SHA256`).
 A gold table not built (its source resource is not in the lake yet) has no view, and the script names it;
 on a lake whose tables cannot be read here (Synapse), every table gets its view.
 """
@@ -15,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .errors import LakePathError
+from .gold.facts import ACTIVITY_KEY
 from .gold.model import GOLD_STAGE, STAR, STAR_TABLES, VAULT, VAULT_TABLES
 from .sources import sources
 from .sql_views import table_columns, views_script
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
 
 GOLD_AREAS: dict[str, tuple[str, ...]] = {VAULT: VAULT_TABLES, STAR: STAR_TABLES}
 log = logging.getLogger("oea")
+# fact_attendance's id is the event's id_pseudonym; fact_digital_activity's is the hash key of its grain
+GOLD_SHA256 = ("attendance_event_id", ACTIVITY_KEY)
 _ABOUT = {VAULT: "the gold layer's Data Vault (stage3p/vault)", STAR: "the gold layer's star schema (stage3p/star)"}
 
 
@@ -50,6 +55,12 @@ def view_tables(lake: LakePaths, name: str) -> list[tuple[str, str]]:
     return [(stage, table) for stage, table in gold_tables(name) if table not in missing]
 
 
+def sha256_columns(name: str) -> tuple[str, ...]:
+    """Columns of a view set that hold SHA-256 hex under names that do not say so (``VARCHAR(64)``; see
+    :func:`oea_core.sql_views.is_sha256_column`): the gold facts' ids, none for a source module."""
+    return GOLD_SHA256 if name in GOLD_AREAS else ()
+
+
 def missing_gold_tables(lake: LakePaths, area: str) -> list[str]:
     """The tables of a gold area not built in the lake (none known on a lake without a local copy)."""
     if lake.root is None:
@@ -61,7 +72,7 @@ def view_set_script(lake: LakePaths, name: str, *, account: str | None = None, w
                     data_source: bool = False) -> str:
     """The serverless SQL script of a view set (see :func:`oea_core.sql_views.views_script`)."""
     script = views_script(lake, name, view_tables(lake, name), account=account, workspace=workspace,
-                          data_source=data_source, about=_ABOUT.get(name))
+                          data_source=data_source, about=_ABOUT.get(name), sha256=sha256_columns(name))
     missing = missing_gold_tables(lake, name) if name in GOLD_AREAS else []
     if not missing:
         return script

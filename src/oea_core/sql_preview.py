@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from .errors import SqlPreviewError
 from .extras import require
-from .gold_views import view_set_names, view_tables
+from .gold_views import sha256_columns, view_set_names, view_tables
 from .lock import pull_source
 from .sql_views import ViewDef, view_defs
 
@@ -71,7 +71,7 @@ class SqlPreview:
         for name in modules or view_set_names():
             pull_source(lake, name, f"{name} sql preview")  # a cloud lake's working copy: the account's state
             outputs = view_tables(lake, name)
-            for view in view_defs(lake, name, outputs, workspace=workspace):
+            for view in view_defs(lake, name, outputs, workspace=workspace, sha256=sha256_columns(name)):
                 if view.columns is None:
                     continue
                 path = lake.table(view.stage, name, view.table)

@@ -5,10 +5,37 @@ to PII can be granted separately. Column types come from the Delta table's schem
 declared in ``WITH (...)``, so Power BI sees stable types. Names that come from data are
 checked and bracket-quoted. The same view plan feeds the Spark lake-database DDL and the
 local DuckDB preview (:mod:`oea_core.sql_preview`).
+
+String lengths. The databases use a ``*_UTF8`` collation, so ``VARCHAR(n)`` holds ``n`` bytes of
+UTF-8, not ``n`` characters, and every length below is in bytes. A value longer than its declared
+length fails the query ("String or binary data would be truncated"; see :data:`_TRUNCATION`), so
+lengths err on the long side:
+
+- **SHA-256 columns** are ``VARCHAR(64)``: 64 lower-case hex digits by construction. A column is
+  one when its name says so: ``<column>_pseudonym`` (every pseudonym,
+  :data:`oea_core.pseudonymize.PSEUDONYM_SUFFIX`), ``<name>_hk`` (the gold layer's hash keys) and
+  ``hashdiff``, plus the names a view set passes as ``sha256`` (the gold facts' ids). Their values
+  are not read.
+- **Other strings** are sized from the data: the longest value in UTF-8 bytes, doubled and rounded
+  up to a power of two, at least ``VARCHAR(256)``, at most ``VARCHAR(8000)``; a column holding a value
+  longer than 8000 bytes is ``VARCHAR(MAX)``. A column with no value (an empty table, all nulls) is
+  ``VARCHAR(256)``. The floor is generous on purpose: the committed scripts in ``sql_views/`` are sized
+  from the sample data and run over a district's own data, so a short sample must not make a short
+  column. The modules declare no string lengths (their schemas give names, types and
+  pseudonymization ops only), so none comes from a schema.
+- **Nested values** (arrays, maps, structs, which serverless SQL returns as JSON text) and binary
+  stay ``VARCHAR(8000)`` / ``VARBINARY(8000)``: sizing their JSON would mean serializing every value.
+
+Lengths are read where the schema is: the local table (delta-rs), or the account itself for a
+cloud lake reached through a working copy; only the string columns that are not SHA-256 are
+scanned (through pyarrow). A table delta-rs cannot read through pyarrow (deletion vectors or
+column mapping, which serverless SQL cannot read either) keeps ``VARCHAR(8000)`` strings. A lake
+known only by its account (as on Synapse) gives no types at all: serverless SQL infers them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,23 +43,40 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import LakePathError
+from .pseudonymize import PSEUDONYM_SUFFIX
 from .storage import lake_credentials, storage_errors
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Iterator
+
+    from deltalake import DeltaTable
+
     from .paths import LakePaths
 
 _SQL_NAME = re.compile(r"^[a-z0-9_]{1,100}$")
 _COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _STAGE_CODES = {"stage2p": "s2p", "stage2np": "s2np", "stage3p": "s3p", "stage3np": "s3np"}
 _DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
-# Delta primitive type -> serverless SQL type. Strings are UTF-8 in a *_UTF8 collation database.
+# Delta primitive type -> serverless SQL type; strings are sized by varchar() (see the module docstring).
 _TSQL_TYPES = {
-    "string": "VARCHAR(8000)", "long": "BIGINT", "integer": "INT", "short": "SMALLINT", "byte": "TINYINT",
+    "long": "BIGINT", "integer": "INT", "short": "SMALLINT", "byte": "TINYINT",
     "boolean": "BIT", "double": "FLOAT", "float": "REAL", "date": "DATE", "timestamp": "DATETIME2(7)",
     "timestamp_ntz": "DATETIME2(7)", "binary": "VARBINARY(8000)",
 }
 # Nested values (arrays, maps, structs) come back from serverless SQL as JSON text.
 _NESTED_TSQL = "VARCHAR(8000)"
+# What serverless SQL does with a string longer than its declared type: the query fails with "String or
+# binary data would be truncated" (unless the session sets ANSI_WARNINGS OFF, which truncates instead), and
+# the fix it gives is a longer type, VARCHAR(MAX) past 8000 bytes. "Troubleshoot serverless SQL pool in
+# Azure Synapse Analytics", section "String or binary data would be truncated":
+_TRUNCATION = ("https://learn.microsoft.com/azure/synapse-analytics/sql/resources-self-help-sql-on-demand"
+               "#string-or-binary-data-would-be-truncated")
+SHA256_TSQL = "VARCHAR(64)"  # a pseudonym, hash key or hashdiff: 64 hex digits, one byte each
+_SHA256_SUFFIXES = (PSEUDONYM_SUFFIX, "_hk")
+_SHA256_NAMES = frozenset({"hashdiff"})
+STRING_FLOOR = 256  # bytes: the least a string column is declared, and what a column without a value gets
+_VARCHAR_LIMIT = 8000  # the longest VARCHAR(n); longer is VARCHAR(MAX)
+_UNSIZED_TSQL = "VARCHAR(8000)"  # a string whose values could not be read (see string_lengths)
 
 
 def sql_name(value: str, what: str) -> str:
@@ -64,11 +108,32 @@ def lake_database_name(workspace: str, stage: str, source: str) -> str:
     return "l" + database_name(workspace, stage, source)[1:]
 
 
-def tsql_type(delta_type: object) -> str:
-    """The serverless SQL type for a Delta schema type (a name such as ``"long"``, or a nested dict)."""
+def is_sha256_column(name: str, sha256: Collection[str] = ()) -> bool:
+    """Whether the column ``name`` holds SHA-256 hex by its name (a pseudonym, a hash key, a hashdiff) or is
+    one of ``sha256``, the further such columns a view set knows of."""
+    return name.endswith(_SHA256_SUFFIXES) or name in _SHA256_NAMES or name in sha256
+
+
+def varchar(longest: int | None) -> str:
+    """The serverless SQL type of a string column whose longest value is ``longest`` UTF-8 bytes (None: the
+    column has no value): twice that, rounded up to a power of two, at least 256 and at most 8000 bytes;
+    ``VARCHAR(MAX)`` past 8000 bytes, which ``VARCHAR(8000)`` would fail on (see :data:`_TRUNCATION`)."""
+    if longest is None:
+        return f"VARCHAR({STRING_FLOOR})"
+    if longest > _VARCHAR_LIMIT:
+        return "VARCHAR(MAX)"
+    size = 1 << max(2 * longest - 1, 0).bit_length()  # the least power of two >= 2 * longest
+    return f"VARCHAR({min(max(size, STRING_FLOOR), _VARCHAR_LIMIT)})"
+
+
+def tsql_type(delta_type: object, longest: int | None = None) -> str:
+    """The serverless SQL type for a Delta schema type (a name such as ``"long"``, or a nested dict); a
+    ``string`` is :func:`varchar` of ``longest``, its longest value in UTF-8 bytes (None: no value)."""
     if isinstance(delta_type, dict):
         return _NESTED_TSQL
     text = str(delta_type)
+    if text == "string":
+        return varchar(longest)
     match = _DECIMAL.match(text)
     if match:
         return f"DECIMAL({match.group(1)}, {match.group(2)})"
@@ -88,13 +153,27 @@ def delta_columns(path: str) -> list[tuple[str, object]] | None:
     return [(field["name"], field["type"]) for field in fields]
 
 
-def table_columns(lake: LakePaths, stage: str, source: str, table: str) -> list[tuple[str, object]] | None:
-    """:func:`delta_columns` of a lake's table: read from the account itself (delta-rs) on a cloud lake
-    reached through a working copy; None (not known here) for an account-only lake, as on Synapse."""
+def _fields(table: DeltaTable) -> list[tuple[str, object]]:
+    return [(field["name"], field["type"]) for field in json.loads(table.schema().to_json())["fields"]]
+
+
+@contextlib.contextmanager
+def _lake_table(lake: LakePaths, stage: str, source: str, table: str) -> Iterator[DeltaTable | None]:
+    """The lake's Delta table (delta-rs), or None when it is not there or not known here (an account-only
+    lake). On a cloud lake reached through a working copy it is the account's own table, and storage errors
+    inside the block (reading its files too) are raised as the lake's errors."""
     if lake.account is None:
-        return delta_columns(lake.table(stage, source, table))
+        path = lake.table(stage, source, table)
+        if not os.path.isdir(os.path.join(path, "_delta_log")):
+            yield None
+            return
+        from deltalake import DeltaTable
+
+        yield DeltaTable(path)
+        return
     if lake.root is None:
-        return None
+        yield None
+        return
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
@@ -102,10 +181,65 @@ def table_columns(lake: LakePaths, stage: str, source: str, table: str) -> list[
     credentials = lake_credentials(lake)
     with storage_errors(credentials):
         try:
-            schema = DeltaTable(url, storage_options=credentials.delta_storage_options()).schema()
+            found: DeltaTable | None = DeltaTable(url, storage_options=credentials.delta_storage_options())
         except TableNotFoundError:
+            found = None
+        yield found
+
+
+def table_columns(lake: LakePaths, stage: str, source: str, table: str) -> list[tuple[str, object]] | None:
+    """:func:`delta_columns` of a lake's table: read from the account itself (delta-rs) on a cloud lake
+    reached through a working copy; None (not known here) for an account-only lake, as on Synapse."""
+    with _lake_table(lake, stage, source, table) as found:
+        return None if found is None else _fields(found)
+
+
+def string_lengths(table: DeltaTable, names: list[str]) -> dict[str, int | None] | None:
+    """The longest value of each string column in ``names``, in UTF-8 bytes (None: the column has no value),
+    scanning those columns only; None when delta-rs cannot read the table's data through pyarrow (deletion
+    vectors, column mapping: features serverless SQL cannot read either)."""
+    if not names:
+        return {}
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake.exceptions import DeltaProtocolError
+
+    try:
+        dataset = table.to_pyarrow_dataset()
+    except DeltaProtocolError:
+        return None
+    longest: dict[str, int | None] = dict.fromkeys(names)
+    for batch in dataset.to_batches(columns=names):
+        for name in names:
+            values = batch.column(name)
+            if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+                values = values.cast(pa.large_string())  # string_view, dictionary: no binary_length kernel
+            top = pc.max(pc.binary_length(values)).as_py()  # bytes, not characters
+            if top is not None and (longest[name] is None or top > longest[name]):
+                longest[name] = top
+    return longest
+
+
+def table_types(lake: LakePaths, stage: str, source: str, table: str, *,
+                sha256: Collection[str] = ()) -> tuple[tuple[str, str], ...] | None:
+    """``(column, serverless SQL type)`` of a lake's table, strings sized as the module docstring says (their
+    lengths read where :func:`table_columns` reads the schema); None when the table is not known here.
+    ``sha256`` names further columns that hold SHA-256 hex (see :func:`is_sha256_column`)."""
+    with _lake_table(lake, stage, source, table) as found:
+        if found is None:
             return None
-    return [(field["name"], field["type"]) for field in json.loads(schema.to_json())["fields"]]
+        columns = [(column_name(name, table), kind) for name, kind in _fields(found)]
+        sized = [name for name, kind in columns if kind == "string" and not is_sha256_column(name, sha256)]
+        longest = string_lengths(found, sized)
+    typed = []
+    for name, kind in columns:
+        if kind == "string" and is_sha256_column(name, sha256):
+            typed.append((name, SHA256_TSQL))
+        elif kind == "string" and longest is None:
+            typed.append((name, _UNSIZED_TSQL))
+        else:
+            typed.append((name, tsql_type(kind, (longest or {}).get(name))))
+    return tuple(typed)
 
 
 @dataclass(frozen=True)
@@ -125,17 +259,15 @@ class ViewDef:
 
 
 def view_defs(lake: LakePaths, source: str, tables: list[tuple[str, str]], *,
-              workspace: str = "dev") -> list[ViewDef]:
-    """The view plan for a module's ``(stage, table)`` list; columns are read from the Delta tables (on the
-    account itself for a cloud lake)."""
+              workspace: str = "dev", sha256: Collection[str] = ()) -> list[ViewDef]:
+    """The view plan for a module's ``(stage, table)`` list; columns and string lengths are read from the
+    Delta tables (on the account itself for a cloud lake), see :func:`table_types`."""
     sql_name(source, "source")
     defs = []
     for stage, table in tables:
         database = database_name(workspace, stage, source)
         sql_name(table, "table")
-        columns = table_columns(lake, stage, source, table)
-        typed = None if columns is None else tuple(
-            (column_name(name, table), tsql_type(kind)) for name, kind in columns)
+        typed = table_types(lake, stage, source, table, sha256=sha256)
         defs.append(ViewDef(database, stage, source, table, typed))
     return defs
 
@@ -151,17 +283,19 @@ def data_source_name(stage: str) -> str:
 
 
 def views_script(lake: LakePaths, source: str, tables: list[tuple[str, str]], *, account: str | None = None,
-                 workspace: str = "dev", data_source: bool = False, about: str | None = None) -> str:
+                 workspace: str = "dev", data_source: bool = False, about: str | None = None,
+                 sha256: Collection[str] = ()) -> str:
     """The T-SQL script creating the databases (if missing) and one ``CREATE OR ALTER VIEW`` per table.
 
-    ``about`` names what the views cover in the script's first line (default: the ``source`` module).
+    ``about`` names what the views cover in the script's first line (default: the ``source`` module);
+    ``sha256`` names columns, beyond those named as such, that hold SHA-256 hex (``VARCHAR(64)``).
 
     ``data_source`` adds a managed-identity database-scoped credential and one external data
     source per stage, and the views read paths relative to it; otherwise views read full URLs
     with the caller's identity.
     """
     by_db: dict[str, list[ViewDef]] = {}
-    for view in view_defs(lake, source, tables, workspace=workspace):
+    for view in view_defs(lake, source, tables, workspace=workspace, sha256=sha256):
         by_db.setdefault(view.database, []).append(view)
     lines = [f"-- Serverless SQL views for {about or f'the {source} module'}, generated by `oea views {source}`.",
              "-- Run it in Synapse serverless SQL (Built-in); each database is created if missing."]

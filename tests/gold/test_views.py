@@ -19,8 +19,9 @@ from oea_core.delta import DeltaRsStore
 from oea_core.flow.tasks import write_views
 from oea_core.gold import build_star, build_vault
 from oea_core.gold.model import STAR_TABLES, VAULT_TABLES
-from oea_core.gold_views import gold_tables
+from oea_core.gold_views import gold_tables, sha256_columns
 from oea_core.sql_preview import SqlPreview
+from oea_core.sql_views import view_defs
 from oea_testing import views_by_database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,6 +70,28 @@ def test_the_shipped_gold_scripts_are_what_oea_views_writes_over_a_built_lake(bu
     if os.environ.get("OEA_UPDATE_GOLDEN") == "1":
         shipped.write_text(script, encoding="utf-8")
     assert script == shipped.read_text(encoding="utf-8"), "regenerate with OEA_UPDATE_GOLDEN=1 and review"
+
+
+def test_the_gold_views_declare_varchar_64_for_exactly_the_columns_that_hold_sha256_hex(built):
+    """Hash keys, hashdiffs and the facts' ids are VARCHAR(64); every other string is sized from the data."""
+    sha256 = set()
+    for area in AREAS:
+        for view in view_defs(built, area, gold_tables(area), sha256=sha256_columns(area)):
+            rows = _rows(built, area, view.table)
+            for name, kind in view.columns:
+                values = [r[name] for r in rows if r[name] is not None]
+                hexed = [v for v in values if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)]
+                if values and len(hexed) == len(values):
+                    assert kind == "VARCHAR(64)", (view.table, name, kind)
+                if kind == "VARCHAR(64)":  # SHA-256 hex, or the unknown member's empty hashdiff
+                    assert hexed and all(v in hexed or v == "" for v in values), (view.table, name)
+                    sha256.add(name)
+                elif kind.startswith("VARCHAR"):
+                    longest = max((len(v.encode("utf-8")) for v in values), default=0)
+                    assert kind == "VARCHAR(256)" and longest <= 128, (view.table, name, kind, longest)
+    assert {"attendance_event_id", "activity_key", "hashdiff", "student_hk", "school_hk", "section_hk",
+            "enrollment_hk", "section_enrollment_hk", "studentUniqueId_pseudonym", "sis_id_pseudonym",
+            "clever_user_id_pseudonym"} == sha256
 
 
 def test_the_preview_reads_every_gold_view_as_its_delta_table(built):
