@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -51,11 +52,31 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def spark():
-    from oea_core.spark import get_spark
+    from oea_core.spark import MEMORY_SETTING, get_spark
 
-    session = get_spark("oea-tests")
+    # one session runs the whole suite's Spark tests (the processes the tests start keep the default)
+    os.environ.setdefault(MEMORY_SETTING, "6g")
+    try:
+        session = get_spark("oea-tests")
+    finally:
+        if os.environ.get(MEMORY_SETTING) == "6g":
+            del os.environ[MEMORY_SETTING]
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _delta_logs_released():
+    """After each test file, the session's Delta table logs are let go: the suite opens thousands of tables,
+    and their cached snapshots filled a 3 GB heap by the middle of a full run (full GCs back to back)."""
+    yield
+    if "pyspark.sql" not in sys.modules:
+        return
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None and "delta" in session.conf.get("spark.sql.extensions", ""):
+        session._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
 
 
 @pytest.fixture(scope="session")

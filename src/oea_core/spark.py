@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 JARS_SETTING = "OEA_JARS"
+MEMORY_SETTING = "OEA_SPARK_DRIVER_MEMORY"  # the embedded session's heap, e.g. "6g" (default: 3g)
+# Delta Lake keeps every table's log (and its snapshot's cached state) it has opened, for an hour, with no
+# bound unless this JVM property gives one: a long session over many tables (a notebook kernel, a test
+# suite) then fills its heap. 256 logs is more tables than a district's lake holds.
+DELTA_LOG_CACHE_SIZE = 256
 LOCAL_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",  # INT96 is unreadable by delta-rs
     "spark.sql.session.timeZone": "UTC",
@@ -67,13 +72,15 @@ def get_spark(app_name: str = "oea", master: str | None = None) -> SparkSession:
     _utf8_file_names()
     builder = SparkSession.builder.appName(app_name).master(master or os.environ.get("OEA_SPARK_MASTER", "local[2]"))
     conf = dict(LOCAL_CONF)
+    conf["spark.driver.memory"] = os.environ.get(MEMORY_SETTING) or conf["spark.driver.memory"]
     jars = local_jars()
     if any(os.path.basename(j).startswith("delta-spark_") for j in jars):
         conf |= DELTA_CONF | {"spark.jars": ",".join(jars)}
     for key, value in conf.items():
         builder = builder.config(key, value)
     log_config = Path(__file__).with_name("log4j2.properties").as_uri()
-    builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log_config}")
+    builder = builder.config("spark.driver.extraJavaOptions",
+                             f"-Dlog4j2.configurationFile={log_config} -Ddelta.log.cacheSize={DELTA_LOG_CACHE_SIZE}")
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("OEA_SPARK_LOG_LEVEL", "ERROR"))
     return spark
