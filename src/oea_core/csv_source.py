@@ -86,8 +86,7 @@ def text_problems(paths: list[str]) -> dict[str, str]:
 class _OddQuotes:
     r"""Whether a line holds an odd number of ``"``, chunk by chunk: every byte but ``"`` and ``\n`` deleted,
     then ``""`` pairs; a ``"`` left is such a line (about 1 ns a byte). A quoted field holding a line break
-    (RFC 4180 allows ``"Line one
-Line two"``) leaves one; so do a stray ``"`` and an unclosed quote."""
+    (RFC 4180 allows ``"Line one\r\nLine two"``) leaves one; so do a stray ``"`` and an unclosed quote."""
 
     _OTHERS = bytes(b for b in range(256) if b not in b'"\n')
 
