@@ -122,7 +122,7 @@ def run_cloud(export: Path, url: str, env: dict[str, str], caches: tuple[Path, P
     _nothing_new(steps["ingest_second_cache"], "the cloud lake's ingest from a second cache")
     with _environment(first):
         from oea_core import LakePaths
-        from oea_core.storage import lake_credentials, lake_filesystem
+        from oea_core.lake.storage import lake_credentials, lake_filesystem
 
         lake = LakePaths.from_setting(url)
         options = lake_credentials(lake).delta_storage_options()
@@ -152,7 +152,7 @@ def _table_rows(url: str, storage_options: dict[str, str] | None) -> int:
 
 def _account_listing(fs) -> dict[str, dict[str, int]]:
     """``container -> {files, parquet, bytes}`` of what the account holds."""
-    from oea_core.storage import CONTAINERS
+    from oea_core.lake.storage import CONTAINERS
 
     listing = {}
     for container in CONTAINERS:

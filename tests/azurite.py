@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oea_core.storage import EMULATOR_ACCOUNT, EMULATOR_KEY
+from oea_core.lake.storage import EMULATOR_ACCOUNT, EMULATOR_KEY
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -192,7 +192,7 @@ def _identity_handler(state: KeyVaultServer) -> type[_Handler]:
 def signed_in(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KeyVaultServer]:
     """A started loopback vault at ``OEA_KEYVAULT_URL``; the process signs in to it through its identity endpoint
     (``IDENTITY_ENDPOINT``/``IDENTITY_HEADER``, an App Service managed identity) and trusts its CA."""
-    from oea_core import keyvault
+    from oea_core.privacy import keyvault
 
     for name in list(os.environ):
         if (name.startswith(("AZURE_", "MSI_", "IDENTITY_", "IMDS_", "OEA_EDFI_"))

@@ -117,8 +117,8 @@ def test_readme_commands_are_the_ones_ci_runs():
 
 
 def test_error_text_never_shows_the_salt(capsys):
-    from oea_core.redaction import redact
-    from oea_core.salt import Salt
+    from oea_core.privacy.redaction import redact
+    from oea_core.privacy.salt import Salt
 
     Salt("s3cr3t-salt-value", "test")
     assert redact("failed near concat(sis_id, 's3cr3t-salt-value')") == "failed near concat(sis_id, '<salt>')"

@@ -20,13 +20,19 @@ from deltalake import DeltaTable
 from edfi.api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi  # tests/edfi, on pythonpath as tests/
 from oea_core import LakePaths
 from oea_core.cli import main
-from oea_core.cloud_lake import SyncedFolder, open_cloud
 from oea_core.edfi import generate_edfi
 from oea_core.errors import LakeStorageError
 from oea_core.gold import build_star, build_vault
 from oea_core.gold.model import STAR_TABLES, VAULT_TABLES
-from oea_core.lease import blob_lease
-from oea_core.storage import CONNECTION_STRING, CONTAINERS, EMULATOR_KEY, lake_credentials, lake_filesystem
+from oea_core.lake.cloud import SyncedFolder, open_cloud
+from oea_core.lake.lease import blob_lease
+from oea_core.lake.storage import (
+    CONNECTION_STRING,
+    CONTAINERS,
+    EMULATOR_KEY,
+    lake_credentials,
+    lake_filesystem,
+)
 from oea_testing import TEST_SALT
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from oea_core import IngestError, TableSchema
-from oea_core.csv_source import REASON, check_file, read_csv_files, read_header
+from oea_core.intake.csv_source import REASON, check_file, read_csv_files, read_header
 
 SCHEMA = TableSchema.parse("t", [["date", "date", "x"], ["sis_id", "string", "h"], ["num", "int", "x"],
                                  ["name", "string", "x"]])

@@ -16,11 +16,11 @@ from deltalake import DeltaTable, QueryBuilder
 
 from oea_core import LandingError
 from oea_core.clever import CleverModule
-from oea_core.csv_source import _read_target
 from oea_core.edfi import landing as edfi_landing
 from oea_core.edfi.ingest import read_events
 from oea_core.errors import IngestError
-from oea_core.spark_paths import file_uri, unreadable_reason
+from oea_core.intake.csv_source import _read_target
+from oea_core.intake.spark_paths import file_uri, unreadable_reason
 from oea_testing import TEST_SALT
 
 # (name, how input_file_name() spells it, as Spark 3.5 reported it); pairs share a role folder, so a

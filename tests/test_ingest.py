@@ -13,7 +13,7 @@ import pytest
 from deltalake import DeltaTable, QueryBuilder
 
 from oea_core import RejectedRowsError, TableSchema
-from oea_core.ingest import CsvTableDef, app_id, ingest_csv_table, ingest_csv_tables
+from oea_core.intake.csv_ingest import CsvTableDef, app_id, ingest_csv_table, ingest_csv_tables
 from oea_testing import TEST_SALT
 
 SCHEMA = TableSchema.parse("events", [["day", "date", "x"], ["person", "string", "h"], ["email", "string", "m"],

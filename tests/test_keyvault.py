@@ -19,12 +19,13 @@ pytest.importorskip("azure.keyvault.secrets")
 from azure.core.pipeline.transport import HttpTransport
 
 from keyvault_server import signed_in
-from oea_core import EdFiApiError, FlowError, SaltError, get_salt, keyvault, redaction
+from oea_core import EdFiApiError, FlowError, SaltError, get_salt
 from oea_core.edfi.api import EdFiClient
 from oea_core.errors import KeyVaultError
 from oea_core.flow.datasources import jdbc_options
 from oea_core.flow.model import Datasource, Secret
-from oea_core.sftp import KNOWN_HOSTS_SETTING
+from oea_core.intake.sftp import KNOWN_HOSTS_SETTING
+from oea_core.privacy import keyvault, redaction
 from oea_core.synapse.notebooks import SYNAPSE_SECRET_FILES, SYNAPSE_SECRETS
 
 REPO = Path(__file__).resolve().parents[1]

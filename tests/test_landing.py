@@ -16,8 +16,8 @@ import pytest
 from oea_core import LandingError
 from oea_core.clever import CleverModule
 from oea_core.edfi import landing as edfi_landing
-from oea_core.landing import MANIFEST, land_folder, list_batches
-from oea_core.spark_paths import shown
+from oea_core.intake.landing import MANIFEST, land_folder, list_batches
+from oea_core.intake.spark_paths import shown
 
 
 def export(tmp_path, files: dict[str, str]) -> str:

@@ -17,9 +17,9 @@ import time
 import pytest
 
 from oea_core import LakeLockError, StorageCredentialError
-from oea_core.lease import blob_lease, blob_service, lock_url
-from oea_core.paths import parse_abfss
-from oea_core.storage import CONNECTION_STRING, StorageCredentials, resolve_credentials
+from oea_core.lake.lease import blob_lease, blob_service, lock_url
+from oea_core.lake.paths import parse_abfss
+from oea_core.lake.storage import CONNECTION_STRING, StorageCredentials, resolve_credentials
 
 ACCOUNT = "devstoreaccount1"
 
@@ -60,7 +60,7 @@ def test_each_kind_of_credential_reaches_the_accounts_blob_endpoint(monkeypatch)
     from azure.identity import ClientSecretCredential
 
     signed_in = _SignedIn()
-    monkeypatch.setattr("oea_core.lease._default_credential", lambda: signed_in)
+    monkeypatch.setattr("oea_core.lake.lease._default_credential", lambda: signed_in)
     kinds = {"AZURE_STORAGE_ACCOUNT_KEY": "a2V5", "AZURE_STORAGE_SAS_TOKEN": "?sv=2024&sig=abc"}
     sp = {"AZURE_TENANT_ID": "t", "AZURE_CLIENT_ID": "c", "AZURE_CLIENT_SECRET": "s"}
     clients = {name: blob_service(resolve_credentials("lake01", {name: value})) for name, value in kinds.items()}
@@ -153,8 +153,8 @@ def test_a_lease_lost_during_the_run_is_an_error_at_its_end_and_the_new_holder_k
 def test_the_lease_of_a_killed_run_lapses_and_is_taken_over_with_a_warning(creds, caplog):
     code = textwrap.dedent("""
         import time
-        from oea_core.lease import blob_lease
-        from oea_core.storage import resolve_credentials
+        from oea_core.lake.lease import blob_lease
+        from oea_core.lake.storage import resolve_credentials
         with blob_lease(resolve_credentials("devstoreaccount1"), "lease-killed", "clever ingest", lease_seconds=15):
             print("held", flush=True)
             time.sleep(120)

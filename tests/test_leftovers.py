@@ -13,7 +13,7 @@ from deltalake import DeltaTable
 from oea_core import LakePaths
 from oea_core.clever.module import CleverModule
 from oea_core.cli import main
-from oea_core.leftovers import find_leftovers
+from oea_core.lake.leftovers import find_leftovers
 
 REPO = Path(__file__).resolve().parents[1]
 

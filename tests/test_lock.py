@@ -17,7 +17,7 @@ import pytest
 from full_disk import free
 from oea_core import LakeLockError, LakePaths
 from oea_core.cli import main
-from oea_core.lock import holder, lake_lock, lock_path, source_run
+from oea_core.lake.lock import holder, lake_lock, lock_path, source_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def hold_in_another_process(lake: LakePaths, name: str, operation: str, seconds:
     code = textwrap.dedent(f"""
         import time
         from oea_core import LakePaths
-        from oea_core.lock import lake_lock
+        from oea_core.lake.lock import lake_lock
         with lake_lock(LakePaths.from_setting({lake.root!r}), {name!r}, {operation!r}):
             print("held", flush=True)
             time.sleep({seconds})

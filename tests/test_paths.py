@@ -7,7 +7,7 @@ import os
 import pytest
 
 from oea_core import STAGES, LakePathError, LakePaths
-from oea_core.paths import cache_root, check_name
+from oea_core.lake.paths import cache_root, check_name
 
 ADLS = "abfss://stage1np@districtlake01.dfs.core.windows.net"
 
@@ -111,7 +111,7 @@ def test_check_name_returns_good_names():
 
 
 def test_an_abfss_url_splits_into_container_account_and_path():
-    from oea_core.paths import AbfssUrl, parse_abfss
+    from oea_core.lake.paths import AbfssUrl, parse_abfss
 
     assert parse_abfss(ADLS + "/clever/t_lookup") == AbfssUrl("stage1np", "districtlake01", "clever/t_lookup")
     assert parse_abfss(ADLS) == AbfssUrl("stage1np", "districtlake01", "")

@@ -1,4 +1,4 @@
-"""The nightly production flow (flows/production_flow.yaml) and its steps (oea_core.production)."""
+"""The nightly production flow (flows/production_flow.yaml) and its steps (oea_core.tasks)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from oea_core.errors import FlowError
-from oea_core.production import ingest_new, land_clever_sftp, land_edfi_api, landed_batches, pending
+from oea_core.tasks import ingest_new, land_clever_sftp, land_edfi_api, landed_batches, pending
 
 REPO = Path(__file__).resolve().parents[1]
 SALT = "production-salt-7c41d9e2"
@@ -79,10 +79,10 @@ def test_the_production_flow_lands_builds_and_a_night_with_nothing_new_writes_no
     nothing new, and a failed night. No secret reaches a file, the output or the logs."""
     from edfi.api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi  # tests/edfi, on pythonpath as tests/
     from keyvault_server import signed_in
-    from oea_core import keyvault
     from oea_core.clever.generator import generate_clever_export
     from oea_core.cli import main
     from oea_core.edfi import generate_edfi
+    from oea_core.privacy import keyvault
     from oea_testing import secrets_found
     from sftp_server import give_to_server
 

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from oea_core import Salt, TableSchema, pseudonym, to_lookup, to_pseudonymized
-from oea_core.pseudonymize import hash_column
+from oea_core.privacy.pseudonymize import hash_column
 
 SALT = Salt("pepper-91", "test")
 VALUES = ["1001", "ABC-7", "José Ñúñez", "学生42", "0"]

@@ -23,13 +23,13 @@ from psycopg import conninfo
 from gold.gold_data import EdFiState, write_partial, write_state  # tests/gold's stage2p tables
 from oea_core import LakePaths, PublishError, publish_postgres
 from oea_core.cli import main
-from oea_core.cloud_lake import open_cloud
 from oea_core.delta import delta_store
 from oea_core.flow import FlowRun, load_flow
+from oea_core.lake.cloud import open_cloud
+from oea_core.lake.storage import CONNECTION_STRING, lake_filesystem
 from oea_core.publish.columns import pg_column, pg_columns
 from oea_core.publish.run import lake_tables
 from oea_core.publish.server import find_dbt
-from oea_core.storage import CONNECTION_STRING, lake_filesystem
 
 STAR_TABLES = ("dim_date", "dim_school", "dim_section", "dim_student", "fact_attendance", "fact_digital_activity",
                "fact_enrollment")

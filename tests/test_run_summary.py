@@ -1,4 +1,4 @@
-"""oea_core.run_summary: the closing line counts what a run committed, gold layer included (real Delta logs)."""
+"""oea_core.lake.run_summary: the closing line counts what a run committed, gold layer included (real Delta logs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import pyarrow as pa
 from deltalake import write_deltalake
 
-from oea_core.run_summary import summarize
+from oea_core.lake.run_summary import summarize
 
 
 def test_the_summary_counts_stage2_and_the_gold_layer_s_tables(lake):

@@ -19,9 +19,9 @@ import pytest
 
 from full_disk import files, free
 from oea_core import LakePaths, Salt, SaltError, get_salt
-from oea_core import redaction as redaction_module
-from oea_core import salt as salt_module
-from oea_core.redaction import redact, remember_secret
+from oea_core.privacy import redaction as redaction_module
+from oea_core.privacy import salt as salt_module
+from oea_core.privacy.redaction import redact, remember_secret
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_SALT = "from-env-salt-77aa"

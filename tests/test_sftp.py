@@ -16,8 +16,8 @@ from oea_core import LakePaths, LandingError, RetryPolicy, SftpError, SftpSource
 from oea_core.clever import CleverModule
 from oea_core.clever.generator import generate_clever_export
 from oea_core.cli import main
-from oea_core.landing import MANIFEST, list_batches
-from oea_core.sftp import LEDGER
+from oea_core.intake.landing import MANIFEST, list_batches
+from oea_core.intake.sftp import LEDGER
 from sftp_server import DropProxy, give_to_server, write_known_hosts
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, timeout=10, sleep=lambda _s: None)
@@ -378,7 +378,7 @@ def test_links_on_the_server_are_left_out_and_an_unreadable_file_is_a_clear_erro
 
 def test_a_cloud_lake_records_its_downloads_in_the_account(ssh_env, remote, azurite, tmp_path, monkeypatch,
                                                            capsys):
-    from oea_core.storage import CONNECTION_STRING, CONTAINERS, lake_filesystem
+    from oea_core.lake.storage import CONNECTION_STRING, CONTAINERS, lake_filesystem
 
     lake_url = "abfss://stage1np@devstoreaccount1.dfs.core.windows.net"
     monkeypatch.setenv(CONNECTION_STRING, azurite.connection_string)
@@ -415,7 +415,7 @@ def test_the_module_lands_an_sftp_url_as_the_synapse_notebook_passes_it(ssh_env,
 
 def test_the_password_may_come_from_key_vault_secret_oeaSftpPassword(ssh_env, remote, lake, tmp_path, monkeypatch):
     from keyvault_server import signed_in
-    from oea_core import keyvault
+    from oea_core.privacy import keyvault
 
     files = [f for day in clever_days(tmp_path, 1).values() for f in day]
     put(ssh_env, tmp_path, remote, files)
@@ -431,7 +431,7 @@ def test_the_password_may_come_from_key_vault_secret_oeaSftpPassword(ssh_env, re
 def test_a_password_key_vault_cannot_give_is_one_line_naming_the_settings_and_the_secret(lake, tmp_path,
                                                                                            monkeypatch):
     from keyvault_server import signed_in
-    from oea_core import keyvault
+    from oea_core.privacy import keyvault
 
     monkeypatch.delenv("OEA_SFTP_PASSWORD", raising=False)
     monkeypatch.delenv("OEA_SFTP_KEY_FILE", raising=False)

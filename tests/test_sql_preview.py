@@ -16,7 +16,7 @@ from oea_core import LakePaths, Salt
 from oea_core.clever import CleverModule
 from oea_core.clever.generator import generate_clever_export
 from oea_core.cli import main
-from oea_core.sql_preview import SqlPreview, SqlPreviewError
+from oea_core.sql.preview import SqlPreview, SqlPreviewError
 from oea_testing import TEST_SALT
 
 
@@ -76,7 +76,7 @@ def test_sized_string_views_read_every_byte_of_long_multibyte_text(tmp_path):
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from oea_core.sql_views import view_defs
+    from oea_core.sql.views import view_defs
 
     lake = LakePaths.from_setting(tmp_path / "lake")
     write_deltalake(lake.table("stage2p", "clever", "daily_participation_pseudo"), pa.table({

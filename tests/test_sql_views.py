@@ -10,7 +10,7 @@ import pytest
 
 from oea_core import LakePathError, LakePaths, view_set_script, views_script
 from oea_core.clever import CleverModule
-from oea_core.sql_views import write_views_script
+from oea_core.sql.views import write_views_script
 from oea_testing import views_by_database
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def test_strings_are_sized_in_utf8_bytes_pseudonyms_64_long_text_max_and_empty_c
     (8000, "VARCHAR(8000)"), (8001, "VARCHAR(MAX)"), (10**6, "VARCHAR(MAX)"),
 ])
 def test_a_string_is_declared_twice_its_longest_value_as_a_power_of_two_within_256_and_8000(longest, declared):
-    from oea_core.sql_views import varchar
+    from oea_core.sql.views import varchar
 
     assert varchar(longest) == declared
 
@@ -180,7 +180,7 @@ def test_a_table_pyarrow_cannot_read_keeps_unsized_strings(tmp_path):
 def test_a_cloud_lakes_views_are_sized_from_the_accounts_table(azurite, monkeypatch):
     from deltalake import write_deltalake
 
-    from oea_core.storage import CONNECTION_STRING, create_containers, lake_credentials, lake_filesystem
+    from oea_core.lake.storage import CONNECTION_STRING, create_containers, lake_credentials, lake_filesystem
 
     monkeypatch.setenv(CONNECTION_STRING, azurite.connection_string)
     lake = LakePaths.from_setting("abfss://stage1np@devstoreaccount1.dfs.core.windows.net")
@@ -250,7 +250,7 @@ def test_a_tsql_parse_would_catch_a_broken_script():
 def test_lake_database_ddl_creates_one_database_per_stage_over_delta_locations():
     import sqlfluff
 
-    from oea_core.sql_views import lake_database_ddl
+    from oea_core.sql.views import lake_database_ddl
 
     statements = lake_database_ddl(ADLS, "clever", CleverModule(ADLS).outputs(), workspace="prod")
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS `ldb_prod_s2p_clever`"

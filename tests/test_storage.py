@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from oea_core import LakePaths, LakeStorageError, OEAError, StorageCredentialError
-from oea_core.paths import parse_abfss
-from oea_core.storage import (
+from oea_core.lake.paths import parse_abfss
+from oea_core.lake.storage import (
     ACCOUNT_KEY,
     CONNECTION_STRING,
     CONTAINERS,
@@ -140,13 +140,13 @@ class _NobodySignedIn:
 
 
 def test_default_credential_gives_delta_rs_a_bearer_token(monkeypatch):
-    monkeypatch.setattr("oea_core.storage._default_credential", _SignedIn)
+    monkeypatch.setattr("oea_core.lake.storage._default_credential", _SignedIn)
     assert resolve_credentials(ACCOUNT, {}).delta_storage_options() == {
         "azure_storage_account_name": ACCOUNT, "azure_storage_token": "bearer-1"}
 
 
 def test_nothing_configured_is_one_line_naming_the_account_and_what_to_set(monkeypatch):
-    monkeypatch.setattr("oea_core.storage._default_credential", _NobodySignedIn)
+    monkeypatch.setattr("oea_core.lake.storage._default_credential", _NobodySignedIn)
     with pytest.raises(StorageCredentialError) as info:
         resolve_credentials(ACCOUNT, {}).delta_storage_options()
     assert str(info.value) == (

@@ -28,7 +28,7 @@ from deltalake import DeltaTable
 from oea_core import STAGES, LakePaths, SubmissionError, SubmissionLimits, submit_bundle, watch_inbox
 from oea_core.cli import main
 from oea_core.errors import IncompleteBundleError
-from oea_core.storage import CONNECTION_STRING, resolve_credentials
+from oea_core.lake.storage import CONNECTION_STRING, resolve_credentials
 from oea_core.submissions import LocalInbox, parse_config, read_record, schema_text
 from oea_core.submissions.bundle import extract_bundle, inspect_bundle
 from oea_testing import digest
@@ -691,7 +691,7 @@ def test_a_bundle_is_left_in_the_inbox_while_another_run_holds_the_submissions_l
     inbox.mkdir()
     make_bundle(inbox / "b.tar.gz", {"pipeline": "sis_v1"})
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from oea_core import LakePaths; from oea_core.lock import lake_lock\n"
+        "import sys, time; from oea_core import LakePaths; from oea_core.lake.lock import lake_lock\n"
         f"with lake_lock(LakePaths.from_setting({str(lake.root)!r}), 'submissions', 'watch elsewhere'):\n"
         "    print('held', flush=True); time.sleep(60)")], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         stdout=subprocess.PIPE, text=True)

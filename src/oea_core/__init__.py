@@ -3,6 +3,7 @@ lakes."""
 
 from __future__ import annotations
 
+from . import moved
 from .delta import DeltaRsStore, DeltaStore, SparkDeltaStore, WriteResult, delta_store, engine_name
 from .district import DistrictExport, generate_district
 from .errors import (
@@ -34,20 +35,20 @@ from .errors import (
                      UsageError,
 )
 from .gold import GoldResult, build_star, build_vault
-from .gold_views import view_set_script
-from .ingest import CsvTableDef, IngestResult, ingest_csv_table
-from .landing import LandResult, land_folder
-from .paths import STAGES, LakePaths
-from .pseudonymize import pseudonym, to_lookup, to_pseudonymized
+from .intake.csv_ingest import CsvTableDef, ingest_csv_table
+from .intake.landing import LandResult, land_folder
+from .intake.sftp import RetryPolicy, SftpLandResult, SftpSource, land_sftp
+from .lake.paths import STAGES, LakePaths
+from .privacy.pseudonymize import pseudonym, to_lookup, to_pseudonymized
+from .privacy.salt import Salt, get_salt
 from .publish import PublishResult, publish_postgres
-from .salt import Salt, get_salt
 from .schema import ColumnSpec, PseudoOp, TableSchema, safe_column_name, safe_table_name
-from .sftp import RetryPolicy, SftpLandResult, SftpSource, land_sftp
-from .source_module import CliOption, ModuleDescriptor, NotebookStep, SourceModule
+from .source_module import CliOption, IngestResult, ModuleDescriptor, NotebookStep, SourceModule
 from .sources import SourceRegistry, sources
 from .spark import get_spark
-from .sql_preview import SqlPreview
-from .sql_views import lake_database_ddl, views_script
+from .sql.preview import SqlPreview
+from .sql.view_sets import view_set_script
+from .sql.views import lake_database_ddl, views_script
 from .submissions import (
                      PipelineConfig,
                      Submission,
@@ -57,6 +58,8 @@ from .submissions import (
                      submit_bundle,
                      watch_inbox,
 )
+
+moved.install()
 
 __all__ = [
                      "STAGES",

@@ -16,33 +16,33 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn, cast
 
-from .cloud_lake import pull_runs
 from .delta import ENGINE_SETTING, LOCAL_DEFAULT, engines
 from .district import generate_district
 from .errors import OEAError, UsageError
 from .flow import FlowRun, RunLog, load_flow, runs_dir
 from .flow.graph import draw
-from .gold_views import GOLD_AREAS, view_set_names, view_set_script
-from .ingest import DEFAULT_MAX_REJECT_SHARE
-from .landing import new_batch_id
-from .leftovers import find_leftovers, remove_leftovers
-from .lock import WAIT_SETTING, lake_lock, pull_source, source_run
+from .intake.landing import new_batch_id
+from .intake.sftp import is_sftp_url, land_sftp
+from .lake.cloud import pull_runs
+from .lake.leftovers import find_leftovers, remove_leftovers
+from .lake.lock import WAIT_SETTING, lake_lock, pull_source, source_run
+from .lake.paths import LakePaths
+from .lake.run_summary import summarize
 from .notebook_run import default_notebooks_dir, execute_notebook
-from .paths import LakePaths
+from .privacy.redaction import redact
 from .publish import publish_postgres
 from .publish.prod import DEFAULT_TIMEOUT
-from .redaction import redact
-from .run_summary import summarize
-from .sftp import is_sftp_url, land_sftp
+from .source_module import DEFAULT_MAX_REJECT_SHARE
 from .sources import sources
-from .sql_preview import SqlPreview
-from .sql_views import write_views_script
+from .sql.preview import SqlPreview
+from .sql.view_sets import GOLD_AREAS, view_set_names, view_set_script
+from .sql.views import write_views_script
 from .submissions import SubmissionLimits, open_inbox, schema_text, submit_bundle, watch_inbox
 from .submissions.inbox import DEFAULT_INTERVAL
 from .synapse import build_wheel, write_template
 
 if TYPE_CHECKING:
-    from .sftp import LandingModule
+    from .intake.sftp import LandingModule
 
 log = logging.getLogger("oea")
 Handler = Callable[[LakePaths, argparse.Namespace], int]

@@ -18,14 +18,41 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .delta import DeltaStore, delta_store, read_table
 from .errors import LakePathError
-from .ingest import DEFAULT_MAX_REJECT_SHARE, IngestResult
-from .paths import LakePaths
-from .salt import Salt, check_salt_fingerprint, get_salt
+from .lake.paths import LakePaths
+from .privacy.salt import Salt, check_salt_fingerprint, get_salt
 from .spark import get_spark
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from typing_extensions import Self
+
+DEFAULT_MAX_REJECT_SHARE = 0.05  # a batch with more rejected rows than this share is refused
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What ingesting one table did."""
+
+    table: str
+    batches: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    rows: int = 0
+    rejected: int = 0
+    versions: dict[str, int | None] = field(default_factory=dict)
+    kind: str = "ingested"  # "ingested": landed batches into a table; "refined": a table rebuilt from another
+
+    @property
+    def nothing_new(self) -> bool:
+        return not self.batches
+
+    def describe(self) -> str:
+        """One line for the terminal: the table, what was written and what was set aside."""
+        label = f"{self.table} ({self.kind})" if self.kind != "ingested" else self.table
+        if self.nothing_new:
+            return f"{label}: nothing new"
+        if self.kind == "refined":
+            return f"{label}: {self.rows} rows written, {self.rejected} set aside"
+        return f"{label}: {len(self.batches)} batches, {self.rows} rows written, {self.rejected} rejected"
 
 
 class Landed(Protocol):

@@ -11,7 +11,7 @@ from deltalake import DeltaTable
 
 from full_disk import files, fill, free, tiny_disk
 from oea_core import DeltaTableError, LakePaths
-from oea_core.lock import source_run
+from oea_core.lake.lock import source_run
 
 D1 = dt.date(2022, 1, 9)
 D2 = dt.date(2022, 2, 1)

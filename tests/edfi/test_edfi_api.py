@@ -12,7 +12,6 @@ import pytest
 from api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
 
 from oea_core import LakePaths, LandingError
-from oea_core.cloud_lake import committed_batches
 from oea_core.edfi import EdFiApiError, EdFiClient, generate_edfi
 from oea_core.edfi.api import Resource
 from oea_core.edfi.flatten import coerce, flatten_record
@@ -26,6 +25,7 @@ from oea_core.edfi.landing import (
     manifest,
 )
 from oea_core.edfi.openapi import entity_columns, latest_openapi, stored_batches
+from oea_core.lake.cloud import committed_batches
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,11 @@ from test_flow_run import statuses
 
 from keyvault_server import self_signed
 from oea_core import LakePaths
-from oea_core import keyvault as keyvault_module
 from oea_core.flow import FlowError, FlowRun, load_flow
 from oea_core.flow.datasources import jdbc_options
 from oea_core.flow.model import Datasource, Secret
-from oea_core.redaction import redact
+from oea_core.privacy import keyvault as keyvault_module
+from oea_core.privacy.redaction import redact
 
 PASSWORD = "pa55-w0rd-from-the-env"  # looked for in the run log
 

@@ -277,7 +277,7 @@ def test_a_second_run_of_a_flow_stops_while_the_first_holds_its_lake_lock(tmp_pa
 
     from oea_core import LakeLockError
 
-    code = ("import time\nfrom oea_core import LakePaths\nfrom oea_core.lock import lake_lock\n"
+    code = ("import time\nfrom oea_core import LakePaths\nfrom oea_core.lake.lock import lake_lock\n"
             f"with lake_lock(LakePaths.from_setting({lake.root!r}), 'flow-t', 'flow t'):\n"
             "    print('held', flush=True)\n    time.sleep(60)\n")
     first = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
-from oea_core.pseudonymize import pseudonym
+from oea_core.privacy.pseudonymize import pseudonym
 from oea_testing import TEST_SALT
 
 RAW_STUDENTS = ("S-1001", "S-1002", "S-1003")

@@ -15,7 +15,7 @@ from oea_core.errors import DataQualityError
 from oea_core.flow import FlowError, FlowRun, load_flow
 from oea_core.gold import VAULT_CHECKS, build_star, build_vault, run_checks
 from oea_core.gold.model import STAR_TABLES, VAULT_TABLES
-from oea_core.gold_views import view_set_script
+from oea_core.sql.view_sets import view_set_script
 
 T1, T2, T3 = (dt.datetime(2024, 1, day, 6, tzinfo=dt.timezone.utc) for day in (1, 2, 3))
 EDFI = "stage2p/edfi/"

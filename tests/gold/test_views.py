@@ -16,12 +16,12 @@ from gold_data import EdFiState, write_state
 from oea_core import FlowError, LakePathError, LakePaths, view_set_script
 from oea_core.cli import main
 from oea_core.delta import DeltaRsStore
-from oea_core.flow.tasks import write_views
 from oea_core.gold import build_star, build_vault
 from oea_core.gold.model import STAR_TABLES, VAULT_TABLES
-from oea_core.gold_views import gold_tables, sha256_columns
-from oea_core.sql_preview import SqlPreview
-from oea_core.sql_views import view_defs
+from oea_core.sql.preview import SqlPreview
+from oea_core.sql.view_sets import gold_tables, sha256_columns
+from oea_core.sql.views import view_defs
+from oea_core.tasks import write_views
 from oea_testing import views_by_database
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,9 +6,10 @@ import os
 from typing import TYPE_CHECKING
 
 from oea_core import CsvTableDef, IngestResult, LandingError, LandResult, SourceModule, TableSchema
-from oea_core.ingest import DEFAULT_MAX_REJECT_SHARE, ingest_csv_table
-from oea_core.landing import land_folder
-from oea_core.lock import source_run
+from oea_core.intake.csv_ingest import ingest_csv_table
+from oea_core.intake.landing import land_folder
+from oea_core.lake.lock import source_run
+from oea_core.source_module import DEFAULT_MAX_REJECT_SHARE
 
 if TYPE_CHECKING:
     from collections.abc import Collection

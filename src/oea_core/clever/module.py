@@ -14,20 +14,20 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LandingError
-from ..ingest import DEFAULT_MAX_REJECT_SHARE, CsvTableDef, IngestResult, app_id, ingest_csv_tables
-from ..landing import LandResult, land_folder
-from ..lock import LANDING, source_run
+from ..intake.csv_ingest import CsvTableDef, app_id, ingest_csv_tables
+from ..intake.landing import LandResult, land_folder
+from ..intake.sftp import is_sftp_url, land_sftp
+from ..lake.lock import LANDING, source_run
 from ..schema import TableSchema, safe_table_name
-from ..sftp import is_sftp_url, land_sftp
-from ..source_module import SourceModule
+from ..source_module import DEFAULT_MAX_REJECT_SHARE, IngestResult, SourceModule
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping
 
     from pyspark.sql import SparkSession
 
-    from ..paths import LakePaths
-    from ..salt import Salt
+    from ..lake.paths import LakePaths
+    from ..privacy.salt import Salt
 
 log = logging.getLogger("oea")
 SOURCE = "clever"
@@ -115,8 +115,8 @@ class CleverModule(SourceModule):
     def land(self, src: str | os.PathLike[str] | None = None, *, batch_id: str | None = None,
              file_facts: Mapping[str, Mapping[str, Any]] | None = None) -> LandResult:
         """Copy a Clever export folder into ``stage1np/clever/<report>/<batch>/<role>/``; ``file_facts`` go into
-        the manifest entries (see :func:`~oea_core.landing.land_folder`). ``src`` may be an ``sftp://`` URL:
-        :func:`~oea_core.sftp.land_sftp` downloads what is new and lands it through this method."""
+        the manifest entries (see :func:`~oea_core.intake.landing.land_folder`). ``src`` may be an ``sftp://`` URL:
+        :func:`~oea_core.intake.sftp.land_sftp` downloads what is new and lands it through this method."""
         if src is None:
             raise LandingError("give the Clever export folder to land (oea land clever FOLDER)")
         if isinstance(src, str) and is_sftp_url(src):  # the notebook's source_path (Synapse's sftpUrl)

@@ -38,5 +38,5 @@ def duckdb_sql(query: str) -> str:
 
 
 def usage_summary(preview) -> dict[str, tuple[list[str], list[tuple]]]:
-    """Run every usage query on a :class:`oea_core.sql_preview.SqlPreview`; ``{name: (columns, rows)}``."""
+    """Run every usage query on a :class:`oea_core.sql.preview.SqlPreview`; ``{name: (columns, rows)}``."""
     return {name: preview.query(duckdb_sql(query)) for name, query in USAGE_QUERIES.items()}

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 from ..errors import CommitConflictError, DeltaTableError
-from ..redaction import redact
+from ..privacy.redaction import redact
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -12,9 +12,9 @@ import re
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from ..diskspace import disk_full_message, is_disk_full
 from ..errors import DeltaTableError
-from ..redaction import redact
+from ..lake.diskspace import disk_full_message, is_disk_full
+from ..privacy.redaction import redact
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .. import keyvault
 from ..errors import EdFiApiError, KeyVaultError
-from ..redaction import redact, remember_secret
+from ..privacy import keyvault
+from ..privacy.redaction import redact, remember_secret
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from ..errors import RejectedRowsError
-from ..ingest import IngestResult, queue_words
-from ..spark_paths import file_uri, literal_path
+from ..intake.csv_ingest import queue_words
+from ..intake.spark_paths import file_uri, literal_path
+from ..source_module import IngestResult
 from . import landing
 from .flatten import MAX_DEPTH
 from .key_changes import HISTORY, apply_key_changes, key_change_problem
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from ..delta import DeltaStore
-    from ..paths import LakePaths
+    from ..lake.paths import LakePaths
 
 log = logging.getLogger("oea")
 SOURCE = "edfi"

@@ -8,7 +8,7 @@ layout, one batch per rundate). Each batch is written to a temporary folder and 
 half-landed batch is never seen; a file whose bytes were landed before is skipped. A landed
 file is named ``<sequence>-<export file name>``, so Spark reads any name, hidden ones included;
 links, special files and names Spark cannot read are refused as for every source
-(:mod:`oea_core.landing`).
+(:mod:`oea_core.intake.landing`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import LandingError
-from ..landing import (
+from ..intake.landing import (
     MANIFEST,
     ExportFile,
     copy_export_file,
@@ -37,8 +37,8 @@ from ..landing import (
     scan_export,
     sha256_export_file,
 )
-from ..paths import LakePaths, check_name
-from ..spark_paths import shown
+from ..intake.spark_paths import shown
+from ..lake.paths import LakePaths, check_name
 from .openapi import land_openapi
 
 if TYPE_CHECKING:

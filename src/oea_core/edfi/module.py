@@ -18,12 +18,11 @@ import shutil
 import time
 from typing import TYPE_CHECKING
 
-from ..cloud_lake import open_cloud
 from ..errors import LandingError
-from ..ingest import DEFAULT_MAX_REJECT_SHARE, IngestResult
-from ..lock import LANDING, source_run
+from ..lake.cloud import open_cloud
+from ..lake.lock import LANDING, source_run
 from ..schema import PseudoOp
-from ..source_module import SourceModule
+from ..source_module import DEFAULT_MAX_REJECT_SHARE, IngestResult, SourceModule
 from . import landing
 from .api import DEFAULT_PAGE_SIZE, EdFiClient
 from .ingest import SOURCE, ingest_app_id, ingest_resource, resource_table
@@ -36,8 +35,8 @@ if TYPE_CHECKING:
 
     from pyspark.sql import DataFrame, SparkSession
 
-    from ..paths import LakePaths
-    from ..salt import Salt
+    from ..lake.paths import LakePaths
+    from ..privacy.salt import Salt
 
 log = logging.getLogger("oea")
 PARALLEL_SETTING = "OEA_PARALLEL"  # resources ingested or refined at a time

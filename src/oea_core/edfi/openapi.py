@@ -20,12 +20,12 @@ import shutil
 from typing import TYPE_CHECKING
 
 from ..errors import LandingError
-from ..landing import MANIFEST
-from ..paths import check_name
+from ..intake.landing import MANIFEST
+from ..lake.paths import check_name
 from .flatten import DROPPED, EXT, ORDINAL, REFERENCE, reference_column
 
 if TYPE_CHECKING:
-    from ..paths import LakePaths
+    from ..lake.paths import LakePaths
     from .api import EdFiClient
 
 log = logging.getLogger("oea")

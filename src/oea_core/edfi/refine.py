@@ -24,9 +24,9 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from ..errors import RejectedRowsError
-from ..ingest import IngestResult
-from ..pseudonymize import PSEUDONYM_SUFFIX, hash_column, to_lookup, to_pseudonymized
+from ..privacy.pseudonymize import PSEUDONYM_SUFFIX, hash_column, to_lookup, to_pseudonymized
 from ..schema import PseudoOp, TableSchema
+from ..source_module import IngestResult
 from . import landing
 from .flatten import ORDINAL, coerce, flatten_record
 from .ingest import TOMBSTONES, ingest_app_id, resource_table
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from ..delta import DeltaStore
-    from ..paths import LakePaths
-    from ..salt import Salt
+    from ..lake.paths import LakePaths
+    from ..privacy.salt import Salt
 
 log = logging.getLogger("oea")
 SOURCE = "edfi"

@@ -23,7 +23,7 @@ import jinja2
 from jinja2 import nodes
 
 from ..errors import LakePathError, OEAError
-from ..paths import STAGES, check_name
+from ..lake.paths import STAGES, check_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable

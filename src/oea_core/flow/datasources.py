@@ -22,9 +22,9 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from .. import keyvault
 from ..errors import FlowError, KeyVaultError
-from ..redaction import remember_secret
+from ..privacy import keyvault
+from ..privacy.redaction import remember_secret
 from .model import Datasource, Secret
 from .problems import Node
 

@@ -13,7 +13,7 @@ import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..redaction import redact
+from ..privacy.redaction import redact
 from .process import run_command
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..paths import STAGES
+from ..lake.paths import STAGES
 from .problems import Node
 
 if TYPE_CHECKING:

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FlowError
-from ..redaction import redact
+from ..privacy.redaction import redact
 from .process import hostname, pid_alive
 
 if TYPE_CHECKING:
-    from ..paths import LakePaths
+    from ..lake.paths import LakePaths
 
 RUN_LOG = "run_log.json"
 

@@ -30,13 +30,13 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
-from ..cloud_lake import runs_synced
 from ..delta import delta_store
 from ..errors import FlowError, StepFailed, StepTimeout, WorkerFailed
-from ..landing import new_batch_id
-from ..lock import lake_lock, pull_source
-from ..paths import check_name
-from ..redaction import redact
+from ..intake.landing import new_batch_id
+from ..lake.cloud import runs_synced
+from ..lake.lock import lake_lock, pull_source
+from ..lake.paths import check_name
+from ..privacy.redaction import redact
 from ..spark import get_spark
 from .notify import notify
 from .process import hostname, kill_tree, start_ticks
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from pyspark.sql import SparkSession
 
-    from ..paths import LakePaths
+    from ..lake.paths import LakePaths
     from .model import Flow, Step
 
 log = logging.getLogger("oea")

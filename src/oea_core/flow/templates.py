@@ -17,7 +17,7 @@ import jinja2
 from ..errors import FlowError
 
 if TYPE_CHECKING:
-    from ..paths import LakePaths
+    from ..lake.paths import LakePaths
     from .model import Flow, Step
 
 

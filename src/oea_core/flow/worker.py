@@ -25,7 +25,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import FlowError, StepFailed, StepTimeout, WorkerFailed
-from ..redaction import redact
+from ..privacy.redaction import redact
 from .process import kill_tree, wait_gone
 from .steps import StepOutcome, WorkerStepKind, step_kinds
 

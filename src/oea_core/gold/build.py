@@ -22,12 +22,12 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..cloud_lake import open_cloud
 from ..delta import delta_store
 from ..delta.rs import table_version
 from ..errors import DataQualityError, GoldError
-from ..lock import lake_lock
-from ..paths import FRAMEWORK_CONTAINER, LakePaths
+from ..lake.cloud import open_cloud
+from ..lake.lock import lake_lock
+from ..lake.paths import FRAMEWORK_CONTAINER, LakePaths
 from ..spark import get_spark
 from .dq import STAR_CHECKS, VAULT_CHECKS, raise_on_failures, run_checks
 from .model import CLEVER, EDFI, GOLD_STAGE, STAR, VAULT, VAULT_LOADS, VAULT_TABLES
@@ -88,7 +88,7 @@ def _store(store: DeltaStore | None, engine: str | None) -> DeltaStore:
 def _synced(lake: LakePaths, area: str) -> Iterator[None]:
     """A build of ``area`` under the lake's ``gold`` lock; on a cloud lake's working copy, with its inputs
     (``stage2p/edfi``, ``stage2p/clever``, and the vault for the star) and its own folder pulled from the
-    account first, and its own folder pushed once the build succeeded (see :mod:`oea_core.cloud_lake`)."""
+    account first, and its own folder pushed once the build succeeded (see :mod:`oea_core.lake.cloud`)."""
     with lake_lock(lake, "gold", f"gold {area}"):
         if lake.account is None or lake.root is None:  # a local lake, or Spark reaching the account (Synapse)
             yield

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from ..delta import DeltaStore
-    from ..paths import LakePaths
+    from ..lake.paths import LakePaths
 
 
 def duplicate_keys(df: DataFrame, keys: Sequence[str]) -> int:

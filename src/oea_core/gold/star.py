@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from ..delta import DeltaStore, WriteResult
-    from ..paths import LakePaths
+    from ..lake.paths import LakePaths
     from .changes import Pending
 
 BEGINNING_OF_TIME = dt.date(1900, 1, 1)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from ..delta import DeltaStore
-    from ..paths import LakePaths
+    from ..lake.paths import LakePaths
     from .changes import Pending
 
 log = logging.getLogger("oea")

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
     from ..delta import DeltaStore, WriteResult
-    from ..paths import LakePaths
+    from ..lake.paths import LakePaths
 
 log = logging.getLogger("oea")
 

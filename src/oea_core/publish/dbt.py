@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 
 from ..errors import PublishError
-from ..redaction import redact
+from ..privacy.redaction import redact
 
 log = logging.getLogger("oea")
 

@@ -21,7 +21,7 @@ from deltalake.exceptions import DeltaError
 from psycopg import sql
 
 from ..errors import PublishError
-from ..redaction import redact
+from ..privacy.redaction import redact
 from .columns import pg_columns
 
 log = logging.getLogger("oea")

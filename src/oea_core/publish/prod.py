@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from ..errors import PublishError
-from ..redaction import redact, remember_secret
+from ..privacy.redaction import redact, remember_secret
 from .server import find_pg_tool
 
 log = logging.getLogger("oea")

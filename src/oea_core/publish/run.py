@@ -29,11 +29,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..cloud_lake import open_cloud
 from ..errors import PublishError
-from ..lock import lake_lock
-from ..paths import FRAMEWORK_CONTAINER, LakePaths, check_name
-from ..redaction import redact
+from ..lake.cloud import open_cloud
+from ..lake.lock import lake_lock
+from ..lake.paths import FRAMEWORK_CONTAINER, LakePaths, check_name
+from ..privacy.redaction import redact
 from .dbt import DbtRun, check_project, dbt_build, manifest_path, project_fingerprint
 from .load import SOURCE_SCHEMA, Loaded, SourceTable, check_columns, load_table, prepare, recorded_versions
 from .prod import DEFAULT_TIMEOUT, check_timeout, ensure_reader, prod_tables, replace_prod

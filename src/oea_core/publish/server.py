@@ -2,7 +2,7 @@
 
 Settings come from ``--dsn`` (a libpq connection string or URI) and libpq's own ``PG*`` variables, the
 password from the DSN, ``PGPASSWORD`` or the password file (``~/.pgpass``, ``PGPASSFILE``). A password is
-remembered as a secret (:mod:`oea_core.redaction`) as soon as it is seen, so no error or log line shows it,
+remembered as a secret (:mod:`oea_core.privacy.redaction`) as soon as it is seen, so no error or log line shows it,
 and it reaches dbt, pg_dump and psql only through their environment (``PGPASSWORD``), never a command line.
 """
 
@@ -19,7 +19,7 @@ import psycopg
 from psycopg import conninfo, errors, sql
 
 from ..errors import PublishError
-from ..redaction import redact, remember_secret
+from ..privacy.redaction import redact, remember_secret
 
 log = logging.getLogger("oea")
 

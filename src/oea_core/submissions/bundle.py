@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
 
 from ..errors import IncompleteBundleError, SubmissionError
-from ..spark_paths import shown
+from ..intake.spark_paths import shown
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping

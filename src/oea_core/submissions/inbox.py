@@ -31,16 +31,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..errors import IncompleteBundleError, LakePathError, OEAError, SubmissionError
 from ..extras import require
-from ..lock import lake_lock
-from ..paths import parse_abfss
-from ..spark_paths import shown
-from ..storage import resolve_credentials, storage_errors
+from ..intake.spark_paths import shown
+from ..lake.lock import lake_lock
+from ..lake.paths import parse_abfss
+from ..lake.storage import resolve_credentials, storage_errors
 from .submit import LOCK_NAME, Submission, submit_bundle
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-    from ..paths import LakePaths
+    from ..lake.paths import LakePaths
     from .bundle import SubmissionLimits
 
 log = logging.getLogger("oea")

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RejectedRowsError, SubmissionError
-from ..ingest import DEFAULT_MAX_REJECT_SHARE
+from ..source_module import DEFAULT_MAX_REJECT_SHARE
 from ..sources import sources
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ..paths import LakePaths
+    from ..lake.paths import LakePaths
 
 log = logging.getLogger("oea")
 # (lake, folder of the data files, batch id, **options) -> summary lines (what was landed and ingested)

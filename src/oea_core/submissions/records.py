@@ -14,9 +14,9 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..cloud_lake import open_cloud
 from ..errors import SubmissionError
-from ..paths import FRAMEWORK_CONTAINER, LakePaths
+from ..lake.cloud import open_cloud
+from ..lake.paths import FRAMEWORK_CONTAINER, LakePaths
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

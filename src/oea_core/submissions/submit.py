@@ -1,6 +1,6 @@
 """One bundle, once: look it up by SHA-256, check it, extract it privately, run its pipeline, record the outcome.
 
-Holding the lake's ``submissions`` lock (:mod:`oea_core.lock`), :func:`submit_bundle`:
+Holding the lake's ``submissions`` lock (:mod:`oea_core.lake.lock`), :func:`submit_bundle`:
 
 1. returns the recorded outcome, doing nothing else, when a bundle with the same SHA-256 was processed before;
 2. checks every member's header and the config (:mod:`.bundle`, :mod:`.config`): a refused bundle writes
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import IngestError, LakePathError, LandingError, SchemaError, SubmissionError
-from ..landing import sha256_file
-from ..lock import lake_lock
-from ..redaction import redact
+from ..intake.landing import sha256_file
+from ..lake.lock import lake_lock
+from ..privacy.redaction import redact
 from .bundle import SubmissionLimits, extract_bundle, inspect_bundle
 from .config import parse_config
 from .pipelines import PipelineRegistry, pipelines
@@ -38,7 +38,7 @@ from .records import read_record, record_path, records_synced, write_record
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ..paths import LakePaths
+    from ..lake.paths import LakePaths
 
 log = logging.getLogger("oea")
 LOCK_NAME = "submissions"

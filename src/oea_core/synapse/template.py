@@ -63,7 +63,7 @@ def module_steps(descriptor: ModuleDescriptor) -> list[_Notebook]:
 def linked_services(descriptor: ModuleDescriptor) -> list[str]:
     """The linked services a module's template asks for at import.
 
-    None for SFTP: in ``sftp`` mode the notebook lands from the server itself (``oea_core.sftp``, with the
+    None for SFTP: in ``sftp`` mode the notebook lands from the server itself (``oea_core.intake.sftp``, with the
     password and host key from Key Vault), so no Copy activity and no SFTP linked service are needed.
     """
     return [LS_ADLS, LS_SQL]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
-from .errors import SchemaError
+from ..errors import SchemaError
+from ..schema import PseudoOp, TableSchema
 from .salt import Salt
-from .schema import PseudoOp, TableSchema
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame

@@ -3,7 +3,7 @@
 A *view set* is what ``oea views NAME`` writes and ``oea sql --module NAME`` previews: a source
 module's outputs (``clever``, ``edfi``, ...) or a gold area, ``vault`` (``stage3p/vault``) or
 ``star`` (``stage3p/star``). Each gold area gets its own database, named like every other
-(:func:`oea_core.sql_views.database_name`): ``sdb_<workspace>_s3p_vault`` and
+(:func:`oea_core.sql.views.database_name`): ``sdb_<workspace>_s3p_vault`` and
 ``sdb_<workspace>_s3p_star``, with one view per table, typed from the Delta tables' schemas. Hash keys and
 hashdiffs are ``VARCHAR(64)`` by their names (``*_hk``, ``hashdiff``), and so are the facts' ids, which are
 SHA-256 hex too under names that do not say so (:data:`GOLD_SHA256`).
@@ -16,14 +16,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .errors import LakePathError
-from .gold.facts import ACTIVITY_KEY
-from .gold.model import GOLD_STAGE, STAR, STAR_TABLES, VAULT, VAULT_TABLES
-from .sources import sources
-from .sql_views import table_columns, views_script
+from ..errors import LakePathError
+from ..gold.facts import ACTIVITY_KEY
+from ..gold.model import GOLD_STAGE, STAR, STAR_TABLES, VAULT, VAULT_TABLES
+from ..sources import sources
+from .views import table_columns, views_script
 
 if TYPE_CHECKING:
-    from .paths import LakePaths
+    from ..lake.paths import LakePaths
 
 GOLD_AREAS: dict[str, tuple[str, ...]] = {VAULT: VAULT_TABLES, STAR: STAR_TABLES}
 log = logging.getLogger("oea")
@@ -57,7 +57,7 @@ def view_tables(lake: LakePaths, name: str) -> list[tuple[str, str]]:
 
 def sha256_columns(name: str) -> tuple[str, ...]:
     """Columns of a view set that hold SHA-256 hex under names that do not say so (``VARCHAR(64)``; see
-    :func:`oea_core.sql_views.is_sha256_column`): the gold facts' ids, none for a source module."""
+    :func:`oea_core.sql.views.is_sha256_column`): the gold facts' ids, none for a source module."""
     return GOLD_SHA256 if name in GOLD_AREAS else ()
 
 
@@ -70,7 +70,7 @@ def missing_gold_tables(lake: LakePaths, area: str) -> list[str]:
 
 def view_set_script(lake: LakePaths, name: str, *, account: str | None = None, workspace: str = "dev",
                     data_source: bool = False) -> str:
-    """The serverless SQL script of a view set (see :func:`oea_core.sql_views.views_script`)."""
+    """The serverless SQL script of a view set (see :func:`oea_core.sql.views.views_script`)."""
     script = views_script(lake, name, view_tables(lake, name), account=account, workspace=workspace,
                           data_source=data_source, about=_ABOUT.get(name), sha256=sha256_columns(name))
     missing = missing_gold_tables(lake, name) if name in GOLD_AREAS else []

@@ -20,12 +20,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..delta import DeltaStore, Staged, delta_store
+from ..errors import RejectedRowsError
+from ..privacy.pseudonymize import PSEUDONYM_SUFFIX, identity_columns, to_lookup, to_pseudonymized
+from ..schema import PseudoOp, TableSchema
+from ..source_module import DEFAULT_MAX_REJECT_SHARE, IngestResult
 from .csv_source import RAW_LINE, RAW_PREFIX, REASON, SOURCE_FILE, read_csv_files, text_problems
-from .delta import DeltaStore, Staged, delta_store
-from .errors import RejectedRowsError
 from .landing import batch_files, list_batches
-from .pseudonymize import PSEUDONYM_SUFFIX, identity_columns, to_lookup, to_pseudonymized
-from .schema import PseudoOp, TableSchema
 from .spark_paths import shown
 
 if TYPE_CHECKING:
@@ -33,14 +34,13 @@ if TYPE_CHECKING:
 
     from pyspark.sql import DataFrame, SparkSession
 
-    from .paths import LakePaths
-    from .salt import Salt
+    from ..lake.paths import LakePaths
+    from ..privacy.salt import Salt
 
 log = logging.getLogger("oea")
 BATCH = "_batch_id"
 # identities travel from the executors as JSON; microsecond timestamps survive the round trip
 _JSON = {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"}
-DEFAULT_MAX_REJECT_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -74,32 +74,6 @@ class CsvTableDef:
     @property
     def partition_by(self) -> tuple[str, ...]:
         return ("year", "month") if self.date_partition else ()
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    """What ingesting one table did."""
-
-    table: str
-    batches: tuple[str, ...] = ()
-    skipped: tuple[str, ...] = ()
-    rows: int = 0
-    rejected: int = 0
-    versions: dict[str, int | None] = field(default_factory=dict)
-    kind: str = "ingested"  # "ingested": landed batches into a table; "refined": a table rebuilt from another
-
-    @property
-    def nothing_new(self) -> bool:
-        return not self.batches
-
-    def describe(self) -> str:
-        """One line for the terminal: the table, what was written and what was set aside."""
-        label = f"{self.table} ({self.kind})" if self.kind != "ingested" else self.table
-        if self.nothing_new:
-            return f"{label}: nothing new"
-        if self.kind == "refined":
-            return f"{label}: {self.rows} rows written, {self.rejected} set aside"
-        return f"{label}: {len(self.batches)} batches, {self.rows} rows written, {self.rejected} rejected"
 
 
 def app_id(source: str, table: str, batch_id: str) -> str:

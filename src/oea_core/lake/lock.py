@@ -12,9 +12,9 @@ gives up. The lock is re-entrant within a process (an Ed-Fi ingest that refines 
 
 Cloud lakes (``abfss://`` with a working copy): the ``flock`` is taken on the working copy (one run
 per machine touches it), then a blob lease on ``oea-framework/locks/<name>.lock`` in the account
-(:mod:`oea_core.lease`), which keeps runs on other machines out and lapses within a minute of a
+(:mod:`oea_core.lake.lease`), which keeps runs on other machines out and lapses within a minute of a
 holder's death. A source's run then pulls its folders, works, and pushes them
-(:mod:`oea_core.cloud_lake`). On Synapse (a cloud lake without a working copy) no lock is taken:
+(:mod:`oea_core.lake.cloud`). On Synapse (a cloud lake without a working copy) no lock is taken:
 every commit still checks its app transaction inside the commit, so two runs cannot write one
 batch twice (see :mod:`oea_core.delta.base`).
 """
@@ -31,11 +31,11 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .cloud_lake import SyncedFolder, open_cloud
+from ..errors import LakeLockError
+from .cloud import SyncedFolder, open_cloud
 from .diskspace import disk_full_message, is_disk_full
-from .errors import LakeLockError
 from .lease import blob_lease
 from .leftovers import clean_source
 from .paths import STAGES, LakePaths, check_name
@@ -47,7 +47,7 @@ log = logging.getLogger("oea")
 LANDING = ("stage1np",)  # the stages a landing touches (a cloud lake's working copy pulls only these)
 WAIT_SETTING = "OEA_LOCK_WAIT"
 _POLL_SECONDS = 0.5
-_HELD: dict[str, list] = {}  # path -> [file descriptor, depth, holder]
+_HELD: dict[str, list[Any]] = {}  # path -> [file descriptor, depth, holder]
 _REGISTRY = threading.RLock()
 
 
@@ -68,7 +68,7 @@ def default_wait() -> float:
     return seconds
 
 
-def holder(lake: LakePaths, name: str) -> dict | None:
+def holder(lake: LakePaths, name: str) -> dict[str, Any] | None:
     """Who holds the lock now (operation, host, pid, since), or None when nobody does."""
     if lake.root is None:
         return None
@@ -88,7 +88,7 @@ def holder(lake: LakePaths, name: str) -> dict | None:
 
 
 @contextmanager
-def lake_lock(lake: LakePaths, name: str, operation: str, *, wait: float | None = None) -> Iterator[dict]:
+def lake_lock(lake: LakePaths, name: str, operation: str, *, wait: float | None = None) -> Iterator[dict[str, Any]]:
     """Hold the lock of ``name`` for ``operation`` (e.g. ``"clever ingest"``); raises LakeLockError when
     another run holds it for longer than ``wait`` seconds (default :func:`default_wait`)."""
     if lake.root is None:
@@ -130,7 +130,7 @@ def lake_lock(lake: LakePaths, name: str, operation: str, *, wait: float | None 
             os.close(fd)
 
 
-def _acquire(path: str, operation: str, wait: float) -> tuple[int, dict]:
+def _acquire(path: str, operation: str, wait: float) -> tuple[int, dict[str, Any]]:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -184,7 +184,7 @@ def _unwritable(path: str, exc: OSError, verb: str) -> LakeLockError:
                          "is writable", path=path)
 
 
-def _read(fd: int) -> dict | None:
+def _read(fd: int) -> dict[str, Any] | None:
     try:
         text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
         return json.loads(text) if text else None
@@ -206,9 +206,9 @@ def pull_source(lake: LakePaths, source: str, operation: str, *, wait: float | N
 
 @contextmanager
 def source_run(lake: LakePaths, source: str, operation: str, *, wait: float | None = None,
-               stages: tuple[str, ...] = STAGES) -> Iterator[dict]:
+               stages: tuple[str, ...] = STAGES) -> Iterator[dict[str, Any]]:
     """Hold ``source``'s lock for ``operation``; the outermost holder removes the source's leftovers
-    (:mod:`oea_core.leftovers`) before the work and after it, so no run leaves uncommitted files."""
+    (:mod:`oea_core.lake.leftovers`) before the work and after it, so no run leaves uncommitted files."""
     with _REGISTRY:
         outer = lake.root is None or lock_path(lake, source) not in _HELD
     with lake_lock(lake, source, operation, wait=wait) as me:

@@ -4,7 +4,7 @@ Pseudonymized (``p``) views and lookup (``np``) views live in separate databases
 to PII can be granted separately. Column types come from the Delta table's schema and are
 declared in ``WITH (...)``, so Power BI sees stable types. Names that come from data are
 checked and bracket-quoted. The same view plan feeds the Spark lake-database DDL and the
-local DuckDB preview (:mod:`oea_core.sql_preview`).
+local DuckDB preview (:mod:`oea_core.sql.preview`).
 
 String lengths. The databases use a ``*_UTF8`` collation, so ``VARCHAR(n)`` holds ``n`` bytes of
 UTF-8, not ``n`` characters, and every length below is in bytes. A value longer than its declared
@@ -13,7 +13,7 @@ lengths err on the long side:
 
 - **SHA-256 columns** are ``VARCHAR(64)``: 64 lower-case hex digits by construction. A column is
   one when its name says so: ``<column>_pseudonym`` (every pseudonym,
-  :data:`oea_core.pseudonymize.PSEUDONYM_SUFFIX`), ``<name>_hk`` (the gold layer's hash keys) and
+  :data:`oea_core.privacy.pseudonymize.PSEUDONYM_SUFFIX`), ``<name>_hk`` (the gold layer's hash keys) and
   ``hashdiff``, plus the names a view set passes as ``sha256`` (the gold facts' ids). Their values
   are not read.
 - **Other strings** are sized from the data: the longest value in UTF-8 bytes, doubled and rounded
@@ -42,16 +42,16 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import LakePathError
-from .pseudonymize import PSEUDONYM_SUFFIX
-from .storage import lake_credentials, storage_errors
+from ..errors import LakePathError
+from ..lake.storage import lake_credentials, storage_errors
+from ..privacy.pseudonymize import PSEUDONYM_SUFFIX
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
 
     from deltalake import DeltaTable
 
-    from .paths import LakePaths
+    from ..lake.paths import LakePaths
 
 _SQL_NAME = re.compile(r"^[a-z0-9_]{1,100}$")
 _COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")

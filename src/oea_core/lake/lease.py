@@ -1,6 +1,6 @@
 """The lake lock on an ADLS Gen2 lake: an Azure blob lease on ``oea-framework/locks/<name>.lock``.
 
-The local lake's lock (:mod:`oea_core.lock`) is an ``flock``; an ``abfss://`` lake has no file system to
+The local lake's lock (:mod:`oea_core.lake.lock`) is an ``flock``; an ``abfss://`` lake has no file system to
 lock, so a run there holds a lease on the blob ``locks/<name>.lock`` of the ``oea-framework`` container
 instead (both created when missing). The lease is finite (15 to 60 s) and renewed in the background
 every third of that, so a run killed however it dies frees the lock within one lease length; the next
@@ -15,7 +15,7 @@ Guarantees: the lease is released and the blob emptied when the block ends, howe
 to release is an error after a block that succeeded, a warning after one that raised, so the block's own
 error is never hidden); a renewal that fails is a warning naming the lock and the account; a credential
 the account refuses is one :class:`~oea_core.errors.StorageCredentialError` line
-(:func:`oea_core.storage.storage_errors`). Unlike the local lock, a lease is not re-entrant: a second
+(:func:`oea_core.lake.storage.storage_errors`). Unlike the local lock, a lease is not re-entrant: a second
 :func:`blob_lease` on the same name in the same process is refused like any other run.
 """
 
@@ -32,8 +32,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .errors import LakeLockError, MissingExtraError, OEAError
-from .extras import require
+from ..errors import LakeLockError, MissingExtraError, OEAError
+from ..extras import require
 from .paths import LakePaths, check_name, parse_abfss
 from .storage import StorageCredentials, _default_credential, storage_errors
 

@@ -4,7 +4,7 @@ Guarantees:
 
 - **Credentials come from the environment only**: ``OEA_SFTP_PASSWORD`` or ``OEA_SFTP_KEY_FILE`` (a private
   key file; it wins when both are set). A password in the URL is refused. The password is remembered as a
-  secret (:func:`oea_core.salt.remember_secret`), so no message or log of oea_core shows it.
+  secret (:func:`oea_core.privacy.salt.remember_secret`), so no message or log of oea_core shows it.
 - **The server is who known_hosts says**: its host key is checked against ``OEA_SFTP_KNOWN_HOSTS`` (default
   ``~/.ssh/known_hosts``; ``[host]:port`` entries for other ports). An unknown or changed key is refused,
   never added; the error shows the key's ``SHA256:`` fingerprint to check and add.
@@ -48,18 +48,18 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import keyvault
-from .errors import KeyVaultError, SftpError
-from .extras import require
+from ..errors import KeyVaultError, SftpError
+from ..extras import require
+from ..lake.lock import LANDING, source_run
+from ..lake.paths import check_name
+from ..privacy import keyvault
+from ..privacy.redaction import redact, remember_secret
 from .landing import MANIFEST, LandResult, list_batches, new_batch_id, sha256_file
-from .lock import LANDING, source_run
-from .paths import check_name
-from .redaction import redact, remember_secret
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from .paths import LakePaths
+    from ..lake.paths import LakePaths
 
 log = logging.getLogger("oea")
 PASSWORD_SETTING = "OEA_SFTP_PASSWORD"

@@ -23,10 +23,10 @@ import secrets
 import socket
 from typing import TYPE_CHECKING, TypedDict
 
+from ..errors import KeyVaultError, SaltError
+from ..lake.diskspace import disk_full_message, is_disk_full
+from ..lake.paths import FINGERPRINT_FILE, STAGES, LakePaths
 from . import keyvault
-from .diskspace import disk_full_message, is_disk_full
-from .errors import KeyVaultError, SaltError
-from .paths import STAGES, LakePaths
 from .redaction import remember_salt
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 KEYVAULT_SECRET_NAME = keyvault.SALT
 MIN_SALT_LENGTH = 16
 ALLOW_SHORT_ENV = "OEA_ALLOW_SHORT_SALT"
-FINGERPRINT_FILE = "salt_fingerprint.json"  # in the lake's bookkeeping: LakePaths.state_path
 _ALGORITHM, _VERSION, _ITERATIONS = "pbkdf2-hmac-sha256", 1, 200_000
 _LABEL = b"oea-core salt fingerprint v1:"
 _MAKE_ONE = ('python -c "import secrets,base64;'

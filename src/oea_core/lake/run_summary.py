@@ -13,7 +13,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -68,7 +68,7 @@ def _rows_added(log_dir: str, started: float) -> int | None:
             continue
         with open(path, encoding="utf-8") as handle:
             actions = [json.loads(line) for line in handle if line.strip()]
-        info: dict = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+        info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
         if int(info.get("timestamp", 0)) < started * 1000 - 1000:
             continue  # an older commit, pulled from a cloud lake since
         found = True

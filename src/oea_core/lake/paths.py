@@ -6,7 +6,7 @@ for locations, so the same code runs on a laptop and on Synapse.
 
 An ``abfss://`` lake set with ``--lake``/``OEA_LAKE`` gets a local working copy (``root``, under
 ``$OEA_CACHE``, default ``~/.cache/oea``): commands read and write the working copy, and
-:mod:`oea_core.cloud_lake` keeps it in step with the account (see ``docs/lake.md``).
+:mod:`oea_core.lake.cloud` keeps it in step with the account (see ``docs/lake.md``).
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import LakePathError
+from ..errors import LakePathError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 STAGES = ("stage1np", "stage2np", "stage2p", "stage3np", "stage3p")
 FRAMEWORK_CONTAINER = "oea-framework"
+MANIFEST = "_manifest.json"  # each landed batch's file list and checksums
+FINGERPRINT_FILE = "salt_fingerprint.json"  # in the lake's bookkeeping: LakePaths.state_path
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]*$")
 _ABFSS = re.compile(
     r"^abfss://(?P<container>[a-z0-9-]+)@(?P<account>[a-z0-9]{3,24})\.dfs\.core\.windows\.net(?P<path>/.*)?$")

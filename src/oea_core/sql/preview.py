@@ -18,14 +18,14 @@ import re
 import tempfile
 from typing import TYPE_CHECKING
 
-from .errors import SqlPreviewError
-from .extras import require
-from .gold_views import sha256_columns, view_set_names, view_tables
-from .lock import pull_source
-from .sql_views import ViewDef, view_defs
+from ..errors import SqlPreviewError
+from ..extras import require
+from ..lake.lock import pull_source
+from .view_sets import sha256_columns, view_set_names, view_tables
+from .views import ViewDef, view_defs
 
 if TYPE_CHECKING:
-    from .paths import LakePaths
+    from ..lake.paths import LakePaths
 
 # serverless SQL type -> DuckDB type (the casts keep the preview's types those Power BI sees)
 _DUCK_TYPES = {"VARCHAR": "VARCHAR", "BIGINT": "BIGINT", "INT": "INTEGER", "SMALLINT": "SMALLINT",

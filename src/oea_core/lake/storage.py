@@ -1,7 +1,7 @@
 """ADLS Gen2 lakes: the credential that reaches the storage account, its fsspec file system, delta-rs options.
 
 An ``abfss://<stage>@<account>.dfs.core.windows.net`` lake keeps each stage in a container of one
-storage account (:mod:`oea_core.paths` builds the URLs). Files go through adlfs (fsspec over the Blob
+storage account (:mod:`oea_core.lake.paths` builds the URLs). Files go through adlfs (fsspec over the Blob
 API, which every account serves, hierarchical namespace or not, and the Azurite emulator too); Delta
 tables go through delta-rs, given :meth:`StorageCredentials.delta_storage_options`. Both use the one
 credential :func:`resolve_credentials` finds in the environment, in this order:
@@ -32,8 +32,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import LakeStorageError, StorageCredentialError
-from .extras import require
+from ..errors import LakeStorageError, StorageCredentialError
+from ..extras import require
 from .paths import FRAMEWORK_CONTAINER, STAGES, LakePaths
 
 if TYPE_CHECKING:

@@ -8,12 +8,12 @@ SHA-256, in any batch) is skipped, so landing the same export twice changes noth
 Landing reads only the export: every entry under the export folder must be a folder or a
 regular file. A symbolic link (to a file or a folder, inside or outside the export), a FIFO,
 a socket or a device, and a data file whose name Spark would not read
-(:func:`~oea_core.spark_paths.unreadable_reason`), is refused: the land fails, names every
+(:func:`~oea_core.intake.spark_paths.unreadable_reason`), is refused: the land fails, names every
 refused path and why, and lands nothing. Files are opened without following links and checked
 again once open, and the manifest's SHA-256 is computed from the very bytes copied.
 
 A caller may attach facts to a file's manifest entry (``file_facts``, by the file's path in the export):
-:mod:`oea_core.sftp` records where a downloaded file came from there, so that record is committed
+:mod:`oea_core.intake.sftp` records where a downloaded file came from there, so that record is committed
 with the batch, in the same rename. Manifests without them read as before.
 """
 
@@ -30,15 +30,14 @@ import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .errors import LandingError
-from .paths import LakePaths, check_name
+from ..errors import LandingError
+from ..lake.paths import MANIFEST, LakePaths, check_name
 from .spark_paths import shown, unreadable_reason
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 log = logging.getLogger("oea")
-MANIFEST = "_manifest.json"
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import LakeStorageError, StorageCredentialError
-from .landing import MANIFEST
-from .paths import FRAMEWORK_CONTAINER, STAGES, LakePaths
-from .salt import FINGERPRINT_FILE
+from ..errors import LakeStorageError, StorageCredentialError
+from .paths import FINGERPRINT_FILE, FRAMEWORK_CONTAINER, MANIFEST, STAGES, LakePaths
 from .storage import (
     CREDENTIAL_SETTINGS,
     StorageCredentials,

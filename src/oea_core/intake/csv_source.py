@@ -36,8 +36,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import IngestError
-from .schema import TableSchema, safe_column_name
+from ..errors import IngestError
+from ..schema import TableSchema, safe_column_name
 from .spark_paths import file_uri, literal_path, shown, spark_skips, unreadable_reason
 
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ def _parse(column_name: str, type_name: str, date_format: str) -> Column:
 def _read_target(paths: list[str]) -> tuple[str | list[str], dict]:
     """What to give Spark: the common folder when the files are exactly the CSV files Spark lists in it
     (listing a folder is much faster than checking hundreds of paths), else the list of files. Paths are
-    escaped (:func:`~oea_core.spark_paths.literal_path`), never glob patterns; IngestError for a file whose
+    escaped (:func:`~oea_core.intake.spark_paths.literal_path`), never glob patterns; IngestError for a file whose
     name Spark would skip or cannot read."""
     for path in paths:
         reason = unreadable_reason(os.path.basename(path))
@@ -240,7 +240,7 @@ def _read_target(paths: list[str]) -> tuple[str | list[str], dict]:
 
 def _file_literals(paths: list[str], file_columns: Callable[[str], dict[str, str]] | None) -> list[Column]:
     """The per-file literal columns: one literal when every file agrees, else chosen by the file's URI
-    (:func:`~oea_core.spark_paths.file_uri`, as ``input_file_name()`` spells it; a file matching no URI
+    (:func:`~oea_core.intake.spark_paths.file_uri`, as ``input_file_name()`` spells it; a file matching no URI
     fails the read rather than getting nulls).
 
     Files are grouped by value, and each group is one set-membership test (a hash lookup), so the cost

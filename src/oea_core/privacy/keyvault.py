@@ -7,7 +7,7 @@ one secret from one vault (a flow datasource's password).
 
 Guarantees: a failure is one line naming the vault URL and the secret (not found, forbidden,
 authentication failed, unreachable), never a value; the SDK exception it is chained to is scrubbed
-the same way; every value read is remembered for :func:`~oea_core.redaction.redact`. One
+the same way; every value read is remembered for :func:`~oea_core.privacy.redaction.redact`. One
 ``SecretClient`` per vault URL is kept for the life of the process (making a credential is slow);
 values are not cached.
 """
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from .errors import KeyVaultError
-from .extras import require
+from ..errors import KeyVaultError
+from ..extras import require
 from .redaction import redact, remember_secret
 
 if TYPE_CHECKING:

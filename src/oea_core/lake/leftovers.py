@@ -7,7 +7,7 @@ place, or written by a merge that lost a commit race, before the commit), and
 Delta log never see them, but a Parquet glob over the folder would, and they take space.
 
 Each land, ingest and refine removes its source's leftovers while it holds the source's lake
-lock (:mod:`oea_core.lock`), before it starts and after it finishes; ``oea lake check
+lock (:mod:`oea_core.lake.lock`), before it starts and after it finishes; ``oea lake check
 [--repair]`` reports (and removes) them for the whole lake. Local lakes only, for now.
 """
 
