@@ -13,7 +13,8 @@ recorded in it and does not change the run's outcome.
 
 The runner holds the run's state; the rest is beside it: ``schedule.py`` (dependency order),
 ``templates.py`` (what ``{{ ... }}`` sees), ``step_checks.py`` (data-quality checks) and
-``spark_jobs.py`` (cancelling Spark work at a deadline).
+``spark_jobs.py`` (cancelling Spark work at a deadline). Steps see the run only as a
+``context.StepRun``, which ``FlowRun`` satisfies: the runner imports the steps, never the reverse.
 """
 
 from __future__ import annotations

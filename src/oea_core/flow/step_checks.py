@@ -3,7 +3,7 @@
 A check's SQL file is rendered by ``checks.render_check`` (its parameters bound or quoted by
 type) with the step's template context, its rendered ``params``, ``delta(stage, source, table)``
 and, for a step with an ``output``, ``output``: the view of the table it wrote. Each check runs in
-the run's Spark session within what is left of the step's timeout (``FlowRun.spark_deadline``).
+the run's Spark session within what is left of the step's timeout (``StepRun.spark_deadline``).
 Only the count is kept: offending rows may hold identifiers, which do not belong in a run log.
 """
 
@@ -17,14 +17,14 @@ import jinja2
 from ..errors import FlowError, OEAError
 from .checks import Sql, render_check
 
-if TYPE_CHECKING:  # runner.py imports this module to run checks; this one needs FlowRun only for its types
+if TYPE_CHECKING:
+    from .context import StepRun
     from .model import Check, Step
-    from .runner import FlowRun
 
 log = logging.getLogger("oea")
 
 
-def run_checks(run: FlowRun, step: Step, deadline: float) -> list[dict[str, Any]]:
+def run_checks(run: StepRun, step: Step, deadline: float) -> list[dict[str, Any]]:
     """Run ``step``'s checks in order, each before ``deadline`` (``time.monotonic()``); returns their results.
 
     A result is ``{name, severity, value, max, passed}``. Raises FlowError for a check that cannot be
@@ -40,7 +40,7 @@ def run_checks(run: FlowRun, step: Step, deadline: float) -> list[dict[str, Any]
     return results
 
 
-def _check(run: FlowRun, step: Step, check: Check) -> dict[str, Any]:
+def _check(run: StepRun, step: Step, check: Check) -> dict[str, Any]:
     params = run.render(step, check.params)
     values = {**run.context(step), **params, "params": params,
               "delta": lambda *names: Sql(run.lake_view(*names))}

@@ -5,8 +5,9 @@ owns two things:
 
 - ``validate(check, where, raw, folder)``: when the flow is loaded, check the step's own keys
   (problems go to ``check`` with their lines) and return its target, or None when it has none;
-- ``run(run, step, deadline)``: one attempt of the step in a ``FlowRun``, to finish before
-  ``deadline`` (``time.monotonic()``); returns the rows it wrote, or None.
+- ``run(run, step, deadline)``: one attempt of the step in a run (a ``context.StepRun``, which the
+  runner's ``FlowRun`` is), to finish before ``deadline`` (``time.monotonic()``); returns the rows
+  it wrote, or None.
 
 Python and notebook steps run in a worker process (``WorkerStepKind``): ``payload`` builds, in the
 runner, the plain values the worker needs; ``work`` runs in the worker (see ``worker.py``).
@@ -30,12 +31,12 @@ from ..errors import FlowError, NotebookRunError
 from ..notebook_run import check_parameters, execute_notebook, notebook_parameters
 from .datasources import jdbc_options
 
-if TYPE_CHECKING:  # runner.py imports this module to run steps; this one needs FlowRun only for its types
+if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from .context import StepRun
     from .model import Step
     from .problems import Checker, Node
-    from .runner import FlowRun
 
 log = logging.getLogger("oea")
 Kind = TypeVar("Kind", bound="type[StepKind]")
@@ -52,7 +53,7 @@ class StepKind(ABC):
         """Check the step's own keys in ``raw``; returns its target (None when it has none)."""
 
     @abstractmethod
-    def run(self, run: FlowRun, step: Step, deadline: float) -> int | None:
+    def run(self, run: StepRun, step: Step, deadline: float) -> int | None:
         """Run one attempt of ``step``; returns the rows it wrote (None when it does not say)."""
 
     def target(self, check: Checker, where: str, raw: Node) -> str | None:
@@ -80,11 +81,11 @@ class StepOutcome:
 class WorkerStepKind(StepKind):
     """A kind whose steps run in a worker process, which a timeout kills with all it started."""
 
-    def run(self, run: FlowRun, step: Step, deadline: float) -> int | None:
+    def run(self, run: StepRun, step: Step, deadline: float) -> int | None:
         return run.in_worker(step, {"kind": self.name, **self.payload(run, step)}, deadline)
 
     @abstractmethod
-    def payload(self, run: FlowRun, step: Step) -> dict[str, Any]:
+    def payload(self, run: StepRun, step: Step) -> dict[str, Any]:
         """What the worker needs to run ``step`` (plain values: it is pickled), built in the runner."""
 
     @abstractmethod
@@ -140,7 +141,7 @@ class NotebookStep(WorkerStepKind):
     def validate(self, check: Checker, where: str, raw: Node, folder: str) -> str | None:
         return self.target_file(check, where, raw, folder)
 
-    def payload(self, run: FlowRun, step: Step) -> dict[str, Any]:
+    def payload(self, run: StepRun, step: Step) -> dict[str, Any]:
         source = run.render(step, step.target)
         if not os.path.isfile(source):
             raise FlowError(f"step {step.name}: notebook {source} does not exist; fix 'notebook' in {run.flow.path}")
@@ -180,7 +181,7 @@ class SqlStep(StepKind):
                       "the Delta table it writes")
         return target
 
-    def run(self, run: FlowRun, step: Step, deadline: float) -> int | None:
+    def run(self, run: StepRun, step: Step, deadline: float) -> int | None:
         source = run.render(step, step.source)
         jdbc = None
         if source and source.get("datasource"):  # its user and password are read now, before Spark starts
@@ -188,7 +189,7 @@ class SqlStep(StepKind):
         with run.spark_deadline(step, deadline):
             return self._write(run, step, source, jdbc)
 
-    def _write(self, run: FlowRun, step: Step, source: dict[str, Any] | None, jdbc: dict[str, str] | None) -> int:
+    def _write(self, run: StepRun, step: Step, source: dict[str, Any] | None, jdbc: dict[str, str] | None) -> int:
         session = run.spark.newSession()  # temporary views of its own: steps running side by side may share names
         output = run.render(step, step.output)
         path = run.lake.table(output["stage"], output["source"], output["table"])
@@ -228,7 +229,7 @@ class PythonStep(WorkerStepKind):
             check.callable(where, raw.line_of(self.target_key), target)
         return target
 
-    def payload(self, run: FlowRun, step: Step) -> dict[str, Any]:
+    def payload(self, run: StepRun, step: Step) -> dict[str, Any]:
         takes_context = "context" in inspect.signature(_function(step.target)).parameters
         return {"target": step.target, "kwargs": run.render(step, step.parameters),
                 "context": {**run.context(step), "lake": run.lake} if takes_context else None}
