@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/cloud.py --rows 50000 --repeats 3
 
 It generates a Clever daily-participation export with the module generator (``run.generate``), starts
-Azurite's Blob service on a free loopback port (``tests/azurite.py``, in memory) and times, in fresh
+Azurite's Blob service on a free loopback port (``tests/servers/azurite.py``, in memory) and times, in fresh
 ``oea`` processes with the same salt and Delta engine, on each lake:
 
 1. ``oea land clever EXPORT``;
@@ -42,7 +42,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
 from run import _pss, generate, machine  # benchmarks/run.py
 
-from azurite import azurite_home, start_azurite  # tests/azurite.py
+from servers.azurite import azurite_home, start_azurite  # tests/servers/azurite.py
 
 SALT = "cloud-benchmark-salt-5f0e2c9a41d7b3e8"  # fixed, so both lakes hold the same pseudonyms
 OEA = Path(sys.executable).parent / "oea"

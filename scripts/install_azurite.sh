@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Azurite Azure Storage emulator pinned in scripts/azurite/package-lock.json into DIR, for the
-# tests marked `azurite` (tests/azurite.py starts it from DIR/node_modules/.bin/azurite-blob).
+# tests marked `azurite` (tests/servers/azurite.py starts it from DIR/node_modules/.bin/azurite-blob).
 #   scripts/install_azurite.sh DIR      (scripts/setup.sh passes .venv/share/oea/azurite)
 # Skips the work when DIR already holds that lock file's install. Needs npm and the npm registry (or the
 # mirror npm is configured for); without them it says so in one line and exits 1.

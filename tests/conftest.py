@@ -1,10 +1,10 @@
 """One session-scoped local Spark session (with Delta Lake's jars), a fresh lake per test, and the engines.
 
-Also one session-scoped Azurite (tests/azurite.py), and marks tests by what they need, so the default run
+Also one session-scoped Azurite (tests/servers/azurite.py), and marks tests by what they need, so the default run
 (see ``addopts`` in pyproject.toml) can leave them out: ``spark`` for tests that take the spark, engine or
 store fixture, ``azurite`` for tests that take the azurite fixture, ``sftp`` for tests that take the sshd
-fixture (a real OpenSSH server, tests/sftp_server.py), ``postgres`` for tests that take the postgres
-fixture (a real PostgreSQL server, tests/postgres_server.py), ``notebooks`` for every notebook
+fixture (a real OpenSSH server, tests/servers/sftp.py), ``postgres`` for tests that take the postgres
+fixture (a real PostgreSQL server, tests/servers/postgres.py), ``notebooks`` for every notebook
 that nbmake collects. Tests that start Spark or a kernel themselves (in a subprocess, through a flow) are
 marked by hand. The constants tests share are in ``oea_testing``, not here.
 """
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from azurite import start_azurite
-from full_disk import fill, tiny_disk
 from oea_core import LakePaths, Salt
 from oea_testing import ENGINES, TEST_SALT
-from postgres_server import server_bin, start_postgres
-from sftp_server import SSHD, start_sshd
+from oea_testing.full_disk import fill, tiny_disk
+from servers.azurite import start_azurite
+from servers.postgres import server_bin, start_postgres
+from servers.sftp import SSHD, start_sshd
 
 SPARK_FIXTURES = {"spark", "engine", "store"}
 AZURE_SETTINGS = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN",

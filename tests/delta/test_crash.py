@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from crash_writer import ROWS, batch
 from deltalake import DeltaTable
 
-WRITER = Path(__file__).with_name("crash_writer.py")
+from oea_testing.crash_writer import ROWS, batch
+
+WRITER = Path(__file__).parents[1] / "oea_testing" / "crash_writer.py"
 CASES = [("delta-rs", "staging"), ("spark-delta", "staging"), ("spark-delta", "commit")]
 
 

@@ -9,9 +9,9 @@ import os
 import pytest
 from deltalake import DeltaTable
 
-from full_disk import files, fill, free, tiny_disk
 from oea_core import DeltaTableError, LakePaths
 from oea_core.lake.lock import source_run
+from oea_testing.full_disk import files, fill, free, tiny_disk
 
 D1 = dt.date(2022, 1, 9)
 D2 = dt.date(2022, 2, 1)

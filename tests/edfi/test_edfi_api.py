@@ -9,7 +9,6 @@ import logging
 import os
 
 import pytest
-from api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
 
 from oea_core import LakePaths, LandingError
 from oea_core.edfi import EdFiApiError, EdFiClient, generate_edfi
@@ -26,6 +25,7 @@ from oea_core.edfi.landing import (
 )
 from oea_core.edfi.openapi import entity_columns, latest_openapi, stored_batches
 from oea_core.lake.cloud import committed_batches
+from servers.edfi_api import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
 
 
 @pytest.fixture(scope="module")

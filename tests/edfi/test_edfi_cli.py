@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
 
 from oea_core.edfi import generate_edfi, write_edfi_export
 from oea_testing import digest
+from servers.edfi_api import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -29,7 +29,7 @@ def check_flow(tmp_path, sql: str, params: dict, pipeline: str = "name: t") -> P
             steps:
               - name: noop
                 kind: python
-                callable: "flow_helpers:record"
+                callable: "oea_testing.flow_helpers:record"
                 parameters: {{marker: x}}
                 checks:
                   - {{name: c, sql: {sql}, params: {json.dumps(params)}}}

@@ -24,8 +24,8 @@ def test_validate_run_status_graph(tmp_path, capsys):
             groups:
               - name: g
                 steps:
-                  - {name: one, kind: python, callable: "flow_helpers:record", parameters: {marker: one}}
-                  - {name: two, kind: python, callable: "flow_helpers:flaky", parameters: {marker: two, failures: 9}}
+                  - {name: one, kind: python, callable: "oea_testing.flow_helpers:record", parameters: {marker: one}}
+                  - {name: two, kind: python, callable: "oea_testing.flow_helpers:flaky", parameters: {marker: two, failures: 9}}
         """), encoding="utf-8")
     lake = str(tmp_path / "lake")
     assert main(["flow", "validate", str(flow)]) == 0
@@ -50,8 +50,8 @@ def test_validate_reports_a_stage_name_used_twice_with_its_line(tmp_path, capsys
     flow.write_text(textwrap.dedent("""\
         pipeline: {name: twice}
         stages:
-          - {name: load, groups: [{name: g1, steps: [{name: a, kind: python, callable: "flow_helpers:record"}]}]}
-          - {name: load, groups: [{name: g2, steps: [{name: b, kind: python, callable: "flow_helpers:record"}]}]}
+          - {name: load, groups: [{name: g1, steps: [{name: a, kind: python, callable: "oea_testing.flow_helpers:record"}]}]}
+          - {name: load, groups: [{name: g2, steps: [{name: b, kind: python, callable: "oea_testing.flow_helpers:record"}]}]}
         """), encoding="utf-8")
     assert main(["flow", "validate", str(flow)]) == 1
     assert (f"{flow}:4: stages[1]: duplicate stage name 'load', already the name of the stage at line 3"

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from test_flow_run import statuses
 
-from keyvault_server import self_signed
 from oea_core import LakePaths
 from oea_core.flow import FlowError, FlowRun, load_flow
 from oea_core.flow.datasources import jdbc_options
 from oea_core.flow.model import Datasource, Secret
 from oea_core.privacy import keyvault as keyvault_module
 from oea_core.privacy.redaction import redact
+from servers.keyvault import self_signed
 
 PASSWORD = "pa55-w0rd-from-the-env"  # looked for in the run log
 
@@ -53,7 +53,7 @@ TODAY = """\
         groups:
           - name: g
             steps:
-              - {name: first, kind: python, callable: "flow_helpers:record", parameters: {marker: a},
+              - {name: first, kind: python, callable: "oea_testing.flow_helpers:record", parameters: {marker: a},
                  retry: {attempts: 2, delay: 5}}
               - name: summarise
                 kind: sql
@@ -79,7 +79,7 @@ REFERENCE = """\
           groups:
             - name: g
               steps:
-                - {name: first, kind: python, callable: "flow_helpers:record", parameters: {marker: a},
+                - {name: first, kind: python, callable: "oea_testing.flow_helpers:record", parameters: {marker: a},
                    retry: {attempts: 2, delay_seconds: 5}}
                 - name: summarise
                   sql: summary.sql
@@ -116,13 +116,13 @@ def test_a_notification_written_as_text_is_a_webhook_a_teams_webhook_or_a_comman
         pipeline:
           name: n
           notifications: {on_failure: "http://127.0.0.1:9/hook", on_success: "echo $OEA_FLOW_STATUS"}
-          stages: [{name: s, groups: [{name: g, steps: [{name: a, kind: python, callable: "flow_helpers:record"}]}]}]
+          stages: [{name: s, groups: [{name: g, steps: [{name: a, kind: python, callable: "oea_testing.flow_helpers:record"}]}]}]
         """))
     assert flow.notifications == {"on_failure": {"webhook": "http://127.0.0.1:9/hook"},
                                   "on_success": {"command": "echo $OEA_FLOW_STATUS"}}
 
 
-ONE_STEP = ("[{name: s, groups: [{name: g, steps: [{name: a, kind: python, callable: 'flow_helpers:record', "
+ONE_STEP = ("[{name: s, groups: [{name: g, steps: [{name: a, kind: python, callable: 'oea_testing.flow_helpers:record', "
             "parameters: {marker: a}}]}]}]")
 
 
@@ -153,7 +153,7 @@ ONE_STEP = ("[{name: s, groups: [{name: g, steps: [{name: a, kind: python, calla
                 steps:
                   - name: a
                     kind: python
-                    callable: flow_helpers:record
+                    callable: oea_testing.flow_helpers:record
                     retry: {attempts: 2, delay_seconds: 1, delay: 1}
         """, 10, ("step a.retry.delay_seconds: the same setting is spelled both ways, 'step a.retry.delay' (line 10) "
                  "and 'step a.retry.delay_seconds' (line 10); keep one")),
@@ -166,7 +166,7 @@ ONE_STEP = ("[{name: s, groups: [{name: g, steps: [{name: a, kind: python, calla
                 steps:
                   - name: a
                     kind: python
-                    callable: flow_helpers:record
+                    callable: oea_testing.flow_helpers:record
                     checks: [{sql: dq/no_empty_school.sql}]
                     dq_checks: [dq/no_empty_school.sql]
         """, 11, ("step a.dq_checks: the same setting is spelled both ways, 'step a.checks' (line 10) and "
@@ -250,7 +250,7 @@ def test_reference_format_mistakes_are_problems_with_their_lines(tmp_path):
                       destination: {path: stage3p/demo/b}
                     - name: c
                       kind: python
-                      callable: flow_helpers:record
+                      callable: oea_testing.flow_helpers:record
                       source: {datasource: sis, table: t}
         """)
     with pytest.raises(FlowError) as info:

@@ -45,11 +45,11 @@ BRANCHES = """\
           - name: g
             parallel: true
             steps:
-              - {name: a, kind: python, callable: "flow_helpers:flaky", parameters: {marker: a, failures: FAILS},
+              - {name: a, kind: python, callable: "oea_testing.flow_helpers:flaky", parameters: {marker: a, failures: FAILS},
                  retry: {attempts: 2, delay: 7}}
-              - {name: b, kind: python, callable: "flow_helpers:record", parameters: {marker: b}, depends_on: a}
-              - {name: c, kind: python, callable: "flow_helpers:record", parameters: {marker: c}}
-              - {name: d, kind: python, callable: "flow_helpers:record", parameters: {marker: d}, depends_on: b}
+              - {name: b, kind: python, callable: "oea_testing.flow_helpers:record", parameters: {marker: b}, depends_on: a}
+              - {name: c, kind: python, callable: "oea_testing.flow_helpers:record", parameters: {marker: c}}
+              - {name: d, kind: python, callable: "oea_testing.flow_helpers:record", parameters: {marker: d}, depends_on: b}
     """
 
 
@@ -118,11 +118,11 @@ def test_templates_render_and_a_missing_variable_names_step_and_variable(tmp_pat
             steps:
               - name: good
                 kind: python
-                callable: "flow_helpers:record"
+                callable: "oea_testing.flow_helpers:record"
                 parameters: {marker: "{{ base_path }}/{{ stage.name }}/{{ name }}/{{ batch_id }}/{{ where }}"}
               - name: bad
                 kind: python
-                callable: "flow_helpers:record"
+                callable: "oea_testing.flow_helpers:record"
                 parameters: {marker: "{{ stage.name }}/{{ colour }}"}
     """
     flow = load_flow(flow_file(tmp_path, body, pipeline="name: t\n  variables: {where: \"{{ stage.name }}-x\"}"))
@@ -143,7 +143,7 @@ def test_sql_step_writes_delta_and_checks_protect_downstream(tmp_path, lake, spa
             steps:
               - name: seed
                 kind: python
-                callable: "flow_helpers:make_table"
+                callable: "oea_testing.flow_helpers:make_table"
                 parameters:
                   stage: stage2p
                   source: demo
@@ -163,7 +163,7 @@ def test_sql_step_writes_delta_and_checks_protect_downstream(tmp_path, lake, spa
                               max: "2030-12-31"}}}}
                   - {{name: student_not_null, sql: {DQ}/not_null.sql,
                      params: {{stage: stage2p, source: demo, table: visits, column: student}}}}
-              - {{name: after, kind: python, callable: "flow_helpers:record", parameters: {{marker: after}}}}
+              - {{name: after, kind: python, callable: "oea_testing.flow_helpers:record", parameters: {{marker: after}}}}
     """
     flow = load_flow(flow_file(tmp_path, body))
     run = FlowRun(flow, lake, batch_id="b1", spark=spark)
@@ -212,7 +212,7 @@ def test_each_shipped_check_fails_on_bad_data_and_passes_on_good(tmp_path, lake,
                 steps:
                   - name: noop
                     kind: python
-                    callable: "flow_helpers:record"
+                    callable: "oea_testing.flow_helpers:record"
                     parameters: {{marker: x}}
                     checks:
                       - {{name: c, sql: {DQ / check}, severity: warn, params: {json.dumps(

@@ -33,8 +33,8 @@ def test_the_run_log_exists_from_the_start_and_shows_the_running_step_and_its_pr
         groups:
           - name: g
             steps:
-              - {name: first, kind: python, callable: "flow_helpers:peek", parameters: {marker: first}}
-              - {name: second, kind: python, callable: "flow_helpers:record", parameters: {marker: second}}
+              - {name: first, kind: python, callable: "oea_testing.flow_helpers:peek", parameters: {marker: first}}
+              - {name: second, kind: python, callable: "oea_testing.flow_helpers:record", parameters: {marker: second}}
     """
     FlowRun(load_flow(flow_file(tmp_path, body)), lake, batch_id="r1").run()
     seen = json.loads((Path(lake.state_path("runs")) / "first.json").read_text())
@@ -69,11 +69,11 @@ def test_flow_status_shows_a_run_as_running_and_then_died_after_kill_9(tmp_path,
             groups:
               - name: g
                 steps:
-                  - {name: wait, kind: python, callable: "flow_helpers:hang", parameters: {marker: wait}}
+                  - {name: wait, kind: python, callable: "oea_testing.flow_helpers:hang", parameters: {marker: wait}}
         """), encoding="utf-8")
     lake = tmp_path / "lake"
     log_path = lake / "oea-framework" / "runs" / "k1" / "run_log.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
     runner = subprocess.Popen([sys.executable, "-c", "import sys; from oea_core.cli import main; sys.exit(main())",
                                "--lake", str(lake), "flow", "run", str(flow), "--batch-id", "k1"], env=env)
     try:
@@ -112,12 +112,12 @@ def test_ctrl_c_stops_the_running_steps_and_marks_the_run_interrupted(tmp_path):
             groups:
               - name: g
                 steps:
-                  - {name: wait, kind: python, callable: "flow_helpers:hang", parameters: {marker: wait}}
-                  - {name: next, kind: python, callable: "flow_helpers:record", parameters: {marker: next}}
+                  - {name: wait, kind: python, callable: "oea_testing.flow_helpers:hang", parameters: {marker: wait}}
+                  - {name: next, kind: python, callable: "oea_testing.flow_helpers:record", parameters: {marker: next}}
         """), encoding="utf-8")
     lake = tmp_path / "lake"
     pids_file = lake / "oea-framework" / "runs" / "wait.pids"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
     runner = subprocess.Popen([sys.executable, "-c", "import sys; from oea_core.cli import main; sys.exit(main())",
                                "--lake", str(lake), "flow", "run", str(flow), "--batch-id", "i1"], env=env)
     try:

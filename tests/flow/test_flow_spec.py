@@ -36,15 +36,15 @@ def test_every_problem_is_reported_together_with_its_line(tmp_path):
                     notebook: missing.ipynb
                   - name: a
                     kind: python
-                    callable: flow_helpers:record
+                    callable: oea_testing.flow_helpers:record
                   - name: b
                     kind: python
-                    callable: flow_helpers:record
+                    callable: oea_testing.flow_helpers:record
                     depends_on: [nowhere, c]
                     retry: {attempts: two}
                   - name: c
                     kind: python
-                    callable: flow_helpers:nope
+                    callable: oea_testing.flow_helpers:nope
                     depends_on: b
                   - name: d
                     kind: shell
@@ -60,7 +60,7 @@ def test_every_problem_is_reported_together_with_its_line(tmp_path):
         (13, "duplicate step name 'a'"),
         (19, "unknown dependency 'nowhere'"),
         (20, "attempts must be a whole number of at least 1, not 'two'"),
-        (23, "flow_helpers has no function 'nope'"),
+        (23, "oea_testing.flow_helpers has no function 'nope'"),
         (26, "kind must be one of notebook, sql, python, not 'shell'"),
     ]
     for line, text in expected:
@@ -78,24 +78,24 @@ def test_dependencies_expand_groups_stages_and_sequences(tmp_path):
             groups:
               - name: seq
                 steps:
-                  - {name: s1, kind: python, callable: "flow_helpers:record"}
-                  - {name: s2, kind: python, callable: "flow_helpers:record"}
+                  - {name: s1, kind: python, callable: "oea_testing.flow_helpers:record"}
+                  - {name: s2, kind: python, callable: "oea_testing.flow_helpers:record"}
               - name: par
                 parallel: true
                 steps:
-                  - {name: p1, kind: python, callable: "flow_helpers:record"}
-                  - {name: p2, kind: python, callable: "flow_helpers:record", depends_on: s1}
+                  - {name: p1, kind: python, callable: "oea_testing.flow_helpers:record"}
+                  - {name: p2, kind: python, callable: "oea_testing.flow_helpers:record", depends_on: s1}
           - name: second
             groups:
               - name: last
                 steps:
-                  - {name: z, kind: python, callable: "flow_helpers:record"}
+                  - {name: z, kind: python, callable: "oea_testing.flow_helpers:record"}
           - name: third
             depends_on: []
             groups:
               - name: free
                 steps:
-                  - {name: f, kind: python, callable: "flow_helpers:record", depends_on: par}
+                  - {name: f, kind: python, callable: "oea_testing.flow_helpers:record", depends_on: par}
         """)
     flow = load_flow(path)
     deps = {name: step.depends_on for name, step in flow.steps.items()}
@@ -134,10 +134,10 @@ def test_an_included_flow_brings_its_stages_folder_defaults_and_variables(tmp_pa
               groups:
                 - name: ig
                   steps:
-                    - {name: i1, kind: python, callable: "flow_helpers:record", parameters: {day: "{{ day }}"},
+                    - {name: i1, kind: python, callable: "oea_testing.flow_helpers:record", parameters: {day: "{{ day }}"},
                        checks: [{sql: dq/rows.sql}]}
             - name: in2
-              groups: [{name: ig2, steps: [{name: i2, kind: python, callable: "flow_helpers:record"}]}]
+              groups: [{name: ig2, steps: [{name: i2, kind: python, callable: "oea_testing.flow_helpers:record"}]}]
         """), encoding="utf-8")
     flow = load_flow(write(tmp_path, """\
         pipeline:
@@ -146,10 +146,10 @@ def test_an_included_flow_brings_its_stages_folder_defaults_and_variables(tmp_pa
           variables: {shared: outer}
         stages:
           - name: first
-            groups: [{name: g1, steps: [{name: a, kind: python, callable: "flow_helpers:record"}]}]
+            groups: [{name: g1, steps: [{name: a, kind: python, callable: "oea_testing.flow_helpers:record"}]}]
           - include: gold/inner.yaml
           - name: last
-            groups: [{name: g3, steps: [{name: z, kind: python, callable: "flow_helpers:record"}]}]
+            groups: [{name: g3, steps: [{name: z, kind: python, callable: "oea_testing.flow_helpers:record"}]}]
         """))
     assert flow.stages == ["first", "in1", "in2", "last"]
     assert {n: s.depends_on for n, s in flow.steps.items()} == {"a": set(), "i1": {"a"}, "i2": {"i1"}, "z": {"i2"}}
@@ -166,7 +166,7 @@ def test_an_include_that_is_missing_or_a_cycle_or_broken_is_a_problem_with_its_l
         pipeline: {name: bad}
         stages:
           - name: s
-            groups: [{name: g, steps: [{name: b, kind: python, callable: "flow_helpers:record", colour: red}]}]
+            groups: [{name: g, steps: [{name: b, kind: python, callable: "oea_testing.flow_helpers:record", colour: red}]}]
         """), encoding="utf-8")
     path = write(tmp_path, """\
         pipeline: {name: outer}
@@ -205,12 +205,12 @@ def test_a_timeout_is_seconds_or_a_duration_and_the_flow_sets_the_default(tmp_pa
             groups:
               - name: g
                 steps:
-                  - {{name: own, kind: python, callable: "flow_helpers:record", timeout: 5m}}
-                  - {{name: inherits, kind: python, callable: "flow_helpers:record"}}
+                  - {{name: own, kind: python, callable: "oea_testing.flow_helpers:record", timeout: 5m}}
+                  - {{name: inherits, kind: python, callable: "oea_testing.flow_helpers:record"}}
         """))
     assert flow.timeout == flow.steps["inherits"].timeout == seconds and flow.steps["own"].timeout == 300.0
     unset = load_flow(write(tmp_path, "pipeline: {name: t}\nstages: [{name: s, groups: [{name: g, steps: [\n"
-                                      "  {name: a, kind: python, callable: 'flow_helpers:record'}]}]}]\n"))
+                                      "  {name: a, kind: python, callable: 'oea_testing.flow_helpers:record'}]}]}]\n"))
     assert unset.steps["a"].timeout == DEFAULT_TIMEOUT == 3600.0
 
 
@@ -225,7 +225,7 @@ def test_a_timeout_that_is_not_a_positive_duration_is_refused_with_its_line(tmp_
                 steps:
                   - name: a
                     kind: python
-                    callable: "flow_helpers:record"
+                    callable: "oea_testing.flow_helpers:record"
                     timeout: {json.dumps(value)}
         """)
     with pytest.raises(FlowError) as info:
@@ -242,7 +242,7 @@ def test_a_value_of_the_wrong_shape_is_a_problem_with_its_line_not_a_crash(tmp_p
             groups:
               - name: g
                 steps:
-                  - {name: a, kind: python, callable: "flow_helpers:record", parameters: [x]}
+                  - {name: a, kind: python, callable: "oea_testing.flow_helpers:record", parameters: [x]}
                   - just text
         """)
     with pytest.raises(FlowError) as info:
@@ -253,7 +253,7 @@ def test_a_value_of_the_wrong_shape_is_a_problem_with_its_line_not_a_crash(tmp_p
         f"{path}:7: step a.parameters: parameters must be a mapping",
         f"{path}:5: stages[0].groups[0].steps[1]: expected a mapping, got str"]
     variables = write(tmp_path, "pipeline: {name: v, variables: [a]}\nstages: [{name: s, groups: [{name: g, steps: [\n"
-                                "  {name: a, kind: python, callable: 'flow_helpers:record'}]}]}]\n")
+                                "  {name: a, kind: python, callable: 'oea_testing.flow_helpers:record'}]}]}]\n")
     with pytest.raises(FlowError, match=r"flow.yaml:1: pipeline.variables: variables must be a mapping"):
         load_flow(variables)
 
@@ -266,21 +266,21 @@ def test_a_stage_group_or_step_name_used_twice_is_a_problem_at_each_second_use(t
             groups:
               - name: g
                 steps:
-                  - {name: a, kind: python, callable: "flow_helpers:record"}
+                  - {name: a, kind: python, callable: "oea_testing.flow_helpers:record"}
               - name: g
                 steps:
-                  - {name: b, kind: python, callable: "flow_helpers:record"}
+                  - {name: b, kind: python, callable: "oea_testing.flow_helpers:record"}
           - name: load
             groups:
               - name: h
                 steps:
-                  - {name: a, kind: python, callable: "flow_helpers:record"}
-                  - {name: h2, kind: python, callable: "flow_helpers:record"}
+                  - {name: a, kind: python, callable: "oea_testing.flow_helpers:record"}
+                  - {name: h2, kind: python, callable: "oea_testing.flow_helpers:record"}
           - name: b
             groups:
               - name: k
                 steps:
-                  - {name: c, kind: python, callable: "flow_helpers:record"}
+                  - {name: c, kind: python, callable: "oea_testing.flow_helpers:record"}
         """)
     with pytest.raises(FlowError) as info:
         load_flow(path)

@@ -78,7 +78,7 @@ def test_a_registered_kind_validates_its_own_keys_and_runs(tmp_path, lake, echo)
 
 def test_a_python_steps_result_line_is_in_the_run_log_and_a_cached_step_keeps_it(tmp_path, lake, caplog):
     caplog.set_level("INFO", logger="oea")
-    steps = "\n".join(f"              - {{name: {name}, kind: python, callable: 'flow_helpers:gold_like', "
+    steps = "\n".join(f"              - {{name: {name}, kind: python, callable: 'oea_testing.flow_helpers:gold_like', "
                       f"parameters: {{missing: {missing}}}}}" for name, missing in (("m", "true"), ("n", "false")))
     flow = load_flow(flow_file(tmp_path, ONE_STEP.replace("              - {STEP}", steps),
                                "name: t\n  checkpoint: {enabled: true}"))
@@ -94,7 +94,7 @@ def test_a_python_steps_result_line_is_in_the_run_log_and_a_cached_step_keeps_it
 
 
 def test_max_parallel_is_respected(tmp_path, lake):
-    steps = "\n".join(f"              - {{name: p{i}, kind: python, callable: 'flow_helpers:span', "
+    steps = "\n".join(f"              - {{name: p{i}, kind: python, callable: 'oea_testing.flow_helpers:span', "
                       f"parameters: {{marker: p{i}, seconds: 0.3}}}}" for i in range(4))
     body = f"""\
     stages:

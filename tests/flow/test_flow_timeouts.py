@@ -28,11 +28,11 @@ def test_a_hung_python_step_is_killed_with_all_it_started_and_retried(tmp_path, 
           - name: g
             parallel: true
             steps:
-              - {name: hang, kind: python, callable: "flow_helpers:hang", parameters: {marker: hang},
+              - {name: hang, kind: python, callable: "oea_testing.flow_helpers:hang", parameters: {marker: hang},
                  retry: {attempts: 2, delay: 0}}
-              - {name: after, kind: python, callable: "flow_helpers:record", parameters: {marker: after},
+              - {name: after, kind: python, callable: "oea_testing.flow_helpers:record", parameters: {marker: after},
                  depends_on: hang}
-              - {name: quick, kind: python, callable: "flow_helpers:record", parameters: {marker: quick},
+              - {name: quick, kind: python, callable: "oea_testing.flow_helpers:record", parameters: {marker: quick},
                  timeout: 1m}
     """
     flow = load_flow(flow_file(tmp_path, body, pipeline="name: t\n  default_timeout: 2s"))
@@ -59,7 +59,7 @@ def test_a_step_timeout_counts_from_when_its_worker_has_the_step_not_from_python
         groups:
           - name: g
             steps:
-              - {name: quick, kind: python, callable: "flow_helpers:record", parameters: {marker: quick},
+              - {name: quick, kind: python, callable: "oea_testing.flow_helpers:record", parameters: {marker: quick},
                  timeout: 1s}
     """
     log = FlowRun(load_flow(flow_file(tmp_path, body)), lake, batch_id="t1").run()

@@ -9,13 +9,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from gold_data import EdFiState, school, write_partial, write_state
 
 from oea_core.errors import DataQualityError
 from oea_core.flow import FlowError, FlowRun, load_flow
 from oea_core.gold import VAULT_CHECKS, build_star, build_vault, run_checks
 from oea_core.gold.model import STAR_TABLES, VAULT_TABLES
 from oea_core.sql.view_sets import view_set_script
+from oea_testing.gold_data import EdFiState, school, write_partial, write_state
 
 T1, T2, T3 = (dt.datetime(2024, 1, day, 6, tzinfo=dt.timezone.utc) for day in (1, 2, 3))
 EDFI = "stage2p/edfi/"
@@ -96,7 +96,7 @@ def test_a_data_quality_failure_is_not_retried(tmp_path, lake):
               groups:
                 - name: g
                   steps:
-                    - {name: star, kind: python, callable: "gold_data:fails_its_checks"}
+                    - {name: star, kind: python, callable: "oea_testing.gold_data:fails_its_checks"}
         """), encoding="utf-8")
     with pytest.raises(FlowError, match="DataQualityError: star batch b1"):
         FlowRun(load_flow(flow), lake, batch_id="b1", sleep=lambda _: None).run()

@@ -6,11 +6,11 @@ import datetime as dt
 import json
 
 import pytest
-from gold_data import RAW_STUDENTS, EdFiState, pseudo, school, student, write_state
 
 from oea_core.delta import DeltaRsStore
 from oea_core.gold import STAR_CHECKS, build_star, build_vault, hash_key, run_checks, surrogate_key
 from oea_core.gold.model import STAR_TABLES
+from oea_testing.gold_data import RAW_STUDENTS, EdFiState, pseudo, school, student, write_state
 
 D = dt.date
 T1, T2, T3 = (dt.datetime(2024, 1, day, 6, tzinfo=dt.timezone.utc) for day in (1, 2, 3))

@@ -7,12 +7,12 @@ import hashlib
 import os
 
 import pytest
-from gold_data import RAW_STUDENTS, EdFiState, pseudo, student, write_state
 from pyspark.sql import functions as F
 
 from oea_core.delta import DeltaRsStore
 from oea_core.gold import VAULT_CHECKS, build_vault, hash_key, run_checks
 from oea_core.gold.model import VAULT_TABLES
+from oea_testing.gold_data import RAW_STUDENTS, EdFiState, pseudo, student, write_state
 
 T1, T2, T3 = (dt.datetime(2024, 1, day, 6, tzinfo=dt.timezone.utc) for day in (1, 2, 3))
 

@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from gold_data import EdFiState, write_state
 
 from oea_core import FlowError, LakePathError, LakePaths, view_set_script
 from oea_core.cli import main
@@ -23,6 +22,7 @@ from oea_core.sql.view_sets import gold_tables, sha256_columns
 from oea_core.sql.views import view_defs
 from oea_core.tasks import write_views
 from oea_testing import views_by_database
+from oea_testing.gold_data import EdFiState, write_state
 
 REPO = Path(__file__).resolve().parents[2]
 ADLS = LakePaths(account="districtlake01")  # no working copy: no tables to read
@@ -31,7 +31,7 @@ AREAS = {"vault": VAULT_TABLES, "star": STAR_TABLES}
 
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory) -> LakePaths:
-    """One small vault and star (tests/gold/gold_data.py), built once for the module."""
+    """One small vault and star (tests/oea_testing/gold_data.py), built once for the module."""
     rs = DeltaRsStore(spark)
     lake = LakePaths.from_setting(tmp_path_factory.mktemp("gold-views") / "lake")
     write_state(spark, rs, lake, EdFiState())

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from full_disk import free
 from oea_core import LakeLockError, LakePaths
 from oea_core.cli import main
 from oea_core.lake.lock import holder, lake_lock, lock_path, source_run
+from oea_testing.full_disk import free
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def hold_in_another_process(lake: LakePaths, name: str, operation: str, seconds: float) -> subprocess.Popen:

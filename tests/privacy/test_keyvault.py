@@ -1,6 +1,6 @@
 """Secrets from Key Vault, read by the real Azure SDK (DefaultAzureCredential, SecretClient) from a loopback vault.
 
-The vault and its managed identity endpoint are tests/keyvault_server.py; the token comes from
+The vault and its managed identity endpoint are tests/servers/keyvault.py; the token comes from
 DefaultAzureCredential's ManagedIdentityCredential, as on App Service (IDENTITY_ENDPOINT, IDENTITY_HEADER).
 """
 
@@ -18,7 +18,6 @@ pytest.importorskip("azure.keyvault.secrets")
 
 from azure.core.pipeline.transport import HttpTransport
 
-from keyvault_server import signed_in
 from oea_core import EdFiApiError, FlowError, SaltError, get_salt
 from oea_core.edfi.api import EdFiClient
 from oea_core.errors import KeyVaultError
@@ -27,8 +26,9 @@ from oea_core.flow.model import Datasource, Secret
 from oea_core.intake.sftp import KNOWN_HOSTS_SETTING
 from oea_core.privacy import keyvault, redaction
 from oea_core.synapse.notebooks import SYNAPSE_SECRET_FILES, SYNAPSE_SECRETS
+from servers.keyvault import signed_in
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SALT_VALUE = "kv-salt-value-3f9a1c77e2"
 CLIENT_ID = "edfi-client-id-4471"

@@ -16,7 +16,7 @@ from oea_testing import views_by_database
 if TYPE_CHECKING:
     import pyarrow as pa
 
-GOLDEN = Path(__file__).parent / "golden" / "clever_views.sql"
+GOLDEN = Path(__file__).parents[1] / "golden" / "clever_views.sql"
 ADLS = LakePaths(account="districtlake01")  # no working copy: no tables to read, as when scripts are made for Synapse
 
 
@@ -217,7 +217,7 @@ def test_data_source_form_uses_a_managed_identity_credential_and_relative_paths(
 def _scripts() -> dict[str, str]:
     from oea_core.edfi import EdFiModule
 
-    repo = Path(__file__).parents[1]
+    repo = Path(__file__).parents[2]
     scripts = {p.name: p.read_text(encoding="utf-8") for p in sorted((repo / "sql_views").glob("*.sql"))}
     scripts["clever_data_source"] = clever_script(data_source=True)
     scripts["edfi_data_source"] = views_script(ADLS, "edfi", EdFiModule(ADLS).outputs(), data_source=True)

@@ -33,7 +33,7 @@ from oea_core.submissions import LocalInbox, parse_config, read_record, schema_t
 from oea_core.submissions.bundle import extract_bundle, inspect_bundle
 from oea_testing import digest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLEVER = REPO / "test_data" / "clever"
 EDFI = REPO / "test_data" / "edfi"
 SALT = "submissions-test-salt-4b7e0c91"

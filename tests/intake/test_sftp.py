@@ -1,4 +1,4 @@
-"""Landing Clever reports from a real OpenSSH server (tests/sftp_server.py): incremental, resumed, refused."""
+"""Landing Clever reports from a real OpenSSH server (tests/servers/sftp.py): incremental, resumed, refused."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from oea_core.clever.generator import generate_clever_export
 from oea_core.cli import main
 from oea_core.intake.landing import MANIFEST, list_batches
 from oea_core.intake.sftp import LEDGER
-from sftp_server import DropProxy, give_to_server, write_known_hosts
+from servers.sftp import DropProxy, give_to_server, write_known_hosts
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, timeout=10, sleep=lambda _s: None)
 
@@ -414,8 +414,8 @@ def test_the_module_lands_an_sftp_url_as_the_synapse_notebook_passes_it(ssh_env,
 
 
 def test_the_password_may_come_from_key_vault_secret_oeaSftpPassword(ssh_env, remote, lake, tmp_path, monkeypatch):
-    from keyvault_server import signed_in
     from oea_core.privacy import keyvault
+    from servers.keyvault import signed_in
 
     files = [f for day in clever_days(tmp_path, 1).values() for f in day]
     put(ssh_env, tmp_path, remote, files)
@@ -430,8 +430,8 @@ def test_the_password_may_come_from_key_vault_secret_oeaSftpPassword(ssh_env, re
 
 def test_a_password_key_vault_cannot_give_is_one_line_naming_the_settings_and_the_secret(lake, tmp_path,
                                                                                            monkeypatch):
-    from keyvault_server import signed_in
     from oea_core.privacy import keyvault
+    from servers.keyvault import signed_in
 
     monkeypatch.delenv("OEA_SFTP_PASSWORD", raising=False)
     monkeypatch.delenv("OEA_SFTP_KEY_FILE", raising=False)

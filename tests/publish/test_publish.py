@@ -20,7 +20,6 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from psycopg import conninfo
 
-from gold.gold_data import EdFiState, write_partial, write_state  # tests/gold's stage2p tables
 from oea_core import LakePaths, PublishError, publish_postgres
 from oea_core.cli import main
 from oea_core.delta import delta_store
@@ -30,11 +29,12 @@ from oea_core.lake.storage import CONNECTION_STRING, lake_filesystem
 from oea_core.publish.columns import pg_column, pg_columns
 from oea_core.publish.run import lake_tables
 from oea_core.publish.server import find_dbt
+from oea_testing.gold_data import EdFiState, write_partial, write_state  # the gold tests' stage2p tables
 
 STAR_TABLES = ("dim_date", "dim_school", "dim_section", "dim_student", "fact_attendance", "fact_digital_activity",
                "fact_enrollment")
 MODELS = {"schools", "students", "school_week_attendance", "student_week_digital_engagement"}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 T1 = dt.datetime(2024, 1, 1, 6, tzinfo=dt.timezone.utc)
 
 

@@ -15,7 +15,7 @@ from oea_core.clever.module import CleverModule
 from oea_core.cli import main
 from oea_core.lake.leftovers import find_leftovers
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def plant_leftovers(lake) -> dict[str, str]:

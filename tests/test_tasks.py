@@ -77,14 +77,14 @@ def test_the_production_flow_lands_builds_and_a_night_with_nothing_new_writes_no
         sshd, tmp_path, monkeypatch, capfd, caplog):
     """Clever from a real OpenSSH server, Ed-Fi from the API, every secret from Key Vault; then a night with
     nothing new, and a failed night. No secret reaches a file, the output or the logs."""
-    from edfi.api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi  # tests/edfi, on pythonpath as tests/
-    from keyvault_server import signed_in
     from oea_core.clever.generator import generate_clever_export
     from oea_core.cli import main
     from oea_core.edfi import generate_edfi
     from oea_core.privacy import keyvault
     from oea_testing import secrets_found
-    from sftp_server import give_to_server
+    from servers.edfi_api import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
+    from servers.keyvault import signed_in
+    from servers.sftp import give_to_server
 
     caplog.set_level("INFO")
     drop = os.path.join(sshd.data, "production-drop")

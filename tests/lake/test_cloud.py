@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import pytest
 from deltalake import DeltaTable
 
-from edfi.api_server import CLIENT_ID, CLIENT_SECRET, EdFiTestApi  # tests/edfi, on pythonpath as tests/
 from oea_core import LakePaths
 from oea_core.cli import main
 from oea_core.edfi import generate_edfi
@@ -34,11 +33,12 @@ from oea_core.lake.storage import (
     lake_filesystem,
 )
 from oea_testing import TEST_SALT
+from servers.edfi_api import CLIENT_ID, CLIENT_SECRET, EdFiTestApi
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLEVER = REPO / "test_data" / "clever"
 EDFI = REPO / "test_data" / "edfi"
 LAKE_URL = "abfss://stage1np@devstoreaccount1.dfs.core.windows.net"

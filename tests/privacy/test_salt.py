@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from full_disk import files, free
 from oea_core import LakePaths, Salt, SaltError, get_salt
 from oea_core.privacy import redaction as redaction_module
 from oea_core.privacy import salt as salt_module
 from oea_core.privacy.redaction import redact, remember_secret
+from oea_testing.full_disk import files, free
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV_SALT = "from-env-salt-77aa"
 OTHER_SALT = "a-different-salt-9f3c"
 

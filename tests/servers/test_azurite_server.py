@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from azurite import start_azurite
+from servers.azurite import start_azurite
 
 
 def test_a_test_that_takes_the_azurite_fixture_is_marked_azurite(request, azurite):
