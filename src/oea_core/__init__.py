@@ -3,9 +3,11 @@ lakes."""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from . import moved
 from .delta import DeltaRsStore, DeltaStore, SparkDeltaStore, WriteResult, delta_store, engine_name
-from .district import DistrictExport, generate_district
 from .errors import (
                      CommitConflictError,
                      DataQualityError,
@@ -41,7 +43,6 @@ from .intake.sftp import RetryPolicy, SftpLandResult, SftpSource, land_sftp
 from .lake.paths import STAGES, LakePaths
 from .privacy.pseudonymize import pseudonym, to_lookup, to_pseudonymized
 from .privacy.salt import Salt, get_salt
-from .publish import PublishResult, publish_postgres
 from .schema import ColumnSpec, PseudoOp, TableSchema, safe_column_name, safe_table_name
 from .source_module import CliOption, IngestResult, ModuleDescriptor, NotebookStep, SourceModule
 from .sources import SourceRegistry, sources
@@ -49,7 +50,11 @@ from .spark import get_spark
 from .sql.preview import SqlPreview
 from .sql.view_sets import view_set_script
 from .sql.views import lake_database_ddl, views_script
-from .submissions import (
+
+if TYPE_CHECKING:
+    from .district import DistrictExport, generate_district
+    from .publish import PublishResult, publish_postgres
+    from .submissions import (
                      PipelineConfig,
                      Submission,
                      SubmissionLimits,
@@ -57,7 +62,29 @@ from .submissions import (
                      pipeline_config_schema,
                      submit_bundle,
                      watch_inbox,
-)
+    )
+
+# Heavy optional parts load when first used: publishing (psycopg), submissions (jsonschema) and the district
+# generator (both modules' generators). ``from oea_core import publish_postgres`` works as before.
+_LAZY = {
+    "DistrictExport": ".district", "generate_district": ".district",
+    "PublishResult": ".publish", "publish_postgres": ".publish",
+    **dict.fromkeys(("PipelineConfig", "Submission", "SubmissionLimits", "SubmissionPipeline",
+                     "pipeline_config_schema", "submit_bundle", "watch_inbox"), ".submissions"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'oea_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 moved.install()
 
