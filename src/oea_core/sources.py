@@ -6,46 +6,26 @@ from typing import TYPE_CHECKING, Any
 
 from . import clever, edfi
 from .errors import ModuleNotFoundInCatalog, OEAError
+from .registry import Registry
+from .source_module import ModuleDescriptor
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from .source_module import ModuleDescriptor, SourceModule
+    from .source_module import SourceModule
 
 
-class SourceRegistry:
-    """Module descriptors by name."""
+class SourceRegistry(Registry[ModuleDescriptor]):
+    """Module descriptors by name (sorted); a second module of one name is an error, an unknown name
+    raises ModuleNotFoundInCatalog listing the known modules."""
 
     def __init__(self) -> None:
-        self._descriptors: dict[str, ModuleDescriptor] = {}
-
-    def register(self, descriptor: ModuleDescriptor) -> ModuleDescriptor:
-        """Add ``descriptor``; a second module of the same name is an error."""
-        if descriptor.name in self._descriptors:
-            raise OEAError(f"a source module named {descriptor.name!r} is already registered; give the new "
-                           "module another name")
-        self._descriptors[descriptor.name] = descriptor
-        return descriptor
-
-    def unregister(self, name: str) -> None:
-        self._descriptors.pop(name, None)
-
-    def get(self, name: str) -> ModuleDescriptor:
-        """The descriptor of ``name``; raises ModuleNotFoundInCatalog listing the known modules."""
-        if name not in self._descriptors:
-            raise ModuleNotFoundInCatalog(
-                f"unknown source module {name!r}; known modules: {', '.join(self.names())}")
-        return self._descriptors[name]
+        super().__init__("source module", duplicate=lambda name: OEAError(
+            f"a source module named {name!r} is already registered; give the new module another name"),
+            unknown=lambda name, known: ModuleNotFoundInCatalog(
+                f"unknown source module {name!r}; known modules: {', '.join(known)}"))
 
     def create(self, name: str, **kwargs: Any) -> SourceModule:
         """The module ``name`` over ``lake=`` (and ``spark=``, ``salt=``, ``engine=``)."""
         return self.get(name).create(**kwargs)
-
-    def names(self) -> list[str]:
-        return sorted(self._descriptors)
-
-    def __iter__(self) -> Iterator[ModuleDescriptor]:
-        return iter([self._descriptors[name] for name in self.names()])
 
 
 sources = SourceRegistry()

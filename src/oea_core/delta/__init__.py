@@ -16,6 +16,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ..errors import DeltaEngineError
+from ..registry import Registry
 from .base import DeltaStore, Staged, WriteMode, WriteResult, collect_arrow
 from .rs import DeltaRsStore
 from .spark_delta import SparkDeltaStore, spark_has_delta
@@ -30,24 +31,16 @@ LOCAL_DEFAULT = "delta-rs"
 EMBEDDED_CONF = "spark.oea.embedded"
 
 
-class DeltaEngines:
-    """The Delta engines by name."""
+class DeltaEngines(Registry[type[DeltaStore]]):
+    """The Delta engines by name (sorted); a second engine of one name is an error, an unknown name
+    raises DeltaEngineError naming the known ones."""
 
     def __init__(self) -> None:
-        self._engines: dict[str, type[DeltaStore]] = {}
-
-    def register(self, engine: type[DeltaStore]) -> None:
-        self._engines[engine.name] = engine
-
-    def get(self, name: str) -> type[DeltaStore]:
-        """The engine called ``name``; raises DeltaEngineError naming the known ones."""
-        if name not in self._engines:
-            raise DeltaEngineError(f"unknown Delta engine {name!r} (from --engine or ${ENGINE_SETTING}); "
-                                   f"known engines: {', '.join(self.names())}", engine=name)
-        return self._engines[name]
-
-    def names(self) -> list[str]:
-        return sorted(self._engines)
+        super().__init__("Delta engine", duplicate=lambda name: DeltaEngineError(
+            f"a Delta engine named {name!r} is already registered; give the new engine another name", engine=name),
+            unknown=lambda name, known: DeltaEngineError(
+                f"unknown Delta engine {name!r} (from --engine or ${ENGINE_SETTING}); known engines: "
+                f"{', '.join(known)}", engine=name))
 
 
 engines = DeltaEngines()

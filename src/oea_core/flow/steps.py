@@ -24,15 +24,16 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from ..delta import delta_store
 from ..errors import FlowError, NotebookRunError
 from ..notebook_run import check_parameters, execute_notebook, notebook_parameters
+from ..registry import Registry
 from .datasources import jdbc_options
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from .context import StepRun
     from .model import Step
@@ -93,39 +94,30 @@ class WorkerStepKind(StepKind):
         """Run the step in the worker process; returns its rows (or a :class:`StepOutcome`)."""
 
 
-class StepKinds:
-    """The step kinds by name, in the order they were registered."""
+class StepKinds(Registry[StepKind]):
+    """The step kinds by name, in the order they were registered; ``register`` takes a kind's class
+    (usable as a decorator) and keeps one instance of it."""
 
     def __init__(self) -> None:
-        self._kinds: dict[str, StepKind] = {}
+        super().__init__("step kind", ordered=True, duplicate=lambda name: FlowError(
+            f"a step kind named {name!r} is already registered; give the new kind another name"),
+            unknown=lambda name, known: FlowError(f"unknown step kind {name!r}; registered kinds: {', '.join(known)}"))
 
-    def register(self, kind: Kind) -> Kind:
-        """Register ``kind`` (a class; usable as a decorator); a second kind of the same name is an error."""
-        if kind.name in self._kinds:
-            raise FlowError(f"a step kind named {kind.name!r} is already registered; give the new kind another name")
-        self._kinds[kind.name] = kind()
-        return kind
+    @overload
+    def register(self, item: StepKind) -> StepKind: ...
+    @overload
+    def register(self, item: Kind) -> Kind: ...
 
-    def unregister(self, name: str) -> None:
-        self._kinds.pop(name, None)
-
-    def get(self, name: str) -> StepKind:
-        """The kind called ``name``; raises FlowError naming the registered kinds."""
-        if name not in self._kinds:
-            raise FlowError(f"unknown step kind {name!r}; registered kinds: {', '.join(self.names())}")
-        return self._kinds[name]
-
-    def names(self) -> list[str]:
-        return list(self._kinds)
+    def register(self, item: StepKind | Kind) -> StepKind | Kind:
+        """Register ``item`` (a class, or an instance); a second kind of the same name is an error."""
+        if isinstance(item, type):
+            super().register(item())
+        else:
+            super().register(item)
+        return item
 
     def target_keys(self) -> set[str]:
-        return {kind.target_key for kind in self._kinds.values()}
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._kinds
-
-    def __iter__(self) -> Iterator[StepKind]:
-        return iter(list(self._kinds.values()))
+        return {kind.target_key for kind in self}
 
 
 step_kinds = StepKinds()

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RejectedRowsError, SubmissionError
+from ..registry import Registry
 from ..source_module import DEFAULT_MAX_REJECT_SHARE
 from ..sources import sources
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from ..lake.paths import LakePaths
 
 log = logging.getLogger("oea")
@@ -46,32 +45,15 @@ class SubmissionPipeline:
     run: PipelineRun
 
 
-class PipelineRegistry:
-    """Submission pipelines by name."""
+class PipelineRegistry(Registry[SubmissionPipeline]):
+    """Submission pipelines by name (sorted); a second one of one name, and an unknown name, are a
+    SubmissionError (the latter listing the known ones)."""
 
     def __init__(self) -> None:
-        self._pipelines: dict[str, SubmissionPipeline] = {}
-
-    def register(self, pipeline: SubmissionPipeline) -> SubmissionPipeline:
-        """Add ``pipeline``; a second one of the same name is an error."""
-        if pipeline.name in self._pipelines:
-            raise SubmissionError(f"a submission pipeline named {pipeline.name!r} is already registered; give the "
-                                  "new one another name (or version: _v2)")
-        self._pipelines[pipeline.name] = pipeline
-        return pipeline
-
-    def get(self, name: str) -> SubmissionPipeline:
-        """The pipeline ``name``; SubmissionError listing the known ones."""
-        if name not in self._pipelines:
-            raise SubmissionError(f"unknown pipeline {name!r} in pipeline-config.json; known pipelines: "
-                                  f"{', '.join(self.names())}")
-        return self._pipelines[name]
-
-    def names(self) -> list[str]:
-        return sorted(self._pipelines)
-
-    def __iter__(self) -> Iterator[SubmissionPipeline]:
-        return iter([self._pipelines[name] for name in self.names()])
+        super().__init__("submission pipeline", duplicate=lambda name: SubmissionError(
+            f"a submission pipeline named {name!r} is already registered; give the new one another name (or "
+            "version: _v2)"), unknown=lambda name, known: SubmissionError(
+            f"unknown pipeline {name!r} in pipeline-config.json; known pipelines: {', '.join(known)}"))
 
 
 def _ingress(module: str) -> PipelineRun:
