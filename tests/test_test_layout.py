@@ -49,3 +49,19 @@ def test_ci_and_the_readme_run_everything_with_one_command():
     command = ci[0].strip()
     assert ' -m ""' in command and "--nbmake tests notebooks" in command  # -m "" drops the default -m
     assert f"./scripts/setup.sh && {command}\n" in (REPO / "README.md").read_text()
+
+
+def test_test_helpers_are_imported_one_way_from_the_two_helper_packages():
+    local = {p.stem for p in TESTS.rglob("*.py") if p.parent != TESTS and not p.name.startswith("test_")}
+    local |= {p.stem for p in TESTS.glob("*.py") if not p.name.startswith("test_")} - {"conftest"}
+    local |= {p.name for p in TESTS.iterdir() if p.is_dir() and p.name not in ("oea_testing", "servers")}
+    importers = sorted(f"{p.relative_to(TESTS)}: {name}" for p in TESTS.rglob("*.py")
+                       for name in _imported_modules(p) & local)
+    assert not importers, f"import test helpers from the oea_testing or servers packages: {importers}"
+
+
+def test_test_folders_mirror_the_package():
+    src = REPO / "src" / "oea_core"
+    packages = {p.name for p in src.iterdir() if (p / "__init__.py").is_file()}
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
+    assert folders - {"servers"} <= packages, f"test folders without a package: {sorted(folders - packages)}"
