@@ -18,54 +18,32 @@ import copy
 import datetime as dt
 import json
 import os
-import random
-import uuid
 from dataclasses import dataclass, field
 
-NS = "uri://ed-fi.org/"
-SCHOOL_YEAR = 2024
-SESSION = "2023-2024 Fall Semester"
-LEA_ID = 255901
-FIRST = ["Ana", "Ben", "Chloe", "Dmitri", "Esi", "Farah", "Gus", "Hana", "Ivan", "Jade", "Kofi", "Lena",
-         "Mateo", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Vik", "Wren", "Xia"]
-LAST = ["Abbott", "Baptiste", "Castillo", "Dvorak", "Eze", "Fontaine", "Gallo", "Haddad", "Ibarra",
-        "Jansen", "Kowalski", "Lindqvist", "Moreau", "Nakamura", "Okafor", "Petrov", "Quispe", "Rahman"]
-COURSES = [("ALG-1", "Algebra I", "Mathematics"), ("ENG-1", "English I", "English Language and Literature"),
-           ("BIO-1", "Biology", "Life and Physical Sciences"), ("HIST-1", "World History", "Social Sciences and History"),
-           ("ART-1", "Studio Art", "Fine and Performing Arts")]
-GRADES = ["Ninth grade", "Tenth grade", "Eleventh grade", "Twelfth grade"]
-DESCRIPTORS = {
-    "gradeLevelDescriptors": GRADES,
-    "sexDescriptors": ["Female", "Male", "Not Selected"],
-    "attendanceEventCategoryDescriptors": ["Excused Absence", "Unexcused Absence", "Tardy"],
-    "academicSubjectDescriptors": [c[2] for c in COURSES],
-    "gradeTypeDescriptors": ["Grading Period", "Final"],
-    "gradingPeriodDescriptors": ["First Six Weeks", "Second Six Weeks"],
-    "classroomPositionDescriptors": ["Teacher of Record", "Assistant Teacher"],
-    "schoolCategoryDescriptors": ["High School"],
-    "localEducationAgencyCategoryDescriptors": ["Independent"],
-    "electronicMailTypeDescriptors": ["Work"],
-}
-# Ed-Fi's dependency order for the generated resources (referenced resources first)
-RESOURCE_ORDER = [*DESCRIPTORS, "localEducationAgencies", "schools", "courses", "courseOfferings", "sections",
-                  "staffs", "students", "studentSchoolAssociations", "staffSectionAssociations",
-                  "studentSectionAssociations", "studentSchoolAttendanceEvents", "grades"]
+from .records import (
+    COURSES,
+    DESCRIPTORS,
+    FIRST,
+    GRADES,
+    LAST,
+    LEA_ID,
+    NS,
+    RESOURCE_ORDER,
+    SCHOOL_YEAR,
+    SESSION,
+    Builder,
+    Event,
+    Roster,
+    add_attendance,
+    add_grades,
+    descriptor,
+    enroll,
+    load_district,
+    ref,
+)
 
-
-def descriptor(name: str, code: str) -> str:
-    """``uri://ed-fi.org/<Name>Descriptor#<code>``."""
-    return f"{NS}{name}Descriptor#{code}"
-
-
-@dataclass
-class Event:
-    """One change: an upsert (the record's new state), a delete (``id``, ``changeVersion``, ``keyValues``)
-    or a keyChange (``id``, ``changeVersion``, ``oldKeyValues``, ``newKeyValues``)."""
-
-    change_version: int
-    resource: str
-    kind: str
-    record: dict
+__all__ = ["COURSES", "DESCRIPTORS", "FIRST", "GRADES", "LAST", "LEA_ID", "NS", "RESOURCE_ORDER", "SCHOOL_YEAR",
+           "SESSION", "EdFiDataset", "Event", "descriptor", "generate_edfi", "hash_stable", "write_edfi_export"]
 
 
 @dataclass
@@ -135,51 +113,6 @@ def _newer(version: int | None, than: int | None) -> bool:
     return version is not None and than is not None and version > than
 
 
-class _Builder:
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-        self.seed = seed
-        self.version = 0
-        self.batch: list[Event] = []
-        self.alive: dict[str, dict[str, dict]] = {r: {} for r in RESOURCE_ORDER}
-
-    def new_id(self, resource: str, key: str) -> str:
-        return uuid.uuid5(uuid.NAMESPACE_URL, f"oea-edfi/{self.seed}/{resource}/{key}").hex
-
-    def upsert(self, resource: str, record: dict, carry_version: bool = False) -> dict:
-        """The record, upserted with the next change version (also in its body with ``carry_version``)."""
-        self.version += 1
-        record = copy.deepcopy(record)
-        if carry_version:
-            record["changeVersion"] = self.version
-        record["_etag"] = str(5250000000000000000 + self.version)
-        record["_lastModifiedDate"] = f"2024-08-26T00:00:{self.version % 60:02d}Z"
-        self.alive[resource][record["id"]] = record
-        self.batch.append(Event(self.version, resource, "upsert", record))
-        return record
-
-    def delete(self, resource: str, record_id: str, key_values: dict) -> None:
-        self.version += 1
-        self.alive[resource].pop(record_id, None)
-        self.batch.append(Event(self.version, resource, "delete",
-                                {"id": record_id, "changeVersion": self.version, "keyValues": key_values}))
-
-    def replay(self, resource: str, record: dict, version: int) -> None:
-        """A late delivery: ``record`` as it was at ``version``, older than the record's newest change."""
-        self.batch.append(Event(version, resource, "upsert", copy.deepcopy(record)))
-
-    def change_key(self, resource: str, record: dict, old: dict, new: dict, changed: dict) -> None:
-        """The record with ``changed`` fields, upserted, and its key change (the same change version, as the
-        ODS reports both for one update)."""
-        updated = self.upsert(resource, {**record, **changed})
-        self.batch.append(Event(self.version, resource, "keyChange", {
-            "id": updated["id"], "changeVersion": self.version, "oldKeyValues": old, "newKeyValues": new}))
-
-
-def _ref(**keys) -> dict:
-    return dict(keys, link={"rel": "Link", "href": "/ed-fi/x/" + "-".join(str(v) for v in keys.values())})
-
-
 def generate_edfi(students: int = 24, staff: int = 6, schools: int = 2, batches: int = 3,
                   seed: int = 7, key_changes: bool = False, history: bool = False) -> EdFiDataset:
     """Generate ``batches`` batches of consistent Ed-Fi changes (first batch: the full initial load).
@@ -204,186 +137,60 @@ def generate_edfi(students: int = 24, staff: int = 6, schools: int = 2, batches:
         raise ValueError("need at least 1 batch, 4 students, 1 staff member and 1 school")
     if history and batches < 3:
         raise ValueError(f"history needs at least 3 batches (its changes are in batches 1 and 2), got {batches}")
-    b = _Builder(seed)
-    rng = b.rng
+    b = Builder(seed)
     dataset = EdFiDataset()
-    for resource, codes in DESCRIPTORS.items():
-        name = resource[0].upper() + resource[1:-len("Descriptors")]
-        for code in codes:
-            b.upsert(resource, {"id": b.new_id(resource, code), "codeValue": code, "shortDescription": code,
-                                "description": code, "namespace": f"{NS}{name}Descriptor"})
-    b.upsert("localEducationAgencies", {
-        "id": b.new_id("lea", str(LEA_ID)), "localEducationAgencyId": LEA_ID, "nameOfInstitution": "Grand Bend ISD",
-        "localEducationAgencyCategoryDescriptor": descriptor("LocalEducationAgencyCategory", "Independent"),
-        "stateEducationAgencyReference": _ref(stateEducationAgencyId=255950),
-        "categories": [], "addresses": [{"addressTypeDescriptor": descriptor("AddressType", "Physical"),
-                                         "city": "Grand Bend", "postalCode": "78834", "streetNumberName": "1 Main St",
-                                         "stateAbbreviationDescriptor": descriptor("StateAbbreviation", "TX"),
-                                         "periods": []}],
-        "educationOrganizationCategories": [
-            {"educationOrganizationCategoryDescriptor": descriptor("EducationOrganizationCategory", "District")}],
-        "_ext": {}})
-    school_ids = [LEA_ID * 1000 + i + 1 for i in range(schools)]
-    for i, school_id in enumerate(school_ids):
-        b.upsert("schools", {
-            "id": b.new_id("schools", str(school_id)), "schoolId": school_id,
-            "nameOfInstitution": f"Grand Bend High School {i + 1}",
-            "localEducationAgencyReference": _ref(localEducationAgencyId=LEA_ID),
-            "charterApprovalSchoolYearTypeReference": _ref(schoolYear=2010 + i),
-            "gradeLevels": [{"gradeLevelDescriptor": descriptor("GradeLevel", g)} for g in GRADES],
-            "schoolCategories": [{"schoolCategoryDescriptor": descriptor("SchoolCategory", "High School")}],
-            "educationOrganizationCategories": [
-                {"educationOrganizationCategoryDescriptor": descriptor("EducationOrganizationCategory", "School")}],
-            "addresses": [{"addressTypeDescriptor": descriptor("AddressType", "Physical"), "city": "Grand Bend",
-                           "postalCode": "78834", "streetNumberName": f"{100 + i} School Rd",
-                           "stateAbbreviationDescriptor": descriptor("StateAbbreviation", "TX"),
-                           "periods": [{"beginDate": "2001-08-01"}]}],
-            "institutionTelephones": [{"institutionTelephoneNumberTypeDescriptor":
-                                       descriptor("InstitutionTelephoneNumberType", "Main"),
-                                       "telephoneNumber": f"(512) 555-01{i:02d}"}],
-            "_ext": {"sample": {"isExemplary": i == 0}}})
-    for code, title, subject in COURSES:
-        b.upsert("courses", {
-            "id": b.new_id("courses", code), "courseCode": code, "courseTitle": title, "numberOfParts": 1,
-            "educationOrganizationReference": _ref(educationOrganizationId=LEA_ID),
-            "academicSubjectDescriptor": descriptor("AcademicSubject", subject),
-            "identificationCodes": [{"courseIdentificationSystemDescriptor": descriptor("CourseIdentificationSystem",
-                                                                                        "LEA course code"),
-                                     "identificationCode": code}],
-            "offeredGradeLevels": [{"gradeLevelDescriptor": descriptor("GradeLevel", g)} for g in GRADES[:2]],
-            "maximumAvailableCredits": 1.0})
-    sections = []
-    for school_id in school_ids:
-        session = {"schoolId": school_id, "schoolYear": SCHOOL_YEAR, "sessionName": SESSION}
-        for code, title, _subject in COURSES:
-            b.upsert("courseOfferings", {
-                "id": b.new_id("courseOfferings", f"{school_id}/{code}"), "localCourseCode": code,
-                "localCourseTitle": title, "courseReference": _ref(courseCode=code, educationOrganizationId=LEA_ID),
-                "schoolReference": _ref(schoolId=school_id), "sessionReference": _ref(**session),
-                "offeredGradeLevels": []})
-            for k in range(2):
-                ident = f"{school_id}-{code}-{k + 1:02d}"
-                section_keys = {"localCourseCode": code, **session, "sectionIdentifier": ident}
-                b.upsert("sections", {
-                    "id": b.new_id("sections", ident), "sectionIdentifier": ident, "sectionName": f"{title} {k + 1}",
-                    "courseOfferingReference": _ref(localCourseCode=code, **session),
-                    "locationReference": _ref(classroomIdentificationCode=f"R{100 + k}", schoolId=school_id),
-                    "locationSchoolReference": _ref(schoolId=school_id),
-                    "classPeriods": [{"classPeriodReference": _ref(classPeriodName=f"P{k + 1}", schoolId=school_id)},
-                                     {"classPeriodReference": _ref(classPeriodName=f"P{k + 3}", schoolId=school_id)}],
-                    "availableCredits": 0.5, "sequenceOfCourse": 1})
-                sections.append((school_id, section_keys))
-    staff_ids = [f"2070{i:03d}" for i in range(staff)]
-    for i, staff_id in enumerate(staff_ids):
-        first, last = FIRST[(i * 7 + 3) % len(FIRST)], LAST[(i * 5 + 1) % len(LAST)]
-        b.upsert("staffs", {
-            "id": b.new_id("staffs", staff_id), "staffUniqueId": staff_id, "firstName": first,
-            "lastSurname": last, "birthDate": f"19{70 + i % 20}-0{1 + i % 9}-1{i % 9}",
-            "sexDescriptor": descriptor("Sex", "Female" if i % 2 else "Male"),
-            "electronicMails": [{"electronicMailTypeDescriptor": descriptor("ElectronicMailType", "Work"),
-                                 "electronicMailAddress": f"{first}.{last}@grandbend.example".lower()}],
-            "races": [], "_ext": {}})
-    for n, (school_id, keys) in enumerate(sections):
-        staff_id = staff_ids[n % len(staff_ids)]
-        b.upsert("staffSectionAssociations", {
-            "id": b.new_id("staffSectionAssociations", f"{staff_id}/{keys['sectionIdentifier']}"),
-            "staffReference": _ref(staffUniqueId=staff_id), "sectionReference": _ref(**keys),
-            "beginDate": "2023-08-21",
-            "classroomPositionDescriptor": descriptor("ClassroomPosition", "Teacher of Record")})
-    enrolled: dict[str, tuple[int, list[dict]]] = {}
-
-    def enroll(index: int) -> None:
-        student_id = f"604{index:04d}"
-        first, last = FIRST[index % len(FIRST)], LAST[(index * 3) % len(LAST)]
-        grade = index % len(GRADES)
-        b.upsert("students", {
-            "id": b.new_id("students", student_id), "studentUniqueId": student_id, "firstName": first,
-            "lastSurname": last, "middleName": FIRST[(index + 5) % len(FIRST)],
-            "birthDate": f"{2009 - grade}-{1 + index % 12:02d}-{1 + index % 28:02d}", "birthCity": "Grand Bend",
-            "birthSexDescriptor": descriptor("Sex", "Female" if index % 2 else "Male"),
-            "otherNames": ([{"otherNameTypeDescriptor": descriptor("OtherNameType", "Nickname"),
-                             "firstName": first[:2] + "y", "lastSurname": last}] if index % 3 == 0 else []),
-            "personalIdentificationDocuments": [], "_ext": {}})
-        school_id = school_ids[index % len(school_ids)]
-        b.upsert("studentSchoolAssociations", {
-            "id": b.new_id("studentSchoolAssociations", f"{student_id}/{school_id}"),
-            "studentReference": _ref(studentUniqueId=student_id), "schoolReference": _ref(schoolId=school_id),
-            "calendarReference": _ref(calendarCode="IEP", schoolId=school_id, schoolYear=SCHOOL_YEAR),
-            "classOfSchoolYearTypeReference": _ref(schoolYear=SCHOOL_YEAR + 3 - grade),
-            "entryDate": "2023-08-21", "entryGradeLevelDescriptor": descriptor("GradeLevel", GRADES[grade]),
-            "alternativeGraduationPlans": [], "educationPlans": []})
-        mine = [keys for sid, keys in sections if sid == school_id]
-        chosen = rng.sample(mine, k=min(3, len(mine)))
-        for keys in chosen:
-            b.upsert("studentSectionAssociations", {
-                "id": b.new_id("studentSectionAssociations", f"{student_id}/{keys['sectionIdentifier']}"),
-                "studentReference": _ref(studentUniqueId=student_id), "sectionReference": _ref(**keys),
-                "beginDate": "2023-08-21", "homeroomIndicator": False})
-        enrolled[student_id] = (school_id, chosen)
-
+    roster = load_district(b, staff, schools)
     for index in range(students):
-        enroll(index)
+        enroll(b, roster, index)
     dataset.batches.append(b.batch)
     for batch in range(1, batches):
         b.batch = []
-        day = dt.date(2023, 9, 1) + dt.timedelta(days=7 * batch)
-        ids = sorted(enrolled)
-        # attendance: a few absences; one event inserted and deleted within the batch
-        for student_id in rng.sample(ids, k=max(2, len(ids) // 6)):
-            school_id = enrolled[student_id][0]
-            event = b.upsert("studentSchoolAttendanceEvents", {
-                "id": b.new_id("attendance", f"{student_id}/{day}"),
-                "studentReference": _ref(studentUniqueId=student_id), "schoolReference": _ref(schoolId=school_id),
-                "sessionReference": _ref(schoolId=school_id, schoolYear=SCHOOL_YEAR, sessionName=SESSION),
-                "eventDate": day.isoformat(), "attendanceEventReason": f"Reported by {student_id[-2:]}",
-                "attendanceEventCategoryDescriptor": descriptor("AttendanceEventCategory",
-                                                                rng.choice(DESCRIPTORS[
-                                                                    "attendanceEventCategoryDescriptors"]))})
-        b.delete("studentSchoolAttendanceEvents", event["id"],
-                 {"studentUniqueId": event["studentReference"]["studentUniqueId"], "eventDate": day.isoformat()})
-        # grades for every enrolment, then a corrected grade in later batches
-        for student_id in ids:
-            for keys in enrolled[student_id][1]:
-                b.upsert("grades", {
-                    "id": b.new_id("grades", f"{student_id}/{keys['sectionIdentifier']}"),
-                    "studentSectionAssociationReference": _ref(beginDate="2023-08-21", studentUniqueId=student_id,
-                                                               **keys),
-                    "gradingPeriodReference": _ref(gradingPeriodDescriptor=descriptor("GradingPeriod",
-                                                                                      "First Six Weeks"),
-                                                   periodSequence=1, schoolId=keys["schoolId"],
-                                                   schoolYear=SCHOOL_YEAR),
-                    "gradeTypeDescriptor": descriptor("GradeType", "Grading Period"),
-                    "numericGradeEarned": 60 + rng.randrange(40) + batch, "letterGradeEarned": "B",
-                    "learningStandardGrades": []})
-        # a name change, a section drop, a new student, and (from batch 2) a student who leaves the district
-        renamed = ids[batch % len(ids)]
-        record = copy.deepcopy(b.alive["students"][b.new_id("students", renamed)])
-        record["lastSurname"] = LAST[(batch * 7) % len(LAST)] + "-" + record["lastSurname"]
-        b.upsert("students", record)
-        dropper = ids[(batch * 5) % len(ids)]
-        school_id, chosen = enrolled[dropper]
-        if chosen:
-            keys = chosen.pop()
-            b.delete("studentSectionAssociations",
-                     b.new_id("studentSectionAssociations", f"{dropper}/{keys['sectionIdentifier']}"),
-                     {"studentUniqueId": dropper, "sectionIdentifier": keys["sectionIdentifier"]})
-            grade_id = b.new_id("grades", f"{dropper}/{keys['sectionIdentifier']}")
-            if grade_id in b.alive["grades"]:
-                b.delete("grades", grade_id, {"studentUniqueId": dropper})
-        enroll(students + batch - 1)
-        if batch >= 2:
-            leaver = ids[0] if ids[0] not in (renamed, dropper) else ids[1]
-            enrolled.pop(leaver)
-            _remove_student(b, leaver)
-        if history:
-            _history(b, dataset, batch, f"604{students - 1:04d}", ids, enrolled, school_ids, day)
-        if key_changes:
-            _change_entry_date(b, sorted(enrolled)[(batch * 3 + 1) % len(enrolled)], enrolled, day)
+        _later_batch(b, dataset, roster, batch, students, key_changes=key_changes, history=history)
         dataset.batches.append(b.batch)
     return dataset
 
 
-def _history(b: _Builder, dataset: EdFiDataset, batch: int, changer: str, ids: list[str], enrolled: dict,
+def _later_batch(b: Builder, dataset: EdFiDataset, roster: Roster, batch: int, students: int, *,
+                 key_changes: bool, history: bool) -> None:
+    """Batch ``batch`` (1 or later): attendance, grades, a name change, a section drop, a new student, and (from
+    batch 2) a student who leaves the district; then the history's and the key changes, if asked for."""
+    enrolled = roster.enrolled
+    day = dt.date(2023, 9, 1) + dt.timedelta(days=7 * batch)
+    ids = sorted(enrolled)
+    add_attendance(b, enrolled, ids, day)
+    add_grades(b, enrolled, ids, batch)
+    renamed, dropper = _rename_and_drop(b, enrolled, ids, batch)
+    enroll(b, roster, students + batch - 1)
+    if batch >= 2:
+        leaver = ids[0] if ids[0] not in (renamed, dropper) else ids[1]
+        enrolled.pop(leaver)
+        _remove_student(b, leaver)
+    if history:
+        _history(b, dataset, batch, f"604{students - 1:04d}", ids, enrolled, roster.school_ids, day)
+    if key_changes:
+        _change_entry_date(b, sorted(enrolled)[(batch * 3 + 1) % len(enrolled)], enrolled, day)
+
+
+def _rename_and_drop(b: Builder, enrolled: dict, ids: list[str], batch: int) -> tuple[str, str]:
+    """A student's last name changes; another student drops a section (and its grade): their studentUniqueIds."""
+    renamed = ids[batch % len(ids)]
+    record = copy.deepcopy(b.alive["students"][b.new_id("students", renamed)])
+    record["lastSurname"] = LAST[(batch * 7) % len(LAST)] + "-" + record["lastSurname"]
+    b.upsert("students", record)
+    dropper = ids[(batch * 5) % len(ids)]
+    _school_id, chosen = enrolled[dropper]
+    if chosen:
+        keys = chosen.pop()
+        b.delete("studentSectionAssociations",
+                 b.new_id("studentSectionAssociations", f"{dropper}/{keys['sectionIdentifier']}"),
+                 {"studentUniqueId": dropper, "sectionIdentifier": keys["sectionIdentifier"]})
+        grade_id = b.new_id("grades", f"{dropper}/{keys['sectionIdentifier']}")
+        if grade_id in b.alive["grades"]:
+            b.delete("grades", grade_id, {"studentUniqueId": dropper})
+    return renamed, dropper
+
+
+def _history(b: Builder, dataset: EdFiDataset, batch: int, changer: str, ids: list[str], enrolled: dict,
              school_ids: list[int], day: dt.date) -> None:
     """Batch ``batch``'s changes for ``generate_edfi(history=True)`` (its docstring says which)."""
     school_key = b.new_id("schools", str(school_ids[0]))
@@ -411,8 +218,8 @@ def _history(b: _Builder, dataset: EdFiDataset, batch: int, changer: str, ids: l
             new_school = school_ids[(school_ids.index(old_school) + 1) % len(school_ids)]
             b.upsert("studentSchoolAssociations", {
                 **association, "id": b.new_id("studentSchoolAssociations", f"{mover}/{new_school}"),
-                "schoolReference": _ref(schoolId=new_school),
-                "calendarReference": _ref(calendarCode="IEP", schoolId=new_school, schoolYear=SCHOOL_YEAR),
+                "schoolReference": ref(schoolId=new_school),
+                "calendarReference": ref(calendarCode="IEP", schoolId=new_school, schoolYear=SCHOOL_YEAR),
                 "entryDate": (day + dt.timedelta(days=3)).isoformat()})
             enrolled[mover] = (new_school, [])
         (old,) = [e for e in dataset.batches[0] if e.resource == "schools" and e.record["id"] == school_key]
@@ -426,7 +233,7 @@ def _history(b: _Builder, dataset: EdFiDataset, batch: int, changer: str, ids: l
         b.replay("students", last.record, last.change_version)
 
 
-def _end_enrollment(b: _Builder, student_id: str, enrollment: tuple[int, list[dict]], day: dt.date,
+def _end_enrollment(b: Builder, student_id: str, enrollment: tuple[int, list[dict]], day: dt.date,
                     reason: str) -> dict:
     """The student's school association ended on ``day``, and their section associations with it."""
     school_id, sections = enrollment
@@ -442,7 +249,7 @@ def _end_enrollment(b: _Builder, student_id: str, enrollment: tuple[int, list[di
     return {k: v for k, v in ended.items() if not k.startswith("_") and not k.startswith("exitWithdraw")}
 
 
-def _change_entry_date(b: _Builder, student_id: str, enrolled: dict, day: dt.date) -> None:
+def _change_entry_date(b: Builder, student_id: str, enrolled: dict, day: dt.date) -> None:
     """A student school association's entryDate corrected: its natural key changes, its id stays."""
     school_id = enrolled[student_id][0]
     record = b.alive["studentSchoolAssociations"][b.new_id("studentSchoolAssociations", f"{student_id}/{school_id}")]
@@ -451,7 +258,7 @@ def _change_entry_date(b: _Builder, student_id: str, enrolled: dict, day: dt.dat
                  {"entryDate": day.isoformat(), **keys}, {"entryDate": day.isoformat()})
 
 
-def _remove_student(b: _Builder, student_id: str) -> None:
+def _remove_student(b: Builder, student_id: str) -> None:
     """Delete a student and everything that references them, dependents first (as the ODS requires)."""
     for resource in ("grades", "studentSchoolAttendanceEvents", "studentSectionAssociations",
                      "studentSchoolAssociations"):
