@@ -7,7 +7,7 @@ the YAML.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from graphlib import TopologicalSorter
 from typing import Any
 
@@ -72,10 +72,11 @@ class Step:
     pre_views: dict[str, str] = field(default_factory=dict)  # view name -> SELECT, registered in order
 
 
-@dataclass
-class Flow:
+@dataclass(kw_only=True)
+class PipelineSettings:
+    """The pipeline's own settings, as its flow file gives them; steps inherit ``retry`` and ``timeout``."""
+
     name: str
-    path: str
     description: str
     retry: Retry
     notifications: dict[str, Any]
@@ -83,11 +84,24 @@ class Flow:
     batch_id: str | None
     max_parallel: int
     variables: dict[str, Any]
-    steps: dict[str, Step]
-    stages: list[str]
     timeout: float = DEFAULT_TIMEOUT
     datasources: dict[str, Datasource] = field(default_factory=dict)
     checkpoint_path: str | None = None  # where run logs live (see runlog.runs_dir); None: the lake's default
+
+
+@dataclass(kw_only=True)
+class Flow(PipelineSettings):
+    """A flow file read: its pipeline's settings (those of its own file), its steps and its stages."""
+
+    path: str
+    steps: dict[str, Step]
+    stages: list[str]
+
+    @classmethod
+    def of(cls, settings: PipelineSettings, *, path: str, steps: dict[str, Step], stages: list[str]) -> Flow:
+        """The flow of ``settings`` (each setting as it is) with its ``steps`` and ``stages``."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(PipelineSettings)}, path=path, steps=steps,
+                   stages=stages)
 
     @property
     def folder(self) -> str:

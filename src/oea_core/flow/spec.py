@@ -45,7 +45,7 @@ from typing import Any
 from ..errors import FlowError
 from .checks import check_problems
 from .datasources import read_datasources
-from .model import DEFAULT_TIMEOUT, Check, Datasource, Flow, Retry, Step
+from .model import DEFAULT_TIMEOUT, Check, Flow, PipelineSettings, Retry, Step
 from .problems import Checker, Node, yaml_loader
 from .reference import (
     checkpoint,
@@ -79,28 +79,11 @@ Named = list[tuple[str, int]]  # dependency names as written, each with its line
 
 
 @dataclass
-class _Pipeline:
-    """The pipeline's own settings; steps inherit ``retry`` and ``timeout``."""
-
-    name: str
-    description: str
-    retry: Retry
-    timeout: float
-    notifications: dict[str, Any]
-    checkpoint: bool
-    batch_id: str | None
-    max_parallel: int
-    variables: dict[str, Any]
-    datasources: dict[str, Datasource]
-    checkpoint_path: str | None
-
-
-@dataclass
 class _Graph:
     """The steps as they are read, with the names their dependencies use until every name is known."""
 
     folder: str
-    pipeline: _Pipeline
+    pipeline: PipelineSettings
     steps: dict[str, Step] = field(default_factory=dict)
     stages: list[str] = field(default_factory=list)
     names: dict[str, tuple[str, int]] = field(default_factory=dict)  # stage, group or step name -> what, line
@@ -128,10 +111,7 @@ def load_flow(path: str | os.PathLike[str]) -> Flow:
     if check.problems:
         raise FlowError(f"flow file {path} has {len(check.problems)} problem(s):\n  " + "\n  ".join(check.problems),
                         check.problems, path=path)
-    pipeline = graph.pipeline
-    return Flow(pipeline.name, path, pipeline.description, pipeline.retry, pipeline.notifications,
-                pipeline.checkpoint, pipeline.batch_id, pipeline.max_parallel, pipeline.variables, graph.steps,
-                graph.stages, pipeline.timeout, pipeline.datasources, pipeline.checkpoint_path)
+    return Flow.of(graph.pipeline, path=path, steps=graph.steps, stages=graph.stages)
 
 
 def _stages(check: Checker, graph: _Graph, stages: list[Any], line: int, files: list[str]) -> None:
@@ -198,7 +178,7 @@ def _read(path: str) -> Node:
     return doc
 
 
-def _pipeline(check: Checker, doc: Node) -> _Pipeline:
+def _pipeline(check: Checker, doc: Node) -> PipelineSettings:
     pipeline = doc.get("pipeline") or Node(line=doc.line)
     if check.mapping(pipeline, "pipeline", doc.line):
         normalize_pipeline(check, pipeline)
@@ -216,10 +196,12 @@ def _pipeline(check: Checker, doc: Node) -> _Pipeline:
         check.add("pipeline.max_parallel", pipeline.line, f"must be at least 1, not {max_parallel!r}")
         max_parallel = 1
     resume, runs = checkpoint(check, pipeline)
-    return _Pipeline(name, str(pipeline.get("description") or ""), retry, timeout, _notifications(check, pipeline),
-                     resume, pipeline.get("batch_id"), max_parallel,
-                     _mapping(check, pipeline, "variables", "pipeline", "variables must be a mapping"),
-                     read_datasources(check, pipeline.get("datasources"), pipeline.line_of("datasources")), runs)
+    return PipelineSettings(
+        name=name, description=str(pipeline.get("description") or ""), retry=retry, timeout=timeout,
+        notifications=_notifications(check, pipeline), checkpoint=resume, batch_id=pipeline.get("batch_id"),
+        max_parallel=max_parallel, variables=_mapping(check, pipeline, "variables", "pipeline", "variables must be a mapping"),
+        datasources=read_datasources(check, pipeline.get("datasources"), pipeline.line_of("datasources")),
+        checkpoint_path=runs)
 
 
 def _notifications(check: Checker, pipeline: Node) -> dict[str, Any]:
