@@ -13,23 +13,18 @@ links, special files and names Spark cannot read are refused as for every source
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import re
-import shutil
 import signal
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import LandingError
 from ..intake.landing import (
-    MANIFEST,
     ExportFile,
-    copy_export_file,
     name_problem,
     new_batch_id,
     open_export_file,
@@ -38,35 +33,41 @@ from ..intake.landing import (
     sha256_export_file,
 )
 from ..intake.spark_paths import shown
-from ..lake.paths import LakePaths, check_name
+from ..lake.paths import check_name
+from .landed import (
+    KINDS,
+    SOURCE,
+    BatchWriter,
+    LandedBatch,
+    batch_files,
+    batches,
+    landed_hashes,
+    landed_name,
+    landed_resources,
+    last_change_version,
+    manifest,
+    resource_root,
+)
 from .openapi import land_openapi
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from ..lake.paths import LakePaths
     from .api import EdFiClient, Resource
 
+# what is landed, and the batch writer, live in .landed; these names stay importable from here
+__all__ = ["DEFAULT_NAMESPACE", "KINDS", "READS", "RECORDS_PER_FILE", "SOURCE", "SUFFIXES", "EdFiLandResult",
+           "LandedBatch", "Terminated", "batch_files", "batches", "classify_file", "land_api", "land_files",
+           "landed_name", "landed_resources", "last_change_version", "manifest", "resource_root"]
+
 log = logging.getLogger("oea")
-SOURCE = "edfi"
-KINDS = ("upserts", "deletes", "keyChanges")  # keyChanges: a record's natural key changed (ODS/API 5.3+)
 DEFAULT_NAMESPACE = "ed-fi"
 SUFFIXES = (".json", ".jsonl", ".ndjson")
 RECORDS_PER_FILE = 50_000
 READS = 3  # a resource whose read loses records to data changing under it is read this many times in all
 _RUNDATE = re.compile(r"^rundate=(\d{4}-\d{2}-\d{2})$")
 _SEPARATORS = "|".join(re.escape(sep) for sep in {os.sep, os.altsep or os.sep})  # on POSIX a "\\" is part of a name
-
-
-@dataclass(frozen=True)
-class LandedBatch:
-    """One resource's landed batch."""
-
-    namespace: str
-    resource: str
-    batch_id: str
-    files: int
-    records: dict[str, int] = field(default_factory=dict)
-    change_versions: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -98,116 +99,6 @@ class EdFiLandResult:
                 + (f"; {len(self.already_landed)} files already landed" if self.already_landed else "") + stored)
 
 
-def resource_root(lake: LakePaths, namespace: str, resource: str) -> str:
-    return lake.path("stage1np", SOURCE, check_name(namespace, "namespace"), check_name(resource, "resource"))
-
-
-def landed_resources(lake: LakePaths) -> list[tuple[str, str]]:
-    """``(namespace, resource)`` of everything landed."""
-    root = lake.path("stage1np", SOURCE)
-    found = []
-    if os.path.isdir(root):
-        for namespace in sorted(os.listdir(root)):
-            if namespace.startswith(("_", ".")) or not os.path.isdir(os.path.join(root, namespace)):
-                continue
-            found += [(namespace, r) for r in sorted(os.listdir(os.path.join(root, namespace)))
-                      if not r.startswith(("_", ".")) and os.path.isdir(os.path.join(root, namespace, r))]
-    return found
-
-
-def batches(lake: LakePaths, namespace: str, resource: str) -> list[str]:
-    """Landed batch ids of a resource, in landing order."""
-    root = resource_root(lake, namespace, resource)
-    if not os.path.isdir(root):
-        return []
-    return sorted(b for b in os.listdir(root)
-                  if not b.startswith(("_", ".")) and os.path.exists(os.path.join(root, b, MANIFEST)))
-
-
-def manifest(lake: LakePaths, namespace: str, resource: str, batch_id: str) -> dict:
-    with open(os.path.join(resource_root(lake, namespace, resource), batch_id, MANIFEST), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def batch_files(lake: LakePaths, namespace: str, resource: str, batch_id: str) -> list[tuple[str, str]]:
-    """``(kind, path)`` of a landed batch's files, upserts first, each kind in name order."""
-    folder = os.path.join(resource_root(lake, namespace, resource), batch_id)
-    return [(entry["kind"], os.path.join(folder, entry["path"]))
-            for entry in sorted(manifest(lake, namespace, resource, batch_id)["files"],
-                                key=lambda e: (KINDS.index(e["kind"]), e["path"]))]
-
-
-def last_change_version(lake: LakePaths, namespace: str, resource: str) -> int | None:
-    """The highest change version landed from the API for a resource; None before the first API land."""
-    versions = [manifest(lake, namespace, resource, b).get("change_versions") or {}
-                for b in batches(lake, namespace, resource)]
-    landed = [v["max"] for v in versions if v.get("max") is not None]
-    return max(landed) if landed else None
-
-
-def _landed_hashes(lake: LakePaths) -> set[str]:
-    hashes: set[str] = set()
-    for namespace, resource in landed_resources(lake):
-        for batch_id in batches(lake, namespace, resource):
-            hashes.update(f["sha256"] for f in manifest(lake, namespace, resource, batch_id)["files"])
-    return hashes
-
-
-class _BatchWriter:
-    """Writes one resource's batch into a temporary folder, then renames it into place."""
-
-    def __init__(self, lake: LakePaths, namespace: str, resource: str, batch_id: str) -> None:
-        self.namespace, self.resource, self.batch_id = namespace, resource, batch_id
-        root = resource_root(lake, namespace, resource)
-        self.final = os.path.join(root, check_name(batch_id, "batch id"))
-        if os.path.exists(self.final):
-            raise LandingError(f"batch {batch_id} of {namespace}/{resource} already exists at {self.final}: "
-                               "use a new batch id", path=self.final)
-        self.temp = os.path.join(root, f"_landing_{batch_id}")
-        shutil.rmtree(self.temp, ignore_errors=True)
-        os.makedirs(self.temp)
-        self.entries: list[dict] = []
-        self.records = {kind: 0 for kind in KINDS}
-
-    def copy(self, kind: str, file: ExportFile, digest: str) -> None:
-        name = landed_name(len(self.entries), file.path)
-        os.makedirs(os.path.join(self.temp, kind), exist_ok=True)
-        copy_export_file(file, os.path.join(self.temp, kind, name), digest)
-        self.entries.append({"kind": kind, "path": f"{kind}/{name}", "sha256": digest, "source_path": file.path})
-
-    def write_records(self, kind: str, records: list[dict]) -> None:
-        name = f"part-{len(self.entries):05d}.jsonl"
-        os.makedirs(os.path.join(self.temp, kind), exist_ok=True)
-        data = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
-        payload = data.encode("utf-8")
-        with open(os.path.join(self.temp, kind, name), "wb") as handle:
-            handle.write(payload)
-        self.entries.append({"kind": kind, "path": f"{kind}/{name}", "sha256": hashlib.sha256(payload).hexdigest(),
-                             "records": len(records)})
-        self.records[kind] += len(records)
-
-    def commit(self, origin: dict, change_versions: dict | None = None) -> LandedBatch:
-        doc = {"batch_id": self.batch_id, "source": SOURCE, "namespace": self.namespace,
-               "resource": self.resource, "origin": origin, "change_versions": change_versions,
-               "files": self.entries}
-        with open(os.path.join(self.temp, MANIFEST), "w", encoding="utf-8") as handle:
-            json.dump(doc, handle, indent=1)
-        os.replace(self.temp, self.final)
-        log.info("landed %d files into stage1np/%s/%s/%s/%s", len(self.entries), SOURCE, self.namespace,
-                 self.resource, self.batch_id)
-        return LandedBatch(self.namespace, self.resource, self.batch_id, len(self.entries),
-                           {k: v for k, v in self.records.items() if v}, change_versions)
-
-    def drop(self, kind: str) -> None:
-        """Forget every file of ``kind`` written so far (a read that is done again)."""
-        shutil.rmtree(os.path.join(self.temp, kind), ignore_errors=True)
-        self.entries = [e for e in self.entries if e["kind"] != kind]
-        self.records[kind] = 0
-
-    def abandon(self) -> None:
-        shutil.rmtree(self.temp, ignore_errors=True)
-
-
 class Terminated(KeyboardInterrupt):
     """A SIGTERM during a land: unwinds as Ctrl-C does, so the half-written batch is removed and the lock freed."""
 
@@ -231,11 +122,6 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 
 # files -------------------------------------------------------------------------------------------
-def landed_name(sequence: int, path: str) -> str:
-    """The name a file lands under: ``00003-students.json`` (so no landed name is hidden from Spark)."""
-    return f"{sequence:05d}-{os.path.basename(path)}"
-
-
 def classify_file(relative_path: str) -> tuple[str, str, str, str | None]:
     """``(namespace, resource, kind, rundate)`` of an export file from its path.
 
@@ -296,7 +182,7 @@ def land_files(lake: LakePaths, src: str, batch_id: str | None = None) -> EdFiLa
         check_name(where[1], f"resource of {file.relative}")
         wanted.append((file, where))
     refuse(src, refused)
-    seen = _landed_hashes(lake)
+    seen = landed_hashes(lake)
     plan: dict[tuple[str, str, str], list[tuple[str, ExportFile, str]]] = {}
     already, empty = [], []
     for file, (namespace, resource, kind, rundate) in wanted:
@@ -313,10 +199,10 @@ def land_files(lake: LakePaths, src: str, batch_id: str | None = None) -> EdFiLa
     if not plan and not already and not empty:
         raise LandingError(f"no Ed-Fi JSON files (*.json, *.jsonl, *.ndjson) under {shown(src)}; "
                            f"ignored: {[shown(i) for i in ignored[:5]]}", path=src)
-    writers: list[_BatchWriter] = []
+    writers: list[BatchWriter] = []
     try:  # every batch is copied before any is renamed into place, so a failed copy lands nothing
         for (group, namespace, resource), entries in sorted(plan.items()):
-            writers.append(_BatchWriter(lake, namespace, resource, group))
+            writers.append(BatchWriter(lake, namespace, resource, group))
             for kind, file, digest in sorted(entries, key=lambda e: (KINDS.index(e[0]), e[1].path)):
                 writers[-1].copy(kind, file, digest)
     except BaseException:
@@ -373,7 +259,7 @@ def _land_resource(lake: LakePaths, client: EdFiClient, resource: Resource, batc
         log.info("%s: nothing new since change version %d", resource.name, last)
         return None
     low = None if last is None else last + 1
-    writer = _BatchWriter(lake, resource.namespace, resource.name, batch_id)
+    writer = BatchWriter(lake, resource.namespace, resource.name, batch_id)
     try:
         kinds = KINDS if low is not None else ("upserts",)
         for kind in kinds:
@@ -389,7 +275,7 @@ def _land_resource(lake: LakePaths, client: EdFiClient, resource: Resource, batc
         raise
 
 
-def _land_kind(writer: _BatchWriter, client: EdFiClient, resource: Resource, kind: str, low: int | None,
+def _land_kind(writer: BatchWriter, client: EdFiClient, resource: Resource, kind: str, low: int | None,
                newest: int | None, reads: int) -> None:
     """Land one kind of a resource's changes in the window ``low``..``newest``, checked against the API's count.
 
