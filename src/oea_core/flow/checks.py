@@ -9,13 +9,15 @@ A check file is a Jinja template. Each parameter it renders goes through one typ
 
 ``{{ delta(stage, source, table) }}`` returns a view name built from checked lake names. Anything
 else rendered raw is refused. ``check_problems`` finds bad parameters when the flow is validated;
-the filters check again when the check runs (parameters may be templates).
+the filters check again when the check runs (parameters may be templates). ``read_checks`` reads
+a step's ``checks:`` entries when the flow is loaded.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import re
 from typing import TYPE_CHECKING, Any, cast
 
@@ -24,13 +26,18 @@ from jinja2 import nodes
 
 from ..errors import LakePathError, OEAError
 from ..lake.paths import STAGES, check_name
+from .model import Check
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .problems import Checker, Node
+
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUMBER = re.compile(r"^-?\d{1,18}(\.\d{1,18})?$")
+SEVERITIES = ("error", "warn")
+CHECK_KEYS = {"name", "sql", "severity", "params", "max"}
 TYPE_FILTERS = ("ident", "idents", "date", "number", "text")
 _PASS_THROUGH = ("default", "d")  # filters that keep a parameter's value
 
@@ -181,3 +188,35 @@ def _source(node: nodes.Node) -> str:
     if isinstance(node, nodes.Filter):
         return f"a value through | {node.name}"
     return "a value"
+
+
+def read_checks(check: Checker, raw: Node, where: str, folder: str) -> list[Check]:
+    """A step's ``checks:`` entries as the flow is loaded (each SQL file beside the flow, its params the
+    types the SQL takes); problems go to ``check`` with their lines."""
+    checks: list[Check] = []
+    for index, item in enumerate(raw.get("checks") or []):
+        if check.mapping(item, f"{where}.checks[{index}]", raw.line):
+            checks.append(_check(check, item, f"{where}.checks[{index}]", folder))
+    return checks
+
+
+def _check(check: Checker, item: Node, where: str, folder: str) -> Check:
+    check.keys(item, CHECK_KEYS, where)
+    severity = item.get("severity", "error")
+    if severity not in SEVERITIES:
+        check.add(where, item.line, f"severity must be error or warn, not {severity!r}")
+    sql = check.file(where, item.line, folder, str(item.get("sql") or ""))
+    params = item.get("params") or {}
+    if not isinstance(params, dict):
+        check.add(f"{where}.params", item.line, "params must be a mapping")
+        params = {}
+    elif os.path.isfile(sql):
+        with open(sql, encoding="utf-8") as handle:
+            for problem in check_problems(handle.read(), params):
+                check.add(where, item.line, f"{problem} (check SQL {sql})")
+    allowed = item.get("max", 0)
+    if isinstance(allowed, bool) or not isinstance(allowed, int) or allowed < 0:
+        check.add(where, item.line, f"max must be a whole number of at least 0, not {allowed!r}")
+        allowed = 0
+    name = str(item.get("name") or os.path.splitext(os.path.basename(sql))[0])
+    return Check(name, sql, severity, dict(params), allowed)

@@ -29,9 +29,10 @@ follows the one before (default: groups run side by side); a stage follows the s
 unless it gives its own ``depends_on``.
 A stage list item ``{include: other_flow.yaml}`` puts that file's stages there (see ``_include``).
 Every problem in the file is reported at once, each with its line, including check parameters
-that are not the type their check SQL takes (see ``checks.py``). Each level (pipeline, stage,
-group, step) is read by a function of its own below. The reference format's spellings are made
-today's keys first (see ``reference.py``); its datasources are read by ``datasources.py``.
+that are not the type their check SQL takes. Each level (pipeline, stage, group, step) is read by
+a function of its own below; a step's checks by ``checks.read_checks``. The reference format's
+spellings are made today's keys first (see ``reference.py``); its datasources are read by
+``datasources.py``.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 from ..errors import FlowError
-from .checks import check_problems
+from .checks import SEVERITIES, read_checks
 from .datasources import read_datasources
-from .model import DEFAULT_TIMEOUT, Check, Flow, PipelineSettings, Retry, Step
+from .model import DEFAULT_TIMEOUT, Flow, PipelineSettings, Retry, Step
 from .problems import Checker, Node, yaml_loader
 from .reference import (
     checkpoint,
@@ -59,7 +60,6 @@ from .steps import step_kinds
 
 __all__ = ["DEFAULT_TIMEOUT", "SEVERITIES", "load_flow"]
 
-SEVERITIES = ("error", "warn")
 _KEYS = {
     "top": {"pipeline", "stages"},
     "pipeline": {"name", "description", "default_retry", "notifications", "checkpoint", "batch_id", "max_parallel",
@@ -69,7 +69,6 @@ _KEYS = {
     "group": {"name", "description", "depends_on", "parallel", "steps"},
     "step": {"name", "description", "kind", "depends_on", "parameters", "inputs", "output", "checks", "retry",
              "timeout", "source", "pre_views"},  # and each registered kind's target key
-    "check": {"name", "sql", "severity", "params", "max"},
     "notifications": {"on_failure", "on_success"},
     "notify": {"webhook", "teams", "command"},
     "output": {"stage", "source", "table", "mode"},
@@ -286,7 +285,7 @@ def _step(check: Checker, raw: Node, where: str, stage: str, group: str, graph: 
     step = Step(name, kind, stage, group, target,
                 parameters=_mapping(check, raw, "parameters", who, "parameters must be a mapping"),
                 inputs=_mapping(check, raw, "inputs", who, "inputs must map view names to stage/source/table paths"),
-                output=_output(check, raw, who), checks=_checks(check, raw, who, graph.folder),
+                output=_output(check, raw, who), checks=read_checks(check, raw, who, graph.folder),
                 retry=check.retry(raw.get("retry"), f"{who}.retry", raw.line, pipeline.retry), depends_on=set(),
                 line=raw.line, timeout=check.duration(raw.get("timeout", pipeline.timeout), f"{who}.timeout",
                                                       raw.line_of("timeout"), pipeline.timeout, "timeout", 1e-9),
@@ -321,36 +320,6 @@ def _output(check: Checker, raw: Node, where: str) -> dict[str, Any] | None:
     if not {"stage", "source", "table"} <= set(output):
         check.add(f"{where}.output", output.line, "give stage, source and table")
     return dict(output)
-
-
-def _checks(check: Checker, raw: Node, where: str, folder: str) -> list[Check]:
-    checks = []
-    for index, item in enumerate(raw.get("checks") or []):
-        if check.mapping(item, f"{where}.checks[{index}]", raw.line):
-            checks.append(_check(check, item, f"{where}.checks[{index}]", folder))
-    return checks
-
-
-def _check(check: Checker, item: Node, where: str, folder: str) -> Check:
-    check.keys(item, _KEYS["check"], where)
-    severity = item.get("severity", "error")
-    if severity not in SEVERITIES:
-        check.add(where, item.line, f"severity must be error or warn, not {severity!r}")
-    sql = check.file(where, item.line, folder, str(item.get("sql") or ""))
-    params = item.get("params") or {}
-    if not isinstance(params, dict):
-        check.add(f"{where}.params", item.line, "params must be a mapping")
-        params = {}
-    elif os.path.isfile(sql):
-        with open(sql, encoding="utf-8") as handle:
-            for problem in check_problems(handle.read(), params):
-                check.add(where, item.line, f"{problem} (check SQL {sql})")
-    allowed = item.get("max", 0)
-    if isinstance(allowed, bool) or not isinstance(allowed, int) or allowed < 0:
-        check.add(where, item.line, f"max must be a whole number of at least 0, not {allowed!r}")
-        allowed = 0
-    name = str(item.get("name") or os.path.splitext(os.path.basename(sql))[0])
-    return Check(name, sql, severity, dict(params), allowed)
 
 
 def _link(check: Checker, graph: _Graph) -> None:
