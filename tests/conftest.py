@@ -36,6 +36,21 @@ AZURE_SETTINGS = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_KEY"
 PG_SETTINGS = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGPASSFILE", "PGSERVICE", "PGSERVICEFILE")
 
 
+# The longest test files (their summed durations in a full run, longest first), which the run starts with so
+# that the two workers (-n 2) finish together; every other file follows in collection order.
+LONGEST_FIRST = ("tests/gold/test_history.py", "tests/edfi/test_edfi_ingest.py", "tests/test_benchmarks.py",
+                 "notebooks", "tests/test_notebooks.py", "tests/flow/test_flow_cli.py", "tests/lake/test_cloud.py",
+                 "tests/gold/test_partial.py", "tests/publish/test_publish.py", "tests/test_tasks.py")
+# files whose tests share no module fixture, so each test may go to either worker
+SPREAD_BY_TEST = ("tests/test_benchmarks.py",)
+
+
+def _rank(item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    place = "notebooks" if item.path.suffix == ".ipynb" else path
+    return LONGEST_FIRST.index(place) if place in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if SPARK_FIXTURES & set(getattr(item, "fixturenames", ())):
@@ -48,6 +63,29 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.postgres)
         if item.path.suffix == ".ipynb":  # nbmake's items, one per notebook
             item.add_marker(pytest.mark.notebooks)
+    items.sort(key=_rank)  # stable: the notebooks and each file's tests keep their order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``-n 2 --dist loadfile``: each test file on one worker (its module fixtures built once), and nbmake's
+    notebooks all on one worker in collection order: they share the repository's lake/ (lake_path "../../lake")
+    and each reads what the one before wrote. (xdist_group marks cannot say this under pytest 9.2: xdist 3.8's
+    loadgroup renames ``item._nodeid``, which pytest 9.2 no longer reads.) Files are handed out in the order
+    collected (LONGEST_FIRST first), not xdist's most-tests-first."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesAndNotebooks(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if path.endswith(".ipynb"):
+                return "nbmake notebooks"
+            return nodeid if path in SPREAD_BY_TEST else path
+
+    config.option.loadscopereorder = False
+    return FilesAndNotebooks(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -55,11 +93,13 @@ def spark():
     from oea_core.spark import MEMORY_SETTING, get_spark
 
     # one session runs the whole suite's Spark tests (the processes the tests start keep the default)
-    os.environ.setdefault(MEMORY_SETTING, "6g")
+    # under pytest-xdist (-n 2) each worker has its own session: two 5g heaps fit 24 GiB beside the 3g of the
+    # notebook kernels and commands the tests start
+    os.environ.setdefault(MEMORY_SETTING, "5g")
     try:
         session = get_spark("oea-tests")
     finally:
-        if os.environ.get(MEMORY_SETTING) == "6g":
+        if os.environ.get(MEMORY_SETTING) == "5g":
             del os.environ[MEMORY_SETTING]
     yield session
     session.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ from oea_core.gold.model import STAR_TABLES, VAULT_TABLES
 from oea_testing import ENGINES, TEST_SALT
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from oea_core import DistrictExport
 
 pytestmark = pytest.mark.slow
@@ -96,28 +99,46 @@ def star_tables(store, lake) -> dict[str, Rows]:
     return tables
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def history(spark, tmp_path_factory, request) -> History:
-    from oea_core.delta import delta_store
-
-    engine = request.param
-    root = tmp_path_factory.mktemp(f"history-{engine}")
+@pytest.fixture(scope="module")
+def ingested(spark, tmp_path_factory) -> tuple[DistrictExport, list[Path]]:
+    """The district's Clever export and each Ed-Fi batch landed, ingested and refined once (with delta-rs, the
+    faster engine: the ingest itself is tested on each engine in tests/edfi and tests/clever), and a copy of
+    stage2p after each batch, which each engine's gold build below starts from."""
+    root = tmp_path_factory.mktemp("history-stage2p")
     district = generate_district(root / "export", students=24, batches=4, days=15, seed=7)
     lake = LakePaths.from_setting(root / "lake")
     salt = Salt(TEST_SALT, "test")
-    store = delta_store(spark, engine)
-    clever = CleverModule(lake, spark=spark, salt=salt, engine=engine)
+    clever = CleverModule(lake, spark=spark, salt=salt, engine="delta-rs")
     clever.land(district.root / "clever")
     clever.ingest()
-    edfi = EdFiModule(lake, spark=spark, salt=salt, engine=engine)
+    edfi = EdFiModule(lake, spark=spark, salt=salt, engine="delta-rs")
     dataset = district.edfi
-    batches = []
+    snapshots = []
     for number in range(len(dataset.batches)):
         # the export of the batches so far: the earlier batches' files are the same bytes, so only this one lands
         kept = [[e for e in batch if e.resource in GOLD_RESOURCES] for batch in dataset.batches[: number + 1]]
         write_edfi_export(EdFiDataset(batches=kept, start=dataset.start), root / f"edfi-{number}")
         edfi.land(root / f"edfi-{number}")
         edfi.ingest()
+        snapshots.append(root / f"stage2p-{number}")
+        shutil.copytree(lake.stage_root("stage2p"), snapshots[-1])
+    return district, snapshots
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def history(spark, ingested, tmp_path_factory, request) -> History:
+    from oea_core.delta import delta_store
+
+    engine = request.param
+    district, snapshots = ingested
+    dataset = district.edfi
+    lake = LakePaths.from_setting(tmp_path_factory.mktemp(f"history-{engine}") / "lake")
+    store = delta_store(spark, engine)
+    batches = []
+    for number, snapshot in enumerate(snapshots):
+        # the stage2p tables as the batch's refine left them (the same tables, a few Delta versions on)
+        shutil.rmtree(lake.stage_root("stage2p"), ignore_errors=True)
+        shutil.copytree(snapshot, lake.stage_root("stage2p"))
         day, batch_id = change_day(dataset, number), f"batch{number}"
         load_ts = dt.datetime.combine(day, dt.time(6), dt.timezone.utc)
         last = number == len(dataset.batches) - 1
