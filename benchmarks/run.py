@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/run.py                      # 1M and 5M rows, median of 3 runs
     .venv/bin/python benchmarks/run.py --sizes 200000 --repeats 1 --edfi-students 1000
+    .venv/bin/python benchmarks/run.py --sizes 300 --repeats 1 --days 5 --edfi-students 30 \
+        --edfi-resources students                           # a smoke run (the test suite's)
 
 For each size it generates a Clever daily-participation export with the module generator,
 then, in fresh processes, times:
@@ -19,8 +21,8 @@ process's PSS (proportional set size). RSS would count memory that the JVM's sho
 children share with it once per process, and overstate the peak by up to the JVM's size. Results go to
 ``benchmarks/results/clever.{json,md}`` with the machine, the versions and the medians.
 Ed-Fi (``--edfi-students``) is timed too, on each engine: land, ingest to current state, refine,
-ingest again. The faster engine at the largest Clever size is the local default
-(``oea_core.delta.LOCAL_DEFAULT``).
+ingest again (``--edfi-resources``: only those resources' changes are written; default all of them).
+The faster engine at the largest Clever size is the local default (``oea_core.delta.LOCAL_DEFAULT``).
 Not part of the test suite: timing targets live here.
 """
 
@@ -327,17 +329,32 @@ def benchmark(sizes: list[int], repeats: int, days: int, workdir: Path, referenc
     return report
 
 
+def only_resources(dataset, resources: list[str] | None):
+    """``dataset`` with only ``resources``' changes (None: all of them); an unknown resource is an error."""
+    from oea_core.edfi import EdFiDataset
+
+    if not resources:
+        return dataset
+    unknown = set(resources) - {e.resource for e in dataset.events()}
+    if unknown:
+        raise SystemExit(f"no such Ed-Fi resources in the generated data: {', '.join(sorted(unknown))}")
+    return EdFiDataset(batches=[[e for e in batch if e.resource in resources] for batch in dataset.batches],
+                       start=dataset.start)
+
+
 def benchmark_edfi(students: list[int], repeats: int, workdir: Path,
-                   engines: tuple[str, ...] = tuple(ENGINES)) -> dict:
-    """Ed-Fi: land, ingest (current state), refine and ingest again, per number of students and engine."""
+                   engines: tuple[str, ...] = tuple(ENGINES), resources: list[str] | None = None) -> dict:
+    """Ed-Fi: land, ingest (current state), refine and ingest again, per number of students and engine
+    (``resources``: only those resources' changes; default all)."""
     from oea_core.edfi import generate_edfi, write_edfi_export
 
     report = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "repeats": repeats, "engines": list(engines), "sizes": []}
+              "repeats": repeats, "engines": list(engines), "resources": resources, "sizes": []}
     for count in students:
         root = workdir / f"edfi_{count}"
         print(f"generating Ed-Fi data for {count:,} students ...", flush=True)
-        dataset = generate_edfi(students=count, staff=max(2, count // 20), schools=max(1, count // 1000), batches=3)
+        dataset = only_resources(generate_edfi(students=count, staff=max(2, count // 20),
+                                               schools=max(1, count // 1000), batches=3), resources)
         write_edfi_export(dataset, root / "export", quirks=False)
         os.sync()
         runs: dict[str, list[dict]] = {kind: [] for kind in engines}
@@ -368,6 +385,8 @@ def markdown_edfi(report: dict) -> str:
             lines.append(f"| {e['students']:,} | {ENGINES[kind]} | {e['changes']:,} | {o['land_s']:.1f} s | "
                          f"{o['ingest_s']:.1f} s | {e['changes'] / o['ingest_s']:,.0f} | {o['refine_s']:.1f} s | "
                          f"{o['refined_rows']:,.0f} | {o['noop_ingest_s']:.2f} s | {o['peak_memory_gib']:.2f} GiB |")
+    if report.get("resources"):
+        lines += ["", f"Only these resources' changes: {', '.join(report['resources'])}."]
     lines += ["", ("No reference engine: the Ed-Fi work (JSON change feeds applied as upserts and deletes, then "
               "flattened into ~50 typed tables) has no one-line DuckDB equivalent. Timed after Spark has started."), ""]
     return "\n".join(lines)
@@ -421,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="Clever daily-participation rows (default: 1M and 5M; none: skip Clever)")
     parser.add_argument("--edfi-students", type=int, nargs="*", default=[5000],
                         help="Ed-Fi students (default: 5000; none: skip Ed-Fi)")
+    parser.add_argument("--edfi-resources", help="comma-separated Ed-Fi resources to write and time (default: all)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per engine and size; the median is reported")
     parser.add_argument("--days", type=int, default=100, help="school days the export spans (default 100)")
     parser.add_argument("--workdir", help="scratch folder (default: a temporary folder, removed afterwards)")
@@ -444,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                                tuple(args.engines))
             _save(args.out, "clever", report, markdown(report))
         if args.edfi_students:
-            report = benchmark_edfi(sorted(args.edfi_students), args.repeats, Path(temp), tuple(args.engines))
+            report = benchmark_edfi(sorted(args.edfi_students), args.repeats, Path(temp), tuple(args.engines),
+                                    args.edfi_resources.split(",") if args.edfi_resources else None)
             _save(args.out, "edfi", report, markdown_edfi(report))
     return 0
 
