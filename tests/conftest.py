@@ -169,6 +169,30 @@ def lake(tmp_path) -> LakePaths:
     return LakePaths.from_setting(tmp_path / "lake")
 
 
+@pytest.fixture(scope="session")
+def small_gold(spark, tmp_path_factory):
+    """The gold tests' small vault and star (oea_testing.gold_data.build_small_gold), built once per session
+    (under xdist, once per worker). Shared and read-only: a test that writes takes a copy (gold_lake,
+    vault_lake)."""
+    from oea_testing.gold_data import build_small_gold
+
+    return build_small_gold(spark, tmp_path_factory.mktemp("small-gold"))
+
+
+@pytest.fixture
+def gold_lake(small_gold, tmp_path) -> LakePaths:
+    """A copy of small_gold's lake after the star's build, for one test, at the path the lake fixture has."""
+    shutil.copytree(small_gold.root, tmp_path / "lake")
+    return LakePaths.from_setting(tmp_path / "lake")
+
+
+@pytest.fixture
+def vault_lake(small_gold, tmp_path) -> LakePaths:
+    """A copy of small_gold's lake right after the vault's build (no star yet), at the lake fixture's path."""
+    shutil.copytree(small_gold.vault_root, tmp_path / "lake")
+    return LakePaths.from_setting(tmp_path / "lake")
+
+
 @pytest.fixture
 def salt() -> Salt:
     return Salt(TEST_SALT, "test")

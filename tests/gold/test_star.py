@@ -34,10 +34,10 @@ def school_key(school_id, valid_from=FIRST):
     return surrogate_key(hash_key(school_id), valid_from)
 
 
-def test_facts_join_to_dimensions_and_clever_rows_without_a_student_stay_under_the_unknown_key(spark, rs, lake):
-    write_state(spark, rs, lake, EdFiState())
-    build_vault(lake, "b1", load_ts=T1, store=rs)
-    result = build_star(lake, "b1", effective_date="2023-08-01", store=rs)
+def test_facts_join_to_dimensions_and_clever_rows_without_a_student_stay_under_the_unknown_key(spark, rs,
+                                                                                              small_gold, gold_lake):
+    # small_gold's build: write_state(EdFiState()), build_vault(b1, load_ts=T1), build_star(b1, "2023-08-01")
+    lake, result = gold_lake, small_gold.star
     assert result.checks and not any(result.checks.values()), result.checks
     assert result.unknown_students == 2  # an unknown sis_id and a blank one; the teacher's row is not a student's
     commit = rs.last_commit(lake.table("stage3p", "star", "fact_digital_activity"))

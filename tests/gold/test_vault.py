@@ -30,9 +30,10 @@ def versions(store, lake):
     return {t: store.version(lake.table("stage3p", "vault", t)) for t in VAULT_TABLES}
 
 
-def test_hub_keys_are_sha256_of_normalized_pseudonyms_and_no_raw_id_reaches_the_vault(spark, rs, lake):
-    write_state(spark, rs, lake, EdFiState())
-    result = build_vault(lake, "b1", load_ts=T1, store=rs)
+def test_hub_keys_are_sha256_of_normalized_pseudonyms_and_no_raw_id_reaches_the_vault(spark, rs, small_gold,
+                                                                                       vault_lake):
+    # small_gold's vault build: write_state(EdFiState()), build_vault(b1, load_ts=T1); the lake right after it
+    lake, result = vault_lake, small_gold.vault
     assert result.checks and not any(result.checks.values())
     hub_student = vault(rs, lake, "hub_student")
     hub = {r.studentUniqueId_pseudonym: r for r in hub_student.collect()}

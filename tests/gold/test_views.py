@@ -4,9 +4,9 @@ page names only columns the star has, and its SQL gives what the Delta tables ho
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -14,15 +14,12 @@ import pytest
 
 from oea_core import FlowError, LakePathError, LakePaths, view_set_script
 from oea_core.cli import main
-from oea_core.delta import DeltaRsStore
-from oea_core.gold import build_star, build_vault
 from oea_core.gold.model import STAR_TABLES, VAULT_TABLES
 from oea_core.sql.preview import SqlPreview
 from oea_core.sql.view_sets import gold_tables, sha256_columns
 from oea_core.sql.views import view_defs
 from oea_core.tasks import write_views
 from oea_testing import views_by_database
-from oea_testing.gold_data import EdFiState, write_state
 
 REPO = Path(__file__).resolve().parents[2]
 ADLS = LakePaths(account="districtlake01")  # no working copy: no tables to read
@@ -30,14 +27,11 @@ AREAS = {"vault": VAULT_TABLES, "star": STAR_TABLES}
 
 
 @pytest.fixture(scope="module")
-def built(spark, tmp_path_factory) -> LakePaths:
-    """One small vault and star (tests/oea_testing/gold_data.py), built once for the module."""
-    rs = DeltaRsStore(spark)
-    lake = LakePaths.from_setting(tmp_path_factory.mktemp("gold-views") / "lake")
-    write_state(spark, rs, lake, EdFiState())
-    build_vault(lake, "b1", load_ts=dt.datetime(2024, 1, 1, 6, tzinfo=dt.timezone.utc), store=rs)
-    build_star(lake, "b1", effective_date="2023-08-01", store=rs)
-    return lake
+def built(small_gold, tmp_path_factory) -> LakePaths:
+    """One small vault and star (tests/oea_testing/gold_data.py), the session's, copied once for the module."""
+    root = tmp_path_factory.mktemp("gold-views") / "lake"
+    shutil.copytree(small_gold.root, root)
+    return LakePaths.from_setting(root)
 
 
 def _rows(lake: LakePaths, area: str, table: str) -> list[dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -102,6 +103,33 @@ def write_state(spark, store, lake, state: EdFiState) -> None:
             rows, source = getattr(state, table), "edfi"
         store.write(spark.createDataFrame(list(rows), ddl), lake.table("stage2p", source, table),
                     mode="overwrite")
+
+
+@dataclass(frozen=True)
+class SmallGold:
+    """One small lake's gold build (``EdFiState()``, batch b1, delta-rs): the lake as it was right after the
+    vault's build (``vault_root``) and after the star's (``root``), and each build's result."""
+
+    vault_root: Path
+    root: Path
+    vault: object  # GoldResult
+    star: object
+
+
+def build_small_gold(spark, folder: Path) -> SmallGold:
+    """Write ``EdFiState()`` and build the vault (load_ts 2024-01-01 06:00 UTC) and the star (2023-08-01) for
+    batch b1, keeping a copy of the lake between the two builds. Read-only: tests copy what they change."""
+    from oea_core import LakePaths
+    from oea_core.delta import DeltaRsStore
+    from oea_core.gold import build_star, build_vault
+
+    rs = DeltaRsStore(spark)
+    lake = LakePaths.from_setting(folder / "lake")
+    write_state(spark, rs, lake, EdFiState())
+    vault = build_vault(lake, "b1", load_ts=dt.datetime(2024, 1, 1, 6, tzinfo=dt.timezone.utc), store=rs)
+    shutil.copytree(str(lake.root), folder / "vault-lake")
+    star = build_star(lake, "b1", effective_date="2023-08-01", store=rs)
+    return SmallGold(folder / "vault-lake", Path(str(lake.root)), vault, star)
 
 
 PARTIAL_TABLES = ("students", "schools", "student_school_associations")  # what OEA's own Ed-Fi test set has

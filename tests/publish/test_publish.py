@@ -39,16 +39,10 @@ T1 = dt.datetime(2024, 1, 1, 6, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture(scope="module")
-def star(spark, tmp_path_factory) -> Path:
-    """A lake with the gold layer's star schema (and the stage2p tables it came from), built once."""
-    from oea_core.gold import build_star, build_vault
-
-    lake = LakePaths.from_setting(tmp_path_factory.mktemp("star") / "lake")
-    store = delta_store(spark, "delta-rs")
-    write_state(spark, store, lake, EdFiState())
-    build_vault(lake, "b1", load_ts=T1, store=store)
-    build_star(lake, "b1", effective_date="2023-08-01", store=store)
-    return Path(str(lake.root))
+def star(small_gold) -> Path:
+    """A lake with the gold layer's star schema (and the stage2p tables it came from), built once (the
+    session's small_gold, tests/conftest.py): read only, tests copy it."""
+    return small_gold.root
 
 
 @pytest.fixture
