@@ -110,7 +110,7 @@ def test_generate_writes_a_deterministic_export(tmp_path, capsys):
 def test_readme_commands_are_the_ones_ci_runs():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
-    test_command = '.venv/bin/python -m pytest --nbmake tests notebooks -m ""'
+    test_command = '.venv/bin/python -m pytest -n 2 --dist loadfile --nbmake tests notebooks -m ""'
     assert f"./scripts/setup.sh && {test_command}" in readme
     assert "./scripts/setup.sh && .venv/bin/oea run" in readme
     assert "./scripts/setup.sh" in ci and test_command in ci
