@@ -93,9 +93,17 @@ def distinct(folder: str, relatives: list[str]) -> int:
     return len({sha256(os.path.join(folder, r)) for r in relatives})
 
 
-def proxied(sshd, tmp_path, monkeypatch, **drops) -> DropProxy:
-    """A DropProxy to the server, its port in a known_hosts file of its own."""
-    proxy = DropProxy(sshd.port, **drops)
+def part_bytes(lake: LakePaths) -> int:
+    """The bytes of the ``.part`` downloads in the lake's SFTP download folders."""
+    return sum(os.path.getsize(os.path.join(folder, name))
+               for folder, _d, names in os.walk(os.path.join(lake.root, ".oea", "sftp"))
+               for name in names if name.endswith(".part"))
+
+
+def proxied(sshd, tmp_path, monkeypatch, lake, **drops) -> DropProxy:
+    """A DropProxy to the server, its port in a known_hosts file of its own; each cut waits until the
+    download saved part of the file it cut."""
+    proxy = DropProxy(sshd.port, kept=lambda: part_bytes(lake), **drops)
     write_known_hosts(str(tmp_path / "known_hosts"), sshd.port, sshd.host_key_pub, proxy.port)
     monkeypatch.setenv("OEA_SFTP_KNOWN_HOSTS", str(tmp_path / "known_hosts"))
     return proxy
@@ -182,7 +190,7 @@ def test_a_connection_cut_mid_file_is_retried_and_resumed(ssh_env, remote, lake,
     relative = big_report(remote)
     give_to_server(ssh_env, remote)
     size = os.path.getsize(os.path.join(remote, relative))
-    proxy = proxied(ssh_env, tmp_path, monkeypatch, after=size // 3)
+    proxy = proxied(ssh_env, tmp_path, monkeypatch, lake, after=size // 3)
     waits: list[float] = []
     retry = RetryPolicy(attempts=3, backoff=0.5, timeout=10, sleep=waits.append)
     try:
@@ -204,7 +212,7 @@ def test_retries_used_up_leave_stage1np_unchanged_and_the_next_run_resumes(ssh_e
     relative = big_report(remote)
     give_to_server(ssh_env, remote)
     size = os.path.getsize(os.path.join(remote, relative))
-    proxy = proxied(ssh_env, tmp_path, monkeypatch, after=size // 4, drops=100)
+    proxy = proxied(ssh_env, tmp_path, monkeypatch, lake, after=size // 4, drops=100)
     waits: list[float] = []
     retry = RetryPolicy(attempts=2, backoff=1.0, timeout=10, sleep=waits.append)
     try:
@@ -272,7 +280,7 @@ def test_no_log_record_or_error_holds_the_password(ssh_env, remote, lake, tmp_pa
     put(ssh_env, tmp_path, remote, clever_days(tmp_path, 1)[next(iter(clever_days(tmp_path, 1)))])
     relative = big_report(remote)
     give_to_server(ssh_env, remote)
-    proxy = proxied(ssh_env, tmp_path, monkeypatch, after=os.path.getsize(os.path.join(remote, relative)) // 2)
+    proxy = proxied(ssh_env, tmp_path, monkeypatch, lake, after=os.path.getsize(os.path.join(remote, relative)) // 2)
     with caplog.at_level(logging.DEBUG):
         try:
             land_sftp(CleverModule(lake), url(ssh_env, remote, proxy.port), retry=FAST)

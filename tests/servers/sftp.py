@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
@@ -171,12 +171,17 @@ def give_to_server(server: SshServer, path: str) -> None:
 
 class DropProxy:
     """A loopback TCP proxy to ``port`` that closes the first ``drops`` connections once ``after`` bytes
-    came from the server; later connections pass everything."""
+    came from the server; later connections pass everything.
 
-    def __init__(self, port: int, after: int, drops: int = 1) -> None:
+    ``kept`` (the bytes the client has saved so far, e.g. the size of its ``.part`` files) makes the cut wait
+    until the client saved more than it had when the connection opened, however loaded the machine is
+    (paramiko raises a dropped transport's error before handing out data it already buffered)."""
+
+    def __init__(self, port: int, after: int, drops: int = 1, kept: Callable[[], int] | None = None) -> None:
         self.target = port
         self.after = after
         self.drops = drops
+        self.kept = kept
         self.connections = 0
         self.cut = 0
         self._listener = socket.socket()
@@ -197,9 +202,19 @@ class DropProxy:
             upstream = socket.create_connection(("127.0.0.1", self.target))
             self._open += [client, upstream]
             threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, limit), daemon=True).start()
+            start = self.kept() if self.kept else 0
+            threading.Thread(target=self._pipe, args=(upstream, client, limit, start), daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket, limit: int | None) -> None:
+    def _wait_for_the_client(self, start: int) -> None:
+        """Hold the cut until the client saved bytes of this connection (at most 60 s), else 0.5 s."""
+        if self.kept is None:
+            time.sleep(0.5)
+            return
+        deadline = time.monotonic() + 60
+        while self.kept() <= start and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, limit: int | None, start: int = 0) -> None:
         sent = 0
         try:
             while True:
@@ -208,9 +223,7 @@ class DropProxy:
                     break
                 if limit is not None and sent + len(data) >= limit:
                     sink.sendall(data[: max(0, limit - sent)])
-                    # let the client consume what it got before the cut (paramiko raises a dropped
-                    # transport's error before handing out data it already buffered)
-                    time.sleep(0.5)
+                    self._wait_for_the_client(start)
                     self.cut += 1
                     break
                 sink.sendall(data)
