@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -94,10 +95,13 @@ def distinct(folder: str, relatives: list[str]) -> int:
 
 
 def part_bytes(lake: LakePaths) -> int:
-    """The bytes of the ``.part`` downloads in the lake's SFTP download folders."""
-    return sum(os.path.getsize(os.path.join(folder, name))
-               for folder, _d, names in os.walk(os.path.join(lake.root, ".oea", "sftp"))
-               for name in names if name.endswith(".part"))
+    """The bytes of the ``.part`` downloads in the lake's SFTP download folders (one renamed meanwhile counts 0)."""
+    total = 0
+    for folder, _d, names in os.walk(os.path.join(lake.root, ".oea", "sftp")):
+        for name in (n for n in names if n.endswith(".part")):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.path.getsize(os.path.join(folder, name))
+    return total
 
 
 def proxied(sshd, tmp_path, monkeypatch, lake, **drops) -> DropProxy:

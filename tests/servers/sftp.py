@@ -177,7 +177,7 @@ class DropProxy:
     until the client saved more than it had when the connection opened, however loaded the machine is
     (paramiko raises a dropped transport's error before handing out data it already buffered)."""
 
-    def __init__(self, port: int, after: int, drops: int = 1, kept: Callable[[], int] | None = None) -> None:
+    def __init__(self, port: int, after: int, kept: Callable[[], int], drops: int = 1) -> None:
         self.target = port
         self.after = after
         self.drops = drops
@@ -202,14 +202,11 @@ class DropProxy:
             upstream = socket.create_connection(("127.0.0.1", self.target))
             self._open += [client, upstream]
             threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True).start()
-            start = self.kept() if self.kept else 0
+            start = self.kept()
             threading.Thread(target=self._pipe, args=(upstream, client, limit, start), daemon=True).start()
 
     def _wait_for_the_client(self, start: int) -> None:
-        """Hold the cut until the client saved bytes of this connection (at most 60 s), else 0.5 s."""
-        if self.kept is None:
-            time.sleep(0.5)
-            return
+        """Hold the cut until the client saved bytes of this connection (at most 60 s)."""
         deadline = time.monotonic() + 60
         while self.kept() <= start and time.monotonic() < deadline:
             time.sleep(0.05)
